@@ -1,0 +1,1 @@
+"""ragtune: the Telegram bot, its answering core and the model runtime."""

@@ -1,0 +1,1 @@
+"""The model runtime: chat engines and model files."""

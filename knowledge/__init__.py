@@ -1,0 +1,1 @@
+"""The knowledge base: one SQLite file with sqlite-vec vectors and FTS5 keywords."""

@@ -1,0 +1,106 @@
+"""Deterministic chunking: whole sentences, overlap between neighbours, heading kept with each."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from knowledge.parsers import ParsedDocument
+
+# A sentence ends at . ! ? (then spaces and a capital, digit or opening quote), at CJK full stops,
+# or at a line break. Over-splitting (an abbreviation) moves a chunk boundary, never loses text.
+_SENTENCE_END = re.compile(
+    r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-Ý])|(?<=[。！？])\s*|\s*\n+\s*"
+)
+HEADING_SEPARATOR = " › "
+
+
+def embedding_input(heading: str, text: str) -> str:
+    """What gets embedded for a chunk: the heading gives the text its context."""
+    return f"{heading}\n{text}" if heading else text
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One retrievable piece of a document."""
+
+    position: int
+    heading: str
+    text: str
+
+    @property
+    def embed_text(self) -> str:
+        """What gets embedded (see `embedding_input`)."""
+        return embedding_input(self.heading, self.text)
+
+    @property
+    def hash(self) -> str:
+        """Content hash; an unchanged chunk keeps its vector when its document is replaced."""
+        return hashlib.sha256(self.embed_text.encode("utf-8")).hexdigest()[:32]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split text into sentences (see `_SENTENCE_END`), dropping empty pieces."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+
+
+def _hard_split(sentence: str, max_chars: int) -> list[str]:
+    """Cut a sentence longer than `max_chars` at spaces (or anywhere, for unspaced scripts)."""
+    pieces, current = [], ""
+    for word in re.findall(r"\S+\s*", sentence):
+        while len(word) > max_chars:  # a "word" with no spaces at all, e.g. Chinese
+            if current:
+                pieces.append(current.strip())
+                current = ""
+            pieces.append(word[:max_chars])
+            word = word[max_chars:]
+        if current and len(current) + len(word) > max_chars:
+            pieces.append(current.strip())
+            current = ""
+        current += word
+    if current.strip():
+        pieces.append(current.strip())
+    return pieces
+
+
+def _pack(sentences: list[str], max_chars: int, overlap_chars: int) -> list[str]:
+    """Greedily pack sentences into chunks; each chunk repeats the previous one's tail."""
+    units = [piece for s in sentences for piece in _hard_split(s, max_chars)]
+    chunks: list[str] = []
+    current: list[str] = []
+    fresh = 0  # sentences in `current` that are not overlap from the previous chunk
+    for unit in units:
+        length = sum(len(u) + 1 for u in current) + len(unit)
+        if current and length > max_chars and fresh:
+            chunks.append(" ".join(current))
+            tail: list[str] = []
+            for previous in reversed(current):
+                if sum(len(t) + 1 for t in tail) + len(previous) > overlap_chars:
+                    break
+                tail.insert(0, previous)
+            # Keep the overlap only while the next unit still fits beside it.
+            while tail and sum(len(t) + 1 for t in tail) + len(unit) > max_chars:
+                tail.pop(0)
+            current, fresh = tail, 0
+        current.append(unit)
+        fresh += 1
+    if current and fresh:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def chunk_document(
+    document: ParsedDocument, *, max_chars: int = 500, overlap_chars: int = 100
+) -> list[Chunk]:
+    """Split every section into overlapping sentence-aligned chunks headed by title › section."""
+    if max_chars < 50 or not 0 <= overlap_chars < max_chars:
+        raise ValueError("chunk size must be >= 50 and overlap smaller than the chunk size")
+    chunks: list[Chunk] = []
+    for section in document.sections:
+        heading = document.title
+        if section.heading and section.heading != document.title:
+            heading = f"{document.title}{HEADING_SEPARATOR}{section.heading}"
+        for text in _pack(split_sentences(section.text), max_chars, overlap_chars):
+            chunks.append(Chunk(position=len(chunks), heading=heading, text=text))
+    return chunks

@@ -1,0 +1,25 @@
+"""Errors the knowledge base raises, each carrying one sentence fit to show a person."""
+
+
+class KnowledgeError(Exception):
+    """Base class: the message is a complete sentence for the user."""
+
+
+class SQLiteUnavailableError(KnowledgeError):
+    """No SQLite binding on this Python can load the sqlite-vec extension."""
+
+
+class EmbedderMismatchError(KnowledgeError):
+    """The database was built with a different embedding model."""
+
+
+class BadDocumentError(KnowledgeError):
+    """A document cannot be ingested: unsupported, empty, corrupt or too large."""
+
+
+class DocumentNotFoundError(KnowledgeError):
+    """No document with the given id."""
+
+
+class NewerSchemaError(KnowledgeError):
+    """The database was written by a newer ragtune."""

@@ -1,0 +1,90 @@
+"""Numbered schema migrations; `PRAGMA user_version` records how many have run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from knowledge.connection import Connection, transaction
+from knowledge.errors import NewerSchemaError
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    """Register `fn` as the next migration; order of definition is order of application."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(conn: Connection) -> None:
+    """Documents, chunks, keyword index and metadata (the vector table depends on the embedder)."""
+    _run_script(
+        conn,
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE documents (
+            id           INTEGER PRIMARY KEY,
+            external_id  TEXT NOT NULL UNIQUE,
+            source       TEXT NOT NULL,
+            title        TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            bytes        INTEGER NOT NULL,
+            added_by     TEXT,
+            added_at     TEXT NOT NULL,
+            updated_at   TEXT NOT NULL
+        );
+        CREATE TABLE chunks (
+            id          INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            position    INTEGER NOT NULL,
+            heading     TEXT NOT NULL,
+            text        TEXT NOT NULL,
+            hash        TEXT NOT NULL
+        );
+        CREATE INDEX chunks_by_document ON chunks(document_id, position);
+        -- Contentless: the text lives in `chunks`, the index holds a CJK-segmented copy so that
+        -- unicode61 finds Chinese/Japanese characters as tokens (see knowledge/keywords.py).
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            heading, text,
+            content = '',
+            contentless_delete = 1,
+            tokenize = 'porter unicode61 remove_diacritics 2'
+        );
+        """,
+    )
+
+
+def _run_script(conn: Connection, script: str) -> None:
+    """Run `;`-separated statements inside the caller's transaction.
+
+    `executescript` would commit first on some drivers, breaking a migration's atomicity.
+    """
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def schema_version(conn: Connection) -> int:
+    """Number of migrations applied to this database."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def migrate(conn: Connection) -> int:
+    """Apply pending migrations, each in its own transaction; return the resulting version."""
+    current = schema_version(conn)
+    if current > len(MIGRATIONS):
+        raise NewerSchemaError(
+            f"This database has schema version {current}, newer than this ragtune understands "
+            f"({len(MIGRATIONS)}): upgrade ragtune to open it."
+        )
+    for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+        with transaction(conn):
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+    return len(MIGRATIONS)

@@ -1,0 +1,238 @@
+"""Turn files into plain-text documents split into headed sections, using well-kept parsers."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import unicodedata
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowledge.errors import BadDocumentError
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of text under one heading ("" when the document has none)."""
+
+    heading: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """A document's title and sections; `external_id` is set when the source names it."""
+
+    title: str
+    sections: tuple[Section, ...]
+    external_id: str | None = None
+
+    @property
+    def text(self) -> str:
+        """All section text, headings included, as one string (what the content hash covers)."""
+        parts = [self.title]
+        for section in self.sections:
+            parts.extend(p for p in (section.heading, section.text) if p)
+        return "\n\n".join(parts)
+
+
+_SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
+_BLANK_LINES = re.compile(r"\n\s*\n\s*")
+
+
+def clean_text(text: str) -> str:
+    """NFC-normalise, drop control characters, collapse spaces, keep paragraph breaks."""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
+    lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _document(title: str, sections: list[Section], name: str) -> ParsedDocument:
+    kept = tuple(
+        Section(clean_text(s.heading), clean_text(s.text)) for s in sections if clean_text(s.text)
+    )
+    if not kept:
+        raise BadDocumentError(f"{name} has no readable text.")
+    return ParsedDocument(title=clean_text(title) or name, sections=kept)
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise BadDocumentError(f"{name} is not text in any encoding we can read.") from None
+        return str(best)
+
+
+def parse_txt(data: bytes, name: str) -> list[ParsedDocument]:
+    """Plain text: one section, titled by the file name."""
+    return [_document(Path(name).stem, [Section("", _decode(data, name))], name)]
+
+
+def parse_markdown(data: bytes, name: str) -> list[ParsedDocument]:
+    """Markdown: a section per heading; the first level-1 heading is the title."""
+    from markdown_it import MarkdownIt
+
+    source = _decode(data, name)
+    lines = source.splitlines()
+    tokens = MarkdownIt("commonmark").parse(source)
+    headings: list[tuple[int, int, str, str]] = []  # (first line, end line, tag, text)
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.map is not None:
+            headings.append((token.map[0], token.map[1], token.tag, tokens[i + 1].content))
+    title = next((text for _, _, tag, text in headings if tag == "h1"), Path(name).stem)
+    sections: list[Section] = []
+    cursor, heading = 0, ""
+    for start, end, _, text in headings:
+        sections.append(Section(heading, "\n".join(lines[cursor:start])))
+        cursor, heading = end, text
+    sections.append(Section(heading, "\n".join(lines[cursor:])))
+    return [_document(title, sections, name)]
+
+
+_HEADING_MARK = "\u2063HEADING\u2063"
+
+
+def parse_html(data: bytes, name: str) -> list[ParsedDocument]:
+    """HTML: scripts and styles dropped, a section per h1-h6, title from <title> or <h1>."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(_decode(data, name), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):
+        if tag.name == "head" and tag.title is not None:
+            continue
+        tag.decompose()
+    title_tag = soup.find("title")
+    title_source = title_tag or soup.find("h1")
+    title = title_source.get_text(" ", strip=True) if title_source else Path(name).stem
+    if title_tag is not None:
+        title_tag.decompose()
+    for heading in soup.find_all(["h1", "h2", "h3", "h4", "h5", "h6"]):
+        heading.replace_with(f"\n{_HEADING_MARK}{heading.get_text(' ', strip=True)}\n")
+    sections: list[Section] = []
+    heading_text, buffer = "", list[str]()
+    for line in soup.get_text("\n").split("\n"):
+        if line.startswith(_HEADING_MARK):
+            sections.append(Section(heading_text, "\n".join(buffer)))
+            heading_text, buffer = line.removeprefix(_HEADING_MARK), []
+        else:
+            buffer.append(line)
+    sections.append(Section(heading_text, "\n".join(buffer)))
+    return [_document(title, sections, name)]
+
+
+def parse_pdf(data: bytes, name: str) -> list[ParsedDocument]:
+    """PDF: a section per page (headed "page N"), title from metadata or the file name."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise BadDocumentError(f"{name} is password-protected; send an unprotected copy.")
+        sections = [
+            Section(f"page {number}", page.extract_text() or "")
+            for number, page in enumerate(reader.pages, start=1)
+        ]
+        meta_title = reader.metadata.title if reader.metadata else None
+    except BadDocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadDocumentError(f"{name} is not a readable PDF ({exc}).") from None
+    return [_document(meta_title or Path(name).stem, sections, name)]
+
+
+def parse_docx(data: bytes, name: str) -> list[ParsedDocument]:
+    """DOCX: a section per Heading-styled paragraph; tables read row by row."""
+    import docx
+
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise BadDocumentError(f"{name} is not a readable DOCX file ({exc}).") from None
+    title = document.core_properties.title or ""
+    sections: list[Section] = []
+    heading, buffer = "", list[str]()
+    for paragraph in document.paragraphs:
+        style = paragraph.style.name if paragraph.style is not None else ""
+        if style == "Title" and not title:
+            title = paragraph.text
+        elif style.startswith("Heading"):
+            sections.append(Section(heading, "\n".join(buffer)))
+            heading, buffer = paragraph.text, []
+        else:
+            buffer.append(paragraph.text)
+    sections.append(Section(heading, "\n".join(buffer)))
+    for table in document.tables:
+        rows = [" | ".join(cell.text for cell in row.cells) for row in table.rows]
+        sections.append(Section("table", "\n".join(rows)))
+    return [_document(title or Path(name).stem, sections, name)]
+
+
+def parse_jsonl(data: bytes, name: str) -> list[ParsedDocument]:
+    """The eval corpus format: one `{"id", "title", "text"}` object per line, `id` kept."""
+    documents = []
+    for number, line in enumerate(_decode(data, name).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id, text = str(row["id"]), str(row["text"])
+            title = str(row.get("title") or doc_id)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise BadDocumentError(
+                f"{name} line {number} is not a JSON object with id, title and text ({exc})."
+            ) from None
+        parsed = _document(title, [Section("", text)], f"{name} line {number}")
+        documents.append(ParsedDocument(parsed.title, parsed.sections, external_id=doc_id))
+    if not documents:
+        raise BadDocumentError(f"{name} has no documents.")
+    return documents
+
+
+PARSERS: dict[str, Callable[[bytes, str], list[ParsedDocument]]] = {
+    ".txt": parse_txt,
+    ".md": parse_markdown,
+    ".markdown": parse_markdown,
+    ".html": parse_html,
+    ".htm": parse_html,
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
+    ".jsonl": parse_jsonl,
+}
+SUPPORTED_SUFFIXES = tuple(sorted(PARSERS))
+
+
+def parse_bytes(data: bytes, name: str) -> list[ParsedDocument]:
+    """Parse a file's bytes, choosing the parser by the extension of `name`."""
+    suffix = Path(name).suffix.lower()
+    parser = PARSERS.get(suffix)
+    if parser is None:
+        raise BadDocumentError(
+            f"{name}: {suffix or 'no extension'} is not a supported type "
+            f"({', '.join(SUPPORTED_SUFFIXES)})."
+        )
+    if not data.strip():
+        raise BadDocumentError(f"{name} is empty.")
+    return parser(data, name)
+
+
+def parse_file(path: Path, max_bytes: int) -> list[ParsedDocument]:
+    """Parse `path`, refusing it before reading when it is larger than `max_bytes`."""
+    if path.suffix.lower() not in PARSERS:
+        return parse_bytes(b"", path.name)  # raises the unsupported-type error
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise BadDocumentError(
+            f"{path.name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
+            "(RAGTUNE_MAX_DOCUMENT_BYTES)."
+        )
+    return parse_bytes(path.read_bytes(), path.name)
