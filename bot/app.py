@@ -35,6 +35,7 @@ def build_ingestor(
         chunk_chars=settings.chunk_chars,
         overlap_chars=settings.chunk_overlap_chars,
         max_bytes=settings.max_document_bytes,
+        embed_batch=settings.ingest_batch_chunks,
     )
 
 

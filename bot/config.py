@@ -32,6 +32,11 @@ class Settings(BaseSettings):
         0, ge=0, description="CPU threads for embedding; 0 = torch's default."
     )
     embedding_batch_size: int = Field(64, ge=1, description="Texts per embedding forward pass.")
+    ingest_batch_chunks: int = Field(
+        2048,
+        ge=1,
+        description="Chunks gathered across documents for one embedding call (larger is faster).",
+    )
     chunk_chars: int = Field(500, ge=50, description="Longest chunk, in characters.")
     chunk_overlap_chars: int = Field(
         100, ge=0, description="Characters of whole sentences repeated between neighbour chunks."

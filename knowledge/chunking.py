@@ -11,7 +11,11 @@ from knowledge.parsers import ParsedDocument
 # A sentence ends at . ! ? (then spaces and a capital, digit or opening quote), at CJK full stops,
 # or at a line break. Over-splitting (an abbreviation) moves a chunk boundary, never loses text.
 _SENTENCE_END = re.compile(
-    r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-Ý])|(?<=[。！？])\s*|\s*\n+\s*"
+    r"(?<=[.!?…])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9À-Ý\u3040-\u30ff\u4e00-\u9fff])|(?<=[。！？])\s*|\s*\n+\s*"
+)
+# Titles and abbreviations whose full stop does not end a sentence.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st sr jr vs etc e.g i.e no fig approx dept est inc ltd co gen col lt".split()
 )
 HEADING_SEPARATOR = " › "
 
@@ -42,7 +46,17 @@ class Chunk:
 
 def split_sentences(text: str) -> list[str]:
     """Split text into sentences (see `_SENTENCE_END`), dropping empty pieces."""
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
+    sentences: list[str] = []
+    for piece in _SENTENCE_END.split(text):
+        piece = piece.strip()
+        if not piece:
+            continue
+        last_word = sentences[-1].rsplit(" ", 1)[-1].rstrip(".").lower() if sentences else ""
+        if last_word in _ABBREVIATIONS and sentences[-1].endswith("."):
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            sentences.append(piece)
+    return sentences
 
 
 def _hard_split(sentence: str, max_chars: int) -> list[str]:

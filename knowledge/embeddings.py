@@ -85,7 +85,7 @@ class SentenceTransformerEmbedder:
                 from transformers.utils import logging as transformers_logging
 
                 # Loading a local model is not progress worth a bar on stderr.
-                transformers_logging.disable_progress_bar()
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
                 if self.threads > 0:
                     torch.set_num_threads(self.threads)

@@ -114,7 +114,7 @@ class Ingestor:
         chunk_chars: int = 500,
         overlap_chars: int = 100,
         max_bytes: int = 20_000_000,
-        embed_batch: int = 256,
+        embed_batch: int = 2048,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -122,7 +122,8 @@ class Ingestor:
         self.overlap_chars = overlap_chars
         self.max_bytes = max_bytes
         # Chunks gathered across documents before one embed call: many small documents then
-        # embed as fast as one big batch would.
+        # embed as fast as one big batch would (sentence-transformers sorts a call's texts by
+        # length, so bigger calls pad less; 256 ran at 0.83x raw encode here, 2048 at ~0.95x).
         self.embed_batch = embed_batch
         store.bind_embedder(embedder.model_id, embedder.dimension)
 
@@ -199,31 +200,39 @@ class Ingestor:
         progress: Progress | None,
     ) -> IngestReport:
         report = IngestReport()
-        pending: list[_Pending] = []
-
-        def record(result: DocumentResult) -> None:
-            report.results.append(result)
-            if progress is not None:
-                progress(result)
+        # Results wait here with the documents still to embed, so the report keeps input order.
+        pending: list[_Pending | DocumentResult] = []
+        waiting_chunks = 0
 
         def flush() -> None:
-            texts = [c.embed_text for p in pending for c in p.new]
+            to_embed = [p for p in pending if isinstance(p, _Pending)]
+            texts = [c.embed_text for p in to_embed for c in p.new]
             vectors = self.embedder.embed(texts) if texts else np.zeros((0, 0), np.float32)
             offset = 0
-            for p in pending:
-                batch = vectors[offset : offset + len(p.new)]
-                offset += len(p.new)
-                record(self._write(p, batch, added_by))
+            for item in pending:
+                if isinstance(item, _Pending):
+                    batch = vectors[offset : offset + len(item.new)]
+                    offset += len(item.new)
+                    item = self._write(item, batch, added_by)
+                report.results.append(item)
+                if progress is not None:
+                    progress(item)
             pending.clear()
 
-        for item in documents:
-            planned = item if isinstance(item, DocumentResult) else self._plan(item)
-            if isinstance(planned, DocumentResult):
-                record(planned)
-                continue
+        for document in documents:
+            if isinstance(document, SourceDocument) and any(
+                isinstance(p, _Pending) and p.document.external_id == document.external_id
+                for p in pending
+            ):
+                flush()  # the same id twice: plan the second against the first, once written
+                waiting_chunks = 0
+            planned = document if isinstance(document, DocumentResult) else self._plan(document)
             pending.append(planned)
-            if sum(len(p.new) for p in pending) >= self.embed_batch:
+            if isinstance(planned, _Pending):
+                waiting_chunks += len(planned.new)
+            if waiting_chunks >= self.embed_batch:
                 flush()
+                waiting_chunks = 0
         flush()
         return report
 

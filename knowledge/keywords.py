@@ -14,7 +14,8 @@ _CJK_RUN = re.compile(f"[{_CJK}]+")
 _WORD = re.compile(f"[^\\W_{_CJK}]+")
 
 # Words too common to help BM25 rank anything; dropping them keeps OR queries short and fast.
-_STOP_WORDS_TEXT = """
+STOP_WORDS = frozenset(
+    """
     a about above after again against all am an and any are as at be because been before
     being below between both but by can could did do does doing down during each few for
     from further had has have having he her here hers herself him himself his how i if in
@@ -23,8 +24,8 @@ _STOP_WORDS_TEXT = """
     theirs them themselves then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours
     yourself yourselves
-"""
-STOP_WORDS = frozenset(_STOP_WORDS_TEXT.split())
+""".split()
+)
 
 
 def segment_for_index(text: str) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints ratios against the raw library measured in the same run."""

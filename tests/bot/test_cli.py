@@ -1,0 +1,138 @@
+"""The `ragtune` command end to end: real SQLite, the real packaged embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.cli import cli
+from knowledge.store import KnowledgeStore
+from tests.knowledge.documents import make_pdf
+
+runner = CliRunner()
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RAGTUNE = str(Path(sys.executable).parent / "ragtune")
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "cats.md").write_text("# Cats\n\nCats sleep sixteen hours a day.\n")
+    (folder / "tea.txt").write_text("Green tea steeps for two minutes at eighty degrees.")
+    make_pdf(folder / "owls.pdf", ["Owls hunt mice at night."], title="Owls")
+    return folder
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_kb_commands_round_trip(tmp_path: Path, docs: Path) -> None:
+    db = str(tmp_path / "kb.db")
+    code, out, _ = invoke("kb", "add", str(docs), "--db", db)
+    assert code == 0 and "3 added" in out
+
+    code, out, _ = invoke("kb", "add", str(docs), "--db", db)
+    assert code == 0 and "3 unchanged" in out and "0 chunks embedded" in out
+
+    code, out, _ = invoke("kb", "list", "--db", db, "--json")
+    listed = json.loads(out)
+    assert {d["title"] for d in listed} == {"Cats", "tea", "Owls"}
+    for d in listed:
+        assert {"id", "source", "title", "chunks"} <= d.keys() and d["chunks"] >= 1
+
+    code, out, _ = invoke("kb", "search", "what do owls eat", "--k", "2", "--db", db, "--json")
+    hits = json.loads(out)
+    assert len(hits) == 2 and hits[0]["title"] == "Owls" and "mice" in hits[0]["text"]
+
+    owls = next(d for d in listed if d["title"] == "Owls")
+    code, out, _ = invoke("kb", "forget", str(owls["id"]), "--db", db)
+    assert code == 0 and "forgot document" in out
+    code, out, _ = invoke("kb", "stats", "--db", db, "--json")
+    stats = json.loads(out)
+    assert stats["documents"] == 2 and stats["embedding_model"].endswith("all-MiniLM-L6-v2")
+    assert stats["dimension"] == 384
+
+    code, out, _ = invoke("kb", "reindex", "--db", db)
+    assert code == 0 and "re-embedded" in out
+
+
+def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -> None:
+    db = tmp_path / "kb.db"
+    (docs / "broken.docx").write_bytes(b"PK\x03\x04 nope")
+    proc = subprocess.run(
+        [RAGTUNE, "kb", "add", str(docs / "broken.docx"), "--db", str(db)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "broken.docx is not a readable DOCX file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [RAGTUNE, "kb", "forget", "12345", "--db", str(db)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: No document with id '12345': see `ragtune kb list`."
+
+
+def test_eval_retrieval_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) -> None:
+    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()][:20]
+    ids = {row["id"] for row in corpus}
+    questions = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
+    questions = [q for q in questions if set(q["positive_ids"]) <= ids][:40]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    code, out, _ = invoke(
+        "eval", "retrieval", "--corpus", str(tmp_path / "c.jsonl"),
+        "--questions", str(tmp_path / "q.jsonl"), "--json",
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result) == {
+        "recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "n", "p50_ms", "p95_ms",
+    }  # fmt: skip
+    assert result["n"] == 40
+    assert 0.9 <= result["recall@5"] <= result["recall@10"] <= 1.0
+    assert 0 < result["p50_ms"] <= result["p95_ms"]
+
+
+@pytest.mark.slow
+def test_killed_kb_add_leaves_whole_documents(tmp_path: Path, dev_eval_dir: Path) -> None:
+    """kill -9 of the real CLI mid-ingest of the dev corpus; the next run completes it."""
+    db = tmp_path / "kb.db"
+    # Small embedding batches: documents get written (and reported) while the run goes on.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_INGEST_BATCH_CHUNKS": "64"}
+    args = [RAGTUNE, "kb", "add", str(dev_eval_dir / "corpus.jsonl"), "--db", str(db)]
+    child = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    assert child.stderr is not None
+    deadline = time.monotonic() + 120
+    seen = b""
+    # tqdm redraws with \r: wait until some documents are reported written, then kill.
+    while b"embedded=" not in seen and time.monotonic() < deadline:
+        output = os.read(child.stderr.fileno(), 4096)
+        if not output:
+            break  # the child ended on its own; the assertions below will say how
+        seen += output
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    with KnowledgeStore.open(db) as store:
+        partial = store.list_documents()
+        assert 0 < len(partial) < 240
+        rows = store.count_rows()
+        assert rows["chunks"] == rows["keywords"] == rows["vectors"]
+        assert all(d.chunks > 0 for d in partial)
+    subprocess.run(args, check=True, capture_output=True, env=env)
+    with KnowledgeStore.open(db) as store:
+        assert len(store.list_documents()) == 240
+        rows = store.count_rows()
+        assert rows["chunks"] == rows["keywords"] == rows["vectors"]

@@ -1,0 +1,95 @@
+"""Shared fixtures: real SQLite databases on tmp_path, the real packaged embedder, no network."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
+from tests.helpers import HashEmbedder
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_EVAL_DIR = Path(
+    os.environ.get("RAGTUNE_EVAL_DIR", REPO_ROOT.parent / "shared" / "eval" / "dev")
+)
+
+
+def _is_loopback(address: Any) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if a test reaches past 127.0.0.1 (after PTB's tests/auxil/networking.py)."""
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: Any) -> None:
+        if not _is_loopback(address):
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> SentenceTransformerEmbedder:
+    """The packaged all-MiniLM-L6-v2, loaded once per test session."""
+    embedder = SentenceTransformerEmbedder()
+    assert embedder.dimension == 384
+    return embedder
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    """A fresh deterministic embedder that records what it embedded."""
+    return HashEmbedder()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[KnowledgeStore]:
+    """An empty knowledge base file on tmp_path."""
+    with KnowledgeStore.open(tmp_path / "kb.db") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def dev_eval_dir() -> Path:
+    """The XQuAD dev set beside the repository (../shared/eval/dev)."""
+    if not (DEV_EVAL_DIR / "corpus.jsonl").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the dev evaluation set at {DEV_EVAL_DIR}")
+        pytest.skip(f"dev evaluation set not found at {DEV_EVAL_DIR}")
+    return DEV_EVAL_DIR
+
+
+@pytest.fixture(scope="session")
+def dev_store(
+    tmp_path_factory: pytest.TempPathFactory,
+    real_embedder: SentenceTransformerEmbedder,
+    dev_eval_dir: Path,
+) -> Iterator[KnowledgeStore]:
+    """The dev corpus ingested once with the real embedder (tests must not write to it)."""
+    path = tmp_path_factory.mktemp("dev") / "dev.db"
+    with KnowledgeStore.open(path) as store:
+        report = Ingestor(store, real_embedder).add_paths([dev_eval_dir / "corpus.jsonl"])
+        assert len(report.results) == 240 and not report.failures
+        yield store

@@ -1,0 +1,45 @@
+"""Small real implementations of our interfaces for tests (no mocks)."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from knowledge.embeddings import Vectors
+
+
+class HashEmbedder:
+    """A deterministic bag-of-words embedder: texts sharing words get similar vectors."""
+
+    def __init__(self, dimension: int = 64, model_id: str = "test/hash-embedder") -> None:
+        self.model_id = model_id
+        self._dimension = dimension
+        self.calls: list[int] = []
+        """Number of texts in each embed() call, so tests can see what was (re-)embedded."""
+
+    @property
+    def dimension(self) -> int:
+        """Vector length."""
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Hash each word to a signed coordinate, then L2-normalise."""
+        self.calls.append(len(texts))
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                h = zlib.crc32(word.encode())
+                out[row, h % self._dimension] += 1.0 if (h >> 16) & 1 else -1.0
+            norm = float(np.linalg.norm(out[row]))
+            if norm == 0:
+                out[row, 0], norm = 1.0, 1.0
+            out[row] /= norm
+        return out
+
+    @property
+    def embedded(self) -> int:
+        """Total texts embedded so far."""
+        return sum(self.calls)

@@ -1,0 +1,59 @@
+"""Child process for the kill -9 tests: ingests or reindexes, printing after every commit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from knowledge.ingest import Ingestor
+from knowledge.reindex import reindex
+from knowledge.store import KnowledgeStore
+from tests.helpers import HashEmbedder
+
+DOCUMENTS = 30
+
+
+def corpus(version: int) -> list[dict[str, str]]:
+    """30 documents; in version 2 every third paragraph of each is rewritten."""
+    rows = []
+    for d in range(DOCUMENTS):
+        paragraphs = []
+        for p in range(12):
+            edited = version == 2 and p % 3 == 0
+            word = "revised" if edited else "original"
+            paragraphs.append(
+                f"Document {d} paragraph {p} is {word}. It describes valve {d}-{p} in detail. "
+                f"The valve opens at pressure {p * 10 + d} and closes again when it drops."
+            )
+        rows.append({"id": f"doc-{d}", "title": f"Manual {d}", "text": "\n".join(paragraphs)})
+    return rows
+
+
+def write_corpus(path: Path, version: int) -> Path:
+    """Write `corpus(version)` as JSONL."""
+    path.write_text("\n".join(json.dumps(row) for row in corpus(version)))
+    return path
+
+
+def main() -> None:
+    """argv: ingest DB CORPUS | reindex DB MODEL_ID."""
+    mode, db, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    with KnowledgeStore.open(db) as store:
+        print("ready", flush=True)
+        if mode == "ingest":
+            embedder = (
+                HashEmbedder(model_id=store.embedding_model.model_id)
+                if (store.embedding_model)
+                else HashEmbedder()
+            )
+            ingestor = Ingestor(store, embedder, chunk_chars=200, overlap_chars=40, embed_batch=1)
+            ingestor.add_paths([Path(arg)], progress=lambda r: print(r.external_id, flush=True))
+        else:
+            reindex(store, HashEmbedder(model_id=arg), batch_size=16,
+                    progress=lambda n: print(n, flush=True))  # fmt: skip
+        print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

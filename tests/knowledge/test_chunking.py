@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import itertools
+
+from knowledge.chunking import chunk_document, split_sentences
+from knowledge.parsers import ParsedDocument, Section
+
+SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(40)]
+
+
+def _doc(text: str, heading: str = "") -> ParsedDocument:
+    return ParsedDocument("Manual", (Section(heading, text),))
+
+
+def test_sentences_split_at_full_stops_and_line_breaks() -> None:
+    text = "Dr. Who went home. It rained!\nNext line? 中文句子。第二句。"
+    assert split_sentences(text) == [
+        "Dr. Who went home.",
+        "It rained!",
+        "Next line?",
+        "中文句子。",
+        "第二句。",
+    ]
+
+
+def test_chunks_hold_whole_sentences_within_the_size_limit() -> None:
+    chunks = chunk_document(_doc(" ".join(SENTENCES)), max_chars=200, overlap_chars=60)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert len(chunk.text) <= 200
+        assert all(part.endswith(".") for part in split_sentences(chunk.text))
+        assert set(split_sentences(chunk.text)) <= set(SENTENCES)
+    covered = {s for c in chunks for s in split_sentences(c.text)}
+    assert covered == set(SENTENCES)  # nothing lost
+
+
+def test_neighbouring_chunks_overlap_by_a_sentence() -> None:
+    chunks = chunk_document(_doc(" ".join(SENTENCES)), max_chars=200, overlap_chars=60)
+    for first, second in itertools.pairwise(chunks):
+        assert split_sentences(first.text)[-1] == split_sentences(second.text)[0]
+
+
+def test_heading_and_title_stay_with_every_chunk() -> None:
+    chunks = chunk_document(_doc(" ".join(SENTENCES), "Safety"), max_chars=200)
+    assert {c.heading for c in chunks} == {"Manual › Safety"}
+    assert all(c.embed_text.startswith("Manual › Safety\n") for c in chunks)
+    assert [c.position for c in chunks] == list(range(len(chunks)))
+
+
+def test_chunking_is_deterministic() -> None:
+    doc = _doc(" ".join(SENTENCES))
+    assert chunk_document(doc) == chunk_document(doc)
+    assert [c.hash for c in chunk_document(doc)] == [c.hash for c in chunk_document(doc)]
+
+
+def test_overlong_sentences_and_unspaced_scripts_are_cut_to_size() -> None:
+    long_word_text = "word " * 300 + "end."
+    chinese = "这是一个没有标点的很长的句子" * 40
+    for text in (long_word_text, chinese):
+        chunks = chunk_document(_doc(text), max_chars=120, overlap_chars=0)
+        assert all(len(c.text) <= 120 for c in chunks)
+        assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")

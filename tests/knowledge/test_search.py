@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.evaluation import load_questions
+from knowledge.ingest import Ingestor
+from knowledge.search import HybridSearcher
+from knowledge.store import KnowledgeStore
+
+DOCS = {
+    "cats.txt": "Cats sleep up to sixteen hours a day. A cat purrs when it is content.",
+    "trains.txt": "The night train to Vienna leaves from platform 4 at 22:10.",
+    "codes.txt": "Error XK-4471 means the coolant pump has stalled; restart the pump.",
+    "tea.txt": "Green tea should steep for two minutes in water at eighty degrees.",
+    "长城.txt": "长城是中国古代的军事防御工程，全长两万多公里。",
+}
+
+
+def _kb(tmp_path: Path, store: KnowledgeStore, embedder: SentenceTransformerEmbedder) -> None:
+    for name, text in DOCS.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    Ingestor(store, embedder).add_paths([tmp_path / name for name in DOCS])
+
+
+def test_meaning_finds_a_passage_without_shared_words(
+    tmp_path: Path, store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    _kb(tmp_path, store, real_embedder)
+    hits = HybridSearcher(store, real_embedder).search("How long do felines nap?", k=3)
+    assert hits[0].chunk.title == "cats"
+    assert hits[0].vector_rank == 1 and hits[0].keyword_rank is None
+    assert hits[0].similarity > hits[-1].similarity
+
+
+def test_exact_codes_are_found_by_keyword(
+    tmp_path: Path, store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    _kb(tmp_path, store, real_embedder)
+    (hit,) = HybridSearcher(store, real_embedder).search("XK-4471", k=1)
+    assert hit.chunk.title == "codes" and hit.keyword_rank == 1
+
+
+def test_chinese_text_is_found_by_keywords(
+    tmp_path: Path, store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    _kb(tmp_path, store, real_embedder)
+    hits = HybridSearcher(store, real_embedder).search("长城有多长？", k=2)
+    assert hits[0].chunk.title == "长城" and hits[0].keyword_rank == 1
+
+
+def test_hits_carry_what_a_citation_needs(
+    tmp_path: Path, store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    _kb(tmp_path, store, real_embedder)
+    hits = HybridSearcher(store, real_embedder).search("train to Vienna", k=2)
+    assert len(hits) == 2
+    top = hits[0].as_dict()
+    assert top["title"] == "trains"
+    assert top["source"] == str((tmp_path / "trains.txt").resolve())
+    assert top["position"] == 0 and "platform 4" in str(top["text"])
+    assert isinstance(top["document_id"], int) and hits[0].score > hits[1].score
+
+
+def test_binary_scan_with_rescoring_matches_exact_search(
+    dev_store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder, dev_eval_dir: Path
+) -> None:
+    """The 1-bit coarse pass, re-scored exactly, keeps the true neighbours of real vectors."""
+    all_ids = [c.id for batch in dev_store.iter_chunks() for c in batch]
+    questions = load_questions(dev_eval_dir / "questions.jsonl")[::6]
+    vectors = real_embedder.embed([q.question for q in questions])
+    found = 0
+    for vector in vectors:
+        distances = dev_store.cosine_distances(all_ids, vector)
+        exact = set(sorted(distances, key=distances.__getitem__)[:10])
+        # 50 coarse candidates out of ~560 chunks: the Hamming pass has real work to do.
+        approx = {i for i, _ in dev_store.nearest_chunks(vector, 10, candidates=50)}
+        found += len(exact & approx)
+    assert found / (10 * len(vectors)) >= 0.95
