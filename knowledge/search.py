@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +79,19 @@ class HybridSearcher:
         self.store = store
         self.embedder = embedder
         self.settings = settings or SearchSettings()
+        self._keywords_executor: ThreadPoolExecutor | None = None
         store.bind_embedder(embedder.model_id, embedder.dimension)
+
+    def _keyword_thread(self) -> ThreadPoolExecutor:
+        if self._keywords_executor is None:
+            self._keywords_executor = ThreadPoolExecutor(1, thread_name_prefix="ragtune-fts")
+        return self._keywords_executor
+
+    def close(self) -> None:
+        """Stop the keyword thread (the store stays open)."""
+        if self._keywords_executor is not None:
+            self._keywords_executor.shutdown()
+            self._keywords_executor = None
 
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
         """The k best chunks for `query`."""
@@ -89,9 +102,15 @@ class HybridSearcher:
         """Like `search`, with the query already embedded (benchmarks, batch evaluation)."""
         s = self.settings
         depth = max(k, s.candidates)
-        by_vector = self.store.nearest_chunks(vector, depth, candidates=s.coarse_candidates)
         match = match_query(query)
-        by_keyword = self.store.keyword_chunks(match, depth) if match else []
+        keywords: Future[list[tuple[int, float]]] | None = None
+        if match and self.store.parallel_keywords:
+            keywords = self._keyword_thread().submit(self.store.keyword_chunks, match, depth)
+        by_vector = self.store.nearest_chunks(vector, depth, candidates=s.coarse_candidates)
+        if keywords is not None:
+            by_keyword = keywords.result()
+        else:
+            by_keyword = self.store.keyword_chunks(match, depth) if match else []
 
         scores: dict[int, float] = {}
         vector_rank: dict[int, int] = {}

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from knowledge.embeddings import Vectors
+from knowledge.store import KnowledgeStore
 
 
 class HashEmbedder:
@@ -43,3 +44,12 @@ class HashEmbedder:
     def embedded(self) -> int:
         """Total texts embedded so far."""
         return sum(self.calls)
+
+
+def consistent_chunk_count(store: KnowledgeStore) -> int:
+    """Assert chunk, keyword and vector tables hold the same chunk ids; return how many."""
+    ids = store.row_ids()
+    assert ids["chunks"] == ids["keywords"] == ids["vectors"] == ids["exact_vectors"], {
+        name: len(values) for name, values in ids.items()
+    }
+    return len(ids["chunks"])

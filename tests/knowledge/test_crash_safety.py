@@ -38,16 +38,8 @@ def check_consistent(db: Path, versions: dict[str, dict[str, list[str]]]) -> int
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
     with KnowledgeStore.open(db) as store:
-        rows = store.count_rows()
-        assert rows["chunks"] == rows["keywords"] == rows["vectors"]
-        chunk_ids = {i for (i,) in store.conn.execute("SELECT id FROM chunks")}
-        fts_ids = {i for (i,) in store.conn.execute("SELECT id FROM chunks_fts_docsize")}
-        vec_ids = (
-            {i for (i,) in store.conn.execute(f"SELECT rowid FROM {store.vector_table}")}
-            if store.vector_table
-            else set()
-        )
-        assert chunk_ids == fts_ids == vec_ids
+        ids = store.row_ids()
+        assert ids["chunks"] == ids["keywords"] == ids["vectors"] == ids["exact_vectors"]
         orphans = store.conn.execute(
             "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
         ).fetchone()[0]

@@ -10,7 +10,7 @@ from knowledge.ingest import Ingestor, Outcome
 from knowledge.reindex import reindex
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder
+from tests.helpers import HashEmbedder, consistent_chunk_count
 
 PARAGRAPHS = [
     f"Paragraph {i} explains rule {i}. It says that widget {i} must be oiled weekly. "
@@ -42,8 +42,7 @@ def test_add_then_list_with_chunk_counts(store: KnowledgeStore, tmp_path: Path) 
     (doc,) = store.list_documents()
     assert doc.title == "rules" and doc.source == str((tmp_path / "rules.txt").resolve())
     assert doc.chunks == result.chunks_embedded == embedder.embedded > 1
-    rows = store.count_rows()
-    assert rows["chunks"] == rows["keywords"] == rows["vectors"] == doc.chunks
+    assert consistent_chunk_count(store) == doc.chunks
 
 
 def test_unchanged_document_embeds_nothing(store: KnowledgeStore, tmp_path: Path) -> None:
@@ -78,8 +77,7 @@ def test_changed_document_is_replaced_in_place_reembedding_only_changed_chunks(
     assert len(kept) == result.chunks_reused == new.chunks - result.chunks_embedded
     assert all(old_chunks[c.hash] == c.id for c in kept)  # same rows, same vectors
     assert [c.position for c in store.document_chunks(new.id)] == list(range(new.chunks))
-    rows = store.count_rows()
-    assert rows["chunks"] == rows["keywords"] == rows["vectors"] == new.chunks
+    assert consistent_chunk_count(store) == new.chunks
 
 
 def test_forget_removes_chunks_vectors_and_keywords(store: KnowledgeStore, tmp_path: Path) -> None:
@@ -90,8 +88,7 @@ def test_forget_removes_chunks_vectors_and_keywords(store: KnowledgeStore, tmp_p
     first, second = store.list_documents()
     store.delete_document(first.id)
     assert store.list_documents() == [second]
-    rows = store.count_rows()
-    assert rows["chunks"] == rows["keywords"] == rows["vectors"] == second.chunks
+    assert consistent_chunk_count(store) == second.chunks
     hits = HybridSearcher(store, embedder).search("widget 1 oiled weekly", k=20)
     assert {h.document_id for h in hits} == {second.id}
 
@@ -111,8 +108,7 @@ def test_a_different_embedder_is_refused_until_reindex(
     assert store.embedding_model.model_id == "test/other"
     hits = HybridSearcher(store, other).search("widget 3 warranty", k=3)
     assert hits and hits[0].similarity > 0.3
-    rows = store.count_rows()
-    assert rows["chunks"] == rows["vectors"]
+    consistent_chunk_count(store)
     assert store._vector_tables() == [store.vector_table]  # the old table is gone
 
 
@@ -219,4 +215,4 @@ def test_the_same_id_twice_in_one_batch_keeps_only_the_later_text(store: Knowled
     )
     (doc,) = store.list_documents()
     assert [c.text for c in store.document_chunks(doc.id)] == ["Widgets are red."]
-    assert store.count_rows() == {"chunks": 1, "keywords": 1, "vectors": 1}
+    assert consistent_chunk_count(store) == 1
