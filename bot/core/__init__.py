@@ -1,0 +1,1 @@
+"""What the bot does, free of Telegram, llama.cpp, HTTP and SQLite drivers."""

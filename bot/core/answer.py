@@ -1,0 +1,185 @@
+"""Answering: retrieve → fuse → pack sources within budget → generate → keep the cited sources."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from bot.core.prompts import NOT_COVERED, base_messages, rag_messages, source_block
+from bot.llm.engine import GenerationLimits, Message
+from bot.llm.worker import Completion, Job, ModelWorker
+from bot.state import StateStore, Turn
+from knowledge.search import SearchHit
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+# Words that make a short question lean on the previous one ("and when did it open?").
+_FOLLOW_UP_WORDS = frozenset(
+    "it its they them their he she his her this that these those there".split()
+)
+
+
+class Mode(StrEnum):
+    """How a question is answered."""
+
+    RAG = "rag"
+    BASE = "base"
+
+
+class Retriever(Protocol):
+    """Anything that returns the best chunks for a query (the knowledge base's HybridSearcher)."""
+
+    def search(self, query: str, k: int = 5) -> list[SearchHit]:
+        """The k best chunks for `query`."""
+        ...
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """Knobs of answering (see Settings for their environment names)."""
+
+    search_k: int = 4
+    context_tokens: int = 300
+    """Token budget for the numbered sources in the prompt (prompt evaluation dominates latency)."""
+    min_similarity: float = 0.2
+    """Below this cosine similarity of the best chunk, say the knowledge base does not cover it."""
+    history_turns: int = 4
+    history_tokens: int = 200
+    limits: GenerationLimits = field(default_factory=GenerationLimits)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A numbered source given to the model."""
+
+    number: int
+    hit: SearchHit
+
+
+@dataclass(frozen=True)
+class PreparedAnswer:
+    """Everything decided before generation: the messages and sources, or a refusal."""
+
+    question: str
+    mode: Mode
+    messages: list[Message]
+    sources: list[Source]
+    refusal: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The final answer with the sources it cites."""
+
+    text: str
+    mode: Mode
+    sources: list[Source]
+    cited: list[Source]
+    completion: Completion | None
+
+    @property
+    def shown_sources(self) -> list[Source]:
+        """Sources to show: the cited ones, or all given ones when the model cited none."""
+        return self.cited or self.sources
+
+
+def cited_sources(text: str, sources: Sequence[Source]) -> list[Source]:
+    """Sources whose `[n]` appears in `text`, in source order."""
+    numbers = {int(n) for n in _CITATION.findall(text)}
+    return [s for s in sources if s.number in numbers]
+
+
+class Answerer:
+    """Answers questions for any front end (terminal, Telegram, evaluation)."""
+
+    def __init__(
+        self,
+        worker: ModelWorker,
+        retriever: Retriever | None,
+        *,
+        state: StateStore | None = None,
+        settings: AnswerSettings | None = None,
+    ) -> None:
+        self.worker = worker
+        self.retriever = retriever
+        self.state = state
+        self.settings = settings or AnswerSettings()
+
+    def _history(self, chat_key: str | None) -> list[Message]:
+        if self.state is None or chat_key is None:
+            return []
+        turns = self.state.recent_turns(chat_key, self.settings.history_turns)
+        kept: list[Message] = []
+        budget = self.settings.history_tokens
+        for turn in reversed(turns):  # newest first, until the budget is spent
+            cost = self.worker.engine.count_tokens(turn.content)
+            if cost > budget:
+                break
+            budget -= cost
+            kept.insert(0, {"role": turn.role, "content": turn.content})
+        return kept
+
+    def search_query(self, question: str, history: Sequence[Message]) -> str:
+        """The question, with the previous question prepended when it reads as a follow-up."""
+        previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), None)
+        words = re.findall(r"\w+", question.lower())
+        if previous and (len(words) <= 4 or _FOLLOW_UP_WORDS & set(words)):
+            return f"{previous} {question}"
+        return question
+
+    def prepare(
+        self, question: str, *, mode: Mode = Mode.RAG, chat_key: str | None = None
+    ) -> PreparedAnswer:
+        """Retrieve and pack sources (RAG) or not (base); decide a refusal before generating."""
+        history = self._history(chat_key)
+        if mode is Mode.BASE:
+            return PreparedAnswer(question, mode, base_messages(question, history), [])
+        if self.retriever is None:
+            raise ValueError("RAG mode needs a retriever")
+        hits = self.retriever.search(self.search_query(question, history), k=self.settings.search_k)
+        if not hits or hits[0].similarity < self.settings.min_similarity:
+            return PreparedAnswer(question, mode, [], [], refusal=NOT_COVERED)
+        sources: list[Source] = []
+        blocks: list[str] = []
+        budget = self.settings.context_tokens
+        for hit in hits:
+            block = source_block(len(sources) + 1, hit.chunk.title, hit.chunk.text)
+            cost = self.worker.engine.count_tokens(block)
+            if sources and cost > budget:
+                break  # the best source always goes in; later ones only if they fit
+            budget -= cost
+            sources.append(Source(len(sources) + 1, hit))
+            blocks.append(block)
+        return PreparedAnswer(question, mode, rag_messages(question, blocks, history), sources)
+
+    def start(self, prepared: PreparedAnswer) -> Job | None:
+        """Queue the generation (None for a refusal); raises QueueFullError when full."""
+        if prepared.refusal is not None:
+            return None
+        return self.worker.submit(prepared.messages, self.settings.limits)
+
+    def finish(
+        self,
+        prepared: PreparedAnswer,
+        completion: Completion | None,
+        *,
+        chat_key: str | None = None,
+    ) -> Answer:
+        """Build the Answer and remember the exchange."""
+        text = prepared.refusal or (completion.text.strip() if completion else "")
+        answer = Answer(
+            text, prepared.mode, prepared.sources, cited_sources(text, prepared.sources), completion
+        )
+        if self.state is not None and chat_key is not None:
+            self.state.add_turns(
+                chat_key, [Turn("user", prepared.question), Turn("assistant", text)]
+            )
+        return answer
+
+    def ask(self, question: str, *, mode: Mode = Mode.RAG, chat_key: str | None = None) -> Answer:
+        """Answer in one blocking call (evaluation, scripts)."""
+        prepared = self.prepare(question, mode=mode, chat_key=chat_key)
+        job = self.start(prepared)
+        return self.finish(prepared, job.result() if job else None, chat_key=chat_key)

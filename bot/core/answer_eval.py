@@ -1,0 +1,120 @@
+"""Answer evaluation: SQuAD-normalised exact match, token F1 and answer-contains, with latency."""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.core.answer import Answerer, Mode
+from knowledge.evaluation import EvalQuestion
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_CITATIONS = re.compile(r"\[\d{1,2}\]")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1: lower-case, drop punctuation and articles, collapse whitespace."""
+    text = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def strip_citations(text: str) -> str:
+    """Remove `[n]` markers: they belong to the display, not to the answer."""
+    return _CITATIONS.sub("", text)
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold answer."""
+    pred = normalize_answer(prediction)
+    return float(any(pred == normalize_answer(a) for a in answers))
+
+
+def token_f1(prediction: str, answers: Sequence[str]) -> float:
+    """Best bag-of-tokens F1 against the gold answers."""
+    pred = normalize_answer(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize_answer(answer).split()
+        shared = sum((Counter(pred) & Counter(gold)).values())
+        if shared:
+            precision, recall = shared / len(pred), shared / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def contains_answer(prediction: str, answers: Sequence[str]) -> float:
+    """1.0 if any normalised gold answer is a substring of the normalised prediction."""
+    pred = normalize_answer(prediction)
+    return float(any((gold := normalize_answer(a)) and gold in pred for a in answers))
+
+
+@dataclass(frozen=True)
+class AnswerScores:
+    """Means ×100 over all questions, latency percentiles and generation speed."""
+
+    em: float
+    f1: float
+    contains: float
+    n: int
+    p50_s: float
+    p95_s: float
+    tokens_per_s: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        """The JSON keys scripts rely on."""
+        return {
+            "em": round(self.em, 2),
+            "f1": round(self.f1, 2),
+            "contains": round(self.contains, 2),
+            "n": self.n,
+            "p50_s": round(self.p50_s, 3),
+            "p95_s": round(self.p95_s, 3),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+        }
+
+
+def evaluate_answers(
+    answerer: Answerer,
+    questions: Sequence[EvalQuestion],
+    *,
+    mode: Mode,
+    progress: Callable[[], object] | None = None,
+) -> AnswerScores:
+    """Answer every question and score it; a refusal or empty answer scores 0."""
+    em = f1 = contains = 0.0
+    latencies: list[float] = []
+    tokens = 0
+    generating = 0.0
+    for question in questions:
+        started = time.perf_counter()
+        answer = answerer.ask(question.question, mode=mode)
+        latencies.append(time.perf_counter() - started)
+        prediction = strip_citations(answer.text)
+        em += exact_match(prediction, question.answers)
+        f1 += token_f1(prediction, question.answers)
+        contains += contains_answer(prediction, question.answers)
+        done = answer.completion
+        if done is not None and done.first_token_s is not None and done.tokens > 1:
+            tokens += done.tokens - 1
+            generating += done.generation_s - done.first_token_s
+        if progress is not None:
+            progress()
+    n = len(questions)
+    if n == 0:
+        return AnswerScores(0, 0, 0, 0, 0, 0, 0)
+    return AnswerScores(
+        em=100 * em / n,
+        f1=100 * f1 / n,
+        contains=100 * contains / n,
+        n=n,
+        p50_s=float(np.percentile(latencies, 50)),
+        p95_s=float(np.percentile(latencies, 95)),
+        tokens_per_s=tokens / generating if generating else 0.0,
+    )

