@@ -16,19 +16,24 @@ help:
 	@echo "make run    set up, then start the bot"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make bench  run the benchmarks in bench/ (figures for the README)"
+	@echo "make clean  remove the virtual environment and caches"
 
-# llama-cpp-python builds llama.cpp from source. Its AMX kernels (chosen by -march=native on CPUs
-# that have AMX) segfault on any multi-token batch on our CI machines, so x86-64 builds leave AMX
-# out. pip's wheel cache ignores CMAKE_ARGS, so the wheel is built once into a wheelhouse named
-# after the flags, outside the repository, and reused by every later clone on this machine.
+# llama-cpp-python builds llama.cpp from source, with two changes:
+# - no OpenMP: torch loads the same libgomp, and once its threads exist the process has more
+#   OpenMP threads than cores, libgomp stops spinning at barriers, and llama.cpp generation fell
+#   from ~90 to ~29 tokens/s here. ggml's own thread pool is unaffected.
+# - on x86-64, no AMX: its kernels (chosen by -march=native where the CPU has AMX) segfault on
+#   any multi-token batch on our CI machines.
+# pip's wheel cache ignores CMAKE_ARGS, so the wheel is built once into a wheelhouse named after
+# the flags, outside the repository, and reused by every later clone on this machine.
 LLAMA_CPP_VERSION := 0.3.36
 ifeq ($(shell uname -m),x86_64)
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-LLAMA_CMAKE_ARGS := -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
-LLAMA_VARIANT := noamx
+LLAMA_CMAKE_ARGS := -DGGML_OPENMP=OFF -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
+LLAMA_VARIANT := noomp-noamx
 else
-LLAMA_CMAKE_ARGS :=
-LLAMA_VARIANT := default
+LLAMA_CMAKE_ARGS := -DGGML_OPENMP=OFF
+LLAMA_VARIANT := noomp
 endif
 WHEELHOUSE ?= $(HOME)/.cache/ragtune/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-$(LLAMA_VARIANT)
 LLAMA_WHEEL_STAMP := $(WHEELHOUSE)/.built
@@ -73,6 +78,7 @@ test: lint types pytest
 bench: setup
 	$(BIN)/python -m bench.ingest_throughput
 	$(BIN)/python -m bench.search_latency
+	$(BIN)/python -m bench.answer_latency
 
 fmt: setup
 	$(BIN)/ruff format .

