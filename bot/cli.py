@@ -22,6 +22,7 @@ from bot.config import get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
 from bot.state import StateStore
+from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
 from knowledge.store import KnowledgeStore
@@ -192,18 +193,32 @@ def kb_reindex(db: DbOption = None) -> None:
     typer.echo(f"re-embedded {done} chunks")
 
 
+CorpusOption = Annotated[Path, typer.Option(help="corpus.jsonl (id, title, text).", exists=True)]
+QuestionsOption = Annotated[
+    Path, typer.Option(help="questions.jsonl (id, question, answers, positive_ids).", exists=True)
+]
+EvalDbOption = Annotated[
+    Path | None, typer.Option("--db", help="Keep the ingested corpus here (default: temporary).")
+]
+
+
+def _ingest_corpus(
+    store: KnowledgeStore, embedder: SentenceTransformerEmbedder, corpus: Path
+) -> None:
+    """Ingest an eval corpus with a progress bar; any unreadable line stops the evaluation."""
+    ingestor = services.build_ingestor(get_settings(), store, embedder)
+    with tqdm(desc="ingest", unit="doc", file=sys.stderr) as bar:
+        report = ingestor.add_paths([corpus], progress=lambda _: bar.update(1))
+    if report.failures:
+        raise KnowledgeError(report.failures[0].error or "the corpus could not be read")
+
+
 @eval_cli.command("retrieval")
 def eval_retrieval(
-    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (id, title, text).", exists=True)],
-    questions: Annotated[
-        Path,
-        typer.Option(help="questions.jsonl (id, question, answers, positive_ids).", exists=True),
-    ],
+    corpus: CorpusOption,
+    questions: QuestionsOption,
     k: Annotated[int, typer.Option("--k", min=1, help="Ranking depth scored.")] = 10,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="Keep the ingested corpus here (default: temporary)."),
-    ] = None,
+    db: EvalDbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest a corpus, ask every question, print recall@1/3/5/10, MRR@10 and latency."""
@@ -216,11 +231,7 @@ def eval_retrieval(
         _store(db or Path(tmp) / "eval.db") as store,
     ):
         embedder = services.build_embedder(settings)
-        ingestor = services.build_ingestor(settings, store, embedder)
-        with tqdm(desc="ingest", unit="doc", file=sys.stderr) as bar:
-            report = ingestor.add_paths([corpus], progress=lambda _: bar.update(1))
-        if report.failures:
-            raise KnowledgeError(report.failures[0].error or "the corpus could not be read")
+        _ingest_corpus(store, embedder, corpus)
         searcher = services.build_searcher(settings, store, embedder)
         with tqdm(total=len(asked), desc="questions", unit="q", file=sys.stderr) as bar:
             scores = evaluate_retrieval(searcher, asked, depth=k, progress=lambda: bar.update(1))
@@ -312,19 +323,13 @@ def ask(
 
 @eval_cli.command("answers")
 def eval_answers(
-    corpus: Annotated[Path, typer.Option(help="corpus.jsonl (id, title, text).", exists=True)],
-    questions: Annotated[
-        Path,
-        typer.Option(help="questions.jsonl (id, question, answers, positive_ids).", exists=True),
-    ],
+    corpus: CorpusOption,
+    questions: QuestionsOption,
     mode: ModeOption = Mode.RAG,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Only the first N questions.")
     ] = None,
-    db: Annotated[
-        Path | None,
-        typer.Option("--db", help="Keep the ingested corpus here (default: temporary)."),
-    ] = None,
+    db: EvalDbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer every question; print exact match, F1, answer-contains (x100) and latency."""
@@ -337,13 +342,7 @@ def eval_answers(
         kb = db or Path(tmp) / "eval.db"
         if mode is Mode.RAG:
             with _store(kb) as store:
-                ingestor = services.build_ingestor(
-                    settings, store, services.build_embedder(settings)
-                )
-                with tqdm(desc="ingest", unit="doc", file=sys.stderr) as bar:
-                    report = ingestor.add_paths([corpus], progress=lambda _: bar.update(1))
-            if report.failures:
-                raise KnowledgeError(report.failures[0].error or "the corpus could not be read")
+                _ingest_corpus(store, services.build_embedder(settings), corpus)
         with (
             _answerer(mode, kb) as answerer,
             tqdm(

@@ -72,11 +72,15 @@ class LlamaCppEngine:
         if chat_template:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            vocab = self._llama
+            llama = self._llama
+
+            def special(token: int) -> str:
+                return llama.detokenize([token], special=True).decode("utf-8", "ignore")
+
             formatter = Jinja2ChatFormatter(
                 template=chat_template,
-                eos_token=vocab.detokenize([vocab.token_eos()]).decode("utf-8", "ignore"),
-                bos_token=vocab.detokenize([vocab.token_bos()]).decode("utf-8", "ignore"),
+                eos_token=special(llama.token_eos()),
+                bos_token=special(llama.token_bos()),
             )
             self._llama.chat_handler = formatter.to_chat_handler()
 

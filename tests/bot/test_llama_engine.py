@@ -135,3 +135,26 @@ def test_an_unreachable_server_is_one_sentence() -> None:
     engine = OpenAIEngine(f"http://127.0.0.1:{_free_port()}/v1", "local")
     with pytest.raises(ModelError, match="cannot be reached"):
         list(engine.stream(ESTONIA, GenerationLimits(), lambda: False))
+
+
+# ChatML as SmolLM2 uses it; the final newline sits in a Jinja string so it survives rendering.
+CHATML = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] "
+    "+ '<|im_end|>\\n' }}{% endfor %}{{ '<|im_start|>assistant\\n' }}"
+)
+
+
+def test_a_model_without_a_chat_template_needs_one_configured(
+    tmp_path: Path, model_path: Path
+) -> None:
+    # Rename the metadata key in a copy: the same GGUF, now without a chat template.
+    data = model_path.read_bytes()
+    key = b"tokenizer.chat_template"
+    assert data.count(key) == 1
+    bare = tmp_path / "bare.gguf"
+    bare.write_bytes(data.replace(key, b"tokenizer.chat_templatX"))
+    with pytest.raises(ModelError, match=r"has no chat template.*RAGTUNE_CHAT_TEMPLATE"):
+        LlamaCppEngine(bare, context_window=512)
+    engine = LlamaCppEngine(bare, context_window=512, chat_template=CHATML)
+    text = "".join(engine.stream(ESTONIA, GenerationLimits(max_tokens=24), lambda: False))
+    assert "Tallinn" in text
