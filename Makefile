@@ -59,9 +59,9 @@ $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP)
 
 setup: $(STAMP)
 
-# The Telegram bot arrives with issue 4; until then `make run` shows what ragtune can do.
+# Starts the bot; with no token configured, `ragtune run` explains what to set and exits 2.
 run: setup
-	$(BIN)/ragtune --help
+	@$(BIN)/ragtune run; status=$$?; [ $$status -eq 2 ] || exit $$status
 
 lint: setup
 	$(BIN)/ruff check .

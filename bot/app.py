@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
-from bot.core.answer import AnswerSettings
+from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.worker import ModelWorker
+from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher, SearchSettings
 from knowledge.store import KnowledgeStore
+
+if TYPE_CHECKING:
+    from telegram.ext import Application
+
+    from bot.tg.handlers import BotServices
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -107,3 +116,71 @@ def answer_settings(settings: Settings) -> AnswerSettings:
 def build_worker(settings: Settings, engine: ChatEngine) -> ModelWorker:
     """The one thread that owns the engine."""
     return ModelWorker(engine, max_queue=settings.model_queue_size)
+
+
+def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], None]]:
+    """Everything the bot needs, opened once; returns the services and a function closing them."""
+    from bot.tg.handlers import BotServices
+
+    engine = build_engine(settings)  # first: a bad model stops start-up before anything loads
+    worker = build_worker(settings, engine)
+    store = open_store(settings)
+    embedder = build_embedder(settings)
+    embedder.embed(["warm up"])  # load the embedder now, not on the first question
+    state = StateStore.open(settings.state_db)
+    searcher = build_searcher(settings, store, embedder)
+    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
+    worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
+
+    def close() -> None:
+        worker.close()
+        searcher.close()
+        store.close()
+        state.close()
+
+    return BotServices(answerer=answerer, state=state), close
+
+
+def build_application(
+    settings: Settings,
+    services: Callable[[], tuple[BotServices, Callable[[], None]]] | None = None,
+) -> Application:  # type: ignore[type-arg]
+    """The PTB Application: heavy services open in post_init and close in post_shutdown."""
+    from telegram.ext import Application as PTBApplication
+
+    from bot.tg.handlers import SERVICES, add_handlers
+
+    token = settings.telegram_bot_token
+    if token is None:
+        raise ValueError(NO_TOKEN)
+    closers: list[Callable[[], None]] = []
+
+    async def post_init(application: Application) -> None:  # type: ignore[type-arg]
+        opened, close = await asyncio.to_thread(services or (lambda: build_bot_services(settings)))
+        application.bot_data[SERVICES] = opened
+        closers.append(close)
+
+    async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
+        for close in closers:
+            await asyncio.to_thread(close)
+
+    application = (
+        PTBApplication.builder()
+        .token(token.get_secret_value())
+        .base_url(settings.telegram_api_url)
+        .base_file_url(settings.telegram_file_url)
+        .post_init(post_init)
+        .post_shutdown(post_shutdown)
+        .build()
+    )
+    add_handlers(application)
+    return application
+
+
+NO_TOKEN = (
+    "No Telegram bot token is configured. To run the bot, put this line in .env "
+    "(get a token from @BotFather):\n\n    TELEGRAM_BOT_TOKEN=123456789:AA...your-token...\n\n"
+    "To try the bot locally with no token, add a document and ask it from the terminal:\n\n"
+    "    .venv/bin/ragtune kb add README.md\n"
+    '    .venv/bin/ragtune ask "What does make test do?"'
+)

@@ -365,6 +365,20 @@ def _version(distribution: str) -> str:
 
 
 @cli.command()
+def run() -> None:
+    """Start the Telegram bot (long polling); without a token, say what to configure."""
+    settings = get_settings()
+    if settings.telegram_bot_token is None:
+        typer.echo(services.NO_TOKEN, err=True)
+        raise typer.Exit(2)
+    logging.getLogger().setLevel(logging.INFO)
+    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    application = services.build_application(settings)
+    application.run_polling(drop_pending_updates=False)
+
+
+@cli.command()
 def doctor() -> None:
     """Print versions and paths of everything ragtune depends on."""
     from bot.llm.model_files import packaged_gguf_path

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -94,6 +94,29 @@ class Settings(BaseSettings):
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
     generation_timeout_s: float = Field(120, gt=0, description="Wall-clock limit of one answer.")
     model_queue_size: int = Field(8, ge=1, description="Answers that may wait for the model.")
+
+    telegram_bot_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "RAGTUNE_TELEGRAM_BOT_TOKEN"),
+        description="The bot's token from @BotFather (read from TELEGRAM_BOT_TOKEN).",
+    )
+    admin_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="Numeric Telegram user ids of admins, comma-separated."
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org/bot",
+        description="Bot API base URL; requests go to <url><token>/<method>.",
+    )
+    telegram_file_url: str = Field(
+        "https://api.telegram.org/file/bot", description="Bot API base URL for file downloads."
+    )
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
 
 
 @cache

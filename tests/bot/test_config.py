@@ -8,6 +8,15 @@ import pytest
 from bot.config import Settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+# The variable each setting is read from: RAGTUNE_<NAME>, or its first alias.
+ENV_NAMES = {
+    name: (
+        field.validation_alias.choices[0]  # type: ignore[union-attr]
+        if field.validation_alias is not None
+        else f"RAGTUNE_{name.upper()}"
+    )
+    for name, field in Settings.model_fields.items()
+}
 
 
 def _example_lines() -> list[str]:
@@ -16,8 +25,7 @@ def _example_lines() -> list[str]:
 
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
     keys = {m.group(1) for line in _example_lines() if (m := re.match(r"^(\w+)=", line))}
-    expected = {f"RAGTUNE_{name.upper()}" for name in Settings.model_fields}
-    assert keys == expected
+    assert keys == set(ENV_NAMES.values())
 
 
 def test_every_setting_is_documented_in_code_and_in_env_example() -> None:
@@ -50,3 +58,12 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGTUNE_CHUNK_CHARS", "10")
     with pytest.raises(ValueError, match="chunk_chars"):
         Settings(_env_file=None)
+
+
+def test_admin_ids_are_comma_separated_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGTUNE_ADMIN_IDS", "1001, 42")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123:abc")
+    settings = Settings(_env_file=None)
+    assert settings.admin_ids == (1001, 42)
+    assert settings.telegram_bot_token is not None
+    assert "123:abc" not in repr(settings)  # the token never shows in logs or reprs

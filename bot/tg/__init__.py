@@ -1,0 +1,1 @@
+"""The only package that imports `telegram`: handlers, rendering, the local Bot API emulator."""

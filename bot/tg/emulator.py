@@ -1,0 +1,365 @@
+"""A local Telegram Bot API emulator on 127.0.0.1, for tests and for trying the bot with no token.
+
+It speaks the methods the bot uses over real HTTP, so the bot runs through python-telegram-bot's
+own request stack. The control side (methods of `BotAPIEmulator`) injects updates and faults and
+reads what the bot sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BOT_USER = {
+    "id": 777000,
+    "is_bot": True,
+    "first_name": "ragtune",
+    "username": "ragtune_bot",
+    "can_join_groups": True,
+    "can_read_all_group_messages": False,
+    "supports_inline_queries": False,
+}
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class Fault:
+    """Make the next `times` calls of `method` fail with `status` (429 carries retry_after)."""
+
+    method: str
+    status: int
+    times: int = 1
+    retry_after: int = 1
+    delay_s: float = 0.0
+
+
+@dataclass
+class SentCall:
+    """A Bot API call the bot made, with when it arrived."""
+
+    method: str
+    params: JSON
+    at: float = field(default_factory=time.monotonic)
+
+
+class BotAPIEmulator:
+    """The Bot API's state: updates to deliver, messages sent, files, faults."""
+
+    def __init__(self, token: str = "123456:TEST-token") -> None:
+        self.token = token
+        self.calls: list[SentCall] = []
+        self.faults: list[Fault] = []
+        self.files: dict[str, bytes] = {}
+        self._updates: list[JSON] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+        self._messages: dict[tuple[int, int], JSON] = {}
+        self._changed = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, port: int = 0) -> None:
+        """Serve on 127.0.0.1 (a free port by default) in a background thread."""
+        self._server = _QuietServer(("127.0.0.1", port), _handler_for(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        assert self._server is not None, "start() first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """Value for RAGTUNE_TELEGRAM_API_URL (PTB's base_url)."""
+        return f"http://127.0.0.1:{self.port}/bot"
+
+    @property
+    def base_file_url(self) -> str:
+        """Value for RAGTUNE_TELEGRAM_FILE_URL (PTB's base_file_url)."""
+        return f"http://127.0.0.1:{self.port}/file/bot"
+
+    # --- control side: what users do ---------------------------------------------------------
+
+    def _push(self, update: JSON) -> JSON:
+        with self._changed:
+            update["update_id"] = next(self._update_ids)
+            self._updates.append(update)
+            self._changed.notify_all()
+        return update
+
+    def send_text(
+        self,
+        text: str,
+        *,
+        user_id: int = 1001,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        first_name: str = "Ada",
+        reply_to: JSON | None = None,
+    ) -> JSON:
+        """A user sends a text message (commands are text starting with /)."""
+        chat_id = user_id if chat_id is None else chat_id
+        message: JSON = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": chat_type, "title": "group"}
+            if chat_type != "private"
+            else {"id": chat_id, "type": "private", "first_name": first_name},
+            "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        if reply_to is not None:
+            message["reply_to_message"] = reply_to
+        return self._push({"message": message})
+
+    # --- control side: what the bot did --------------------------------------------------------
+
+    def sent(self, method: str | None = None, chat_id: int | None = None) -> list[SentCall]:
+        """Calls the bot made, optionally of one method and to one chat."""
+        return [
+            c
+            for c in list(self.calls)
+            if (method is None or c.method == method)
+            and (chat_id is None or int(c.params.get("chat_id", 0)) == chat_id)
+        ]
+
+    def wait_for(
+        self, predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02
+    ) -> None:
+        """Wait until `predicate()` holds (raises TimeoutError)."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bot did not do what was expected in time")
+            time.sleep(interval)
+
+    def message_text(self, chat_id: int, message_id: int) -> str:
+        """Current text of a message the bot sent (after its edits)."""
+        return str(self._messages[(chat_id, message_id)].get("text", ""))
+
+    # --- the Bot API side ----------------------------------------------------------------------
+
+    def call(self, method: str, params: JSON) -> tuple[int, JSON]:
+        """Answer one Bot API call: (HTTP status, response body)."""
+        for fault in self.faults:
+            if fault.method == method and fault.times > 0:
+                fault.times -= 1
+                time.sleep(fault.delay_s)
+                self.calls.append(SentCall(method, params))
+                if fault.status == 429:
+                    return 429, {
+                        "ok": False,
+                        "error_code": 429,
+                        "description": f"Too Many Requests: retry after {fault.retry_after}",
+                        "parameters": {"retry_after": fault.retry_after},
+                    }
+                return fault.status, {"ok": False, "error_code": fault.status,
+                                      "description": "Internal Server Error"}  # fmt: skip
+        if method != "getUpdates":
+            self.calls.append(SentCall(method, params))
+        handler = getattr(self, f"_api_{method}", None)
+        if handler is None:
+            return 404, {"ok": False, "error_code": 404, "description": "Not Found: method"}
+        try:
+            return 200, {"ok": True, "result": handler(params)}
+        except _BadRequestError as exc:
+            return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"}
+
+    def _api_getMe(self, params: JSON) -> JSON:
+        return BOT_USER
+
+    def _api_deleteWebhook(self, params: JSON) -> bool:
+        return True
+
+    def _api_setMyCommands(self, params: JSON) -> bool:
+        return True
+
+    def _api_sendChatAction(self, params: JSON) -> bool:
+        return True
+
+    def _api_answerCallbackQuery(self, params: JSON) -> bool:
+        return True
+
+    def _api_getUpdates(self, params: JSON) -> list[JSON]:
+        offset = int(params.get("offset", 0) or 0)
+        timeout = min(float(params.get("timeout", 0) or 0), 5.0)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                self._updates = [u for u in self._updates if u["update_id"] >= offset]
+                if self._updates or time.monotonic() >= deadline or self._server is None:
+                    return list(self._updates)
+                self._changed.wait(max(0.0, deadline - time.monotonic()))
+
+    def _new_message(self, params: JSON, text: str) -> JSON:
+        chat_id = int(params["chat_id"])
+        if len(text) > 4096:
+            raise _BadRequestError("message is too long")
+        if not text.strip():
+            raise _BadRequestError("message text is empty")
+        if params.get("parse_mode") == "HTML":
+            _check_html(text)
+        message_id = next(self._message_ids)
+        message = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+            "from": BOT_USER,
+            "text": text,
+        }
+        self._messages[(chat_id, message_id)] = message
+        return message
+
+    def _api_sendMessage(self, params: JSON) -> JSON:
+        return self._new_message(params, str(params.get("text", "")))
+
+    def _api_sendMessageDraft(self, params: JSON) -> bool:
+        text = str(params.get("text", ""))
+        if len(text) > 4096:
+            raise _BadRequestError("message is too long")
+        return True
+
+    def _api_editMessageText(self, params: JSON) -> JSON:
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        if key not in self._messages:
+            raise _BadRequestError("message to edit not found")
+        text = str(params.get("text", ""))
+        if len(text) > 4096:
+            raise _BadRequestError("message is too long")
+        if params.get("parse_mode") == "HTML":
+            _check_html(text)
+        if self._messages[key]["text"] == text:
+            raise _BadRequestError("message is not modified")
+        self._messages[key]["text"] = text
+        return self._messages[key]
+
+
+class _BadRequestError(Exception):
+    pass
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up mid-long-poll (the bot stopping) is normal, not an error to print."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+_ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "code", "pre", "a",
+                 "blockquote", "tg-spoiler", "span"}  # fmt: skip
+
+
+def _check_html(text: str) -> None:
+    """Reject what Telegram rejects: unknown or unbalanced tags, bare `<` and `&`."""
+    from html.parser import HTMLParser
+
+    stack: list[str] = []
+
+    class Checker(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag not in _ALLOWED_TAGS:
+                raise _BadRequestError(f'can\'t parse entities: unsupported start tag "{tag}"')
+            stack.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            if not stack or stack.pop() != tag:
+                raise _BadRequestError(f'can\'t parse entities: unexpected end tag "{tag}"')
+
+    Checker(convert_charrefs=True).feed(text)
+    if stack:
+        raise _BadRequestError("can't parse entities: unclosed tag")
+
+
+def _handler_for(emulator: BotAPIEmulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # quiet: tests read calls, not logs (and URLs hold the token)
+
+        def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _route(self) -> None:
+            path = urllib.parse.urlparse(self.path).path
+            prefix = f"/bot{emulator.token}/"
+            file_prefix = f"/file/bot{emulator.token}/"
+            if path.startswith(file_prefix):
+                data = emulator.files.get(path.removeprefix(file_prefix))
+                if data is None:
+                    self._reply(404, b"not found", "text/plain")
+                else:
+                    self._reply(200, data, "application/octet-stream")
+                return
+            if not path.startswith(prefix):
+                body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+                self._reply(401, json.dumps(body).encode())
+                return
+            status, body = emulator.call(path.removeprefix(prefix), self._params())
+            self._reply(status, json.dumps(body).encode())
+
+        def _params(self) -> JSON:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            kind = self.headers.get("Content-Type", "")
+            if kind.startswith("application/json"):
+                return dict(json.loads(raw or b"{}"))
+            if kind.startswith("multipart/form-data"):
+                message = BytesParser(policy=HTTP).parsebytes(
+                    f"Content-Type: {kind}\r\n\r\n".encode() + raw
+                )
+                fields: JSON = {}
+                for part in message.iter_parts():
+                    name = part.get_param("name", header="content-disposition")
+                    payload = part.get_payload(decode=True)
+                    data = payload if isinstance(payload, bytes) else b""
+                    fields[str(name)] = data if part.get_filename() else _value(data.decode())
+                return fields
+            return {k: _value(v) for k, v in urllib.parse.parse_qsl(raw.decode())}
+
+        do_GET = _route
+        do_POST = _route
+
+    return Handler
+
+
+def _value(text: str) -> Any:
+    """Form fields carry JSON for structured values and plain strings otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

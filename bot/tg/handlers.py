@@ -1,0 +1,187 @@
+"""Telegram handlers: take ids and text from the Update, call the core, render the result."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from dataclasses import dataclass
+
+from telegram import Update
+from telegram.constants import ChatAction, ChatType, ParseMode
+from telegram.error import BadRequest
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+
+from bot.core.answer import Answer, Answerer, Mode
+from bot.llm.worker import QueueFullError
+from bot.state import StateStore
+from bot.tg.render import answer_html, sources_html, split_message
+
+log = logging.getLogger(__name__)
+
+SERVICES = "services"
+LAST_ANSWER = "last_answer"
+# Drafts in private chats: at most one update per this many seconds.
+DRAFT_INTERVAL_S = 1.5
+
+WELCOME = (
+    "Hello! Ask me anything about the knowledge base and I will answer from it, "
+    "with the sources I used.\n\n"
+    "/help what I can do\n/reset forget our conversation\n/sources the sources of my last answer"
+)
+HELP = (
+    "Send a question as a message. In groups, mention me, reply to me or use /ask <question>.\n\n"
+    "/ask <question> ask in a group\n/reset forget our conversation\n"
+    "/sources the sources behind my last answer"
+)
+BUSY = "I'm busy with other questions right now; please try again shortly."
+APOLOGY = "Sorry, something went wrong while answering. Please try again."
+
+
+@dataclass
+class BotServices:
+    """What the handlers need, built once and kept in `bot_data`."""
+
+    answerer: Answerer
+    state: StateStore
+
+
+def _services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
+    services: BotServices = context.bot_data[SERVICES]
+    return services
+
+
+def chat_key(update: Update) -> str:
+    """Memory per chat, and per user inside groups."""
+    chat = update.effective_chat
+    user = update.effective_user
+    assert chat is not None
+    if chat.type == ChatType.PRIVATE or user is None:
+        return f"tg:{chat.id}"
+    return f"tg:{chat.id}:{user.id}"
+
+
+async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/start: greet and say what the bot does."""
+    if update.effective_message:
+        await update.effective_message.reply_text(WELCOME)
+
+
+async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/help: the commands."""
+    if update.effective_message:
+        await update.effective_message.reply_text(HELP)
+
+
+async def reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/reset: forget this conversation."""
+    state = _services(context).state
+    dropped = await asyncio.to_thread(state.reset, chat_key(update))
+    if update.effective_message:
+        await update.effective_message.reply_text(f"Done: I forgot {dropped // 2} exchanges.")
+
+
+async def sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/sources: the sources behind the last answer in this chat."""
+    message = update.effective_message
+    answer: Answer | None = (context.chat_data or {}).get(LAST_ANSWER)
+    if message is None:
+        return
+    if answer is None or not answer.shown_sources:
+        await message.reply_text("My last answer had no sources.")
+        return
+    lines = [sources_html(answer.shown_sources)]
+    for source in answer.shown_sources:
+        chunk = source.hit.chunk
+        lines.append(f"\n[{source.number}] {html.escape(chunk.text[:300])}")
+    for part in split_message("\n".join(lines)):
+        await message.reply_text(part, parse_mode=ParseMode.HTML)
+
+
+async def ask_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/ask <question>: ask explicitly (the way to ask in groups)."""
+    question = " ".join(context.args or []).strip()
+    if update.effective_message is None:
+        return
+    if not question:
+        await update.effective_message.reply_text("Usage: /ask <question>")
+        return
+    await answer_question(update, context, question)
+
+
+async def text_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A text message: a question in private chats; in groups only when mentioned or replied to."""
+    message = update.effective_message
+    chat = update.effective_chat
+    if message is None or chat is None or not message.text:
+        return
+    text = message.text
+    if chat.type != ChatType.PRIVATE:
+        mention = f"@{context.bot.username}"
+        replied = message.reply_to_message is not None and (
+            message.reply_to_message.from_user is not None
+            and message.reply_to_message.from_user.id == context.bot.id
+        )
+        if mention not in text and not replied:
+            return  # never chatter in groups
+        text = text.replace(mention, "").strip()
+    await answer_question(update, context, text)
+
+
+async def answer_question(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, question: str
+) -> None:
+    """Retrieve, stream the answer (drafts in private chats), then send it with its sources."""
+    message = update.effective_message
+    chat = update.effective_chat
+    assert message is not None and chat is not None
+    answerer = _services(context).answerer
+    key = chat_key(update)
+    await context.bot.send_chat_action(chat.id, ChatAction.TYPING)
+    # Embedding and SQLite work run in a thread: the event loop is never blocked.
+    prepared = await asyncio.to_thread(answerer.prepare, question, mode=Mode.RAG, chat_key=key)
+    try:
+        job = answerer.start(prepared)
+    except QueueFullError:
+        await message.reply_text(BUSY)
+        return
+    if job is not None and job.position > 0:
+        await message.reply_text(f"You are number {job.position} in the queue.")
+    completion = None
+    if job is not None:
+        streamed, last_draft = "", time.monotonic()
+        async for piece in job.apieces():
+            streamed += piece
+            private = chat.type == ChatType.PRIVATE
+            if private and time.monotonic() - last_draft >= DRAFT_INTERVAL_S and streamed.strip():
+                last_draft = time.monotonic()
+                await context.bot.send_message_draft(chat.id, message.message_id, streamed[:4096])
+        completion = await asyncio.to_thread(job.result)
+    answer = await asyncio.to_thread(answerer.finish, prepared, completion, chat_key=key)
+    if context.chat_data is not None:
+        context.chat_data[LAST_ANSWER] = answer
+    for part in answer_html(answer):
+        try:
+            await message.reply_text(part, parse_mode=ParseMode.HTML)
+        except BadRequest as exc:  # Telegram rejected the entities: send the same text plain
+            log.warning("HTML rejected (%s); sending plain text", exc.message)
+            await message.reply_text(part, parse_mode=None)
+
+
+async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Log with context (never message text or the token), apologise to the user."""
+    log.error("handler failed", exc_info=context.error)
+    if isinstance(update, Update) and update.effective_message is not None:
+        await update.effective_message.reply_text(APOLOGY)
+
+
+def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
+    """Register every handler on the application."""
+    application.add_handler(CommandHandler("start", start))
+    application.add_handler(CommandHandler("help", help_command))
+    application.add_handler(CommandHandler("reset", reset))
+    application.add_handler(CommandHandler("sources", sources))
+    application.add_handler(CommandHandler("ask", ask_command))
+    application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, text_message))
+    application.add_error_handler(on_error)
