@@ -10,11 +10,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup run test lint types pytest bench fmt clean
+.PHONY: help setup run chat test lint types pytest bench fmt clean
 
 help:
 	@echo "make run    set up, then start the bot"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
+	@echo "make chat   talk to the bot from the terminal, no Telegram token needed"
 	@echo "make bench  run the benchmarks in bench/ (figures for the README)"
 	@echo "make clean  remove the virtual environment and caches"
 
@@ -62,6 +63,10 @@ setup: $(STAMP)
 # Starts the bot; with no token configured, `ragtune run` explains what to set and exits 2.
 run: setup
 	@$(BIN)/ragtune run; status=$$?; [ $$status -eq 2 ] || exit $$status
+
+# Talk to the real bot from the terminal through the local Bot API emulator (no token needed).
+chat: setup
+	$(BIN)/ragtune chat
 
 lint: setup
 	$(BIN)/ruff check .

@@ -180,7 +180,8 @@ def build_application(
 NO_TOKEN = (
     "No Telegram bot token is configured. To run the bot, put this line in .env "
     "(get a token from @BotFather):\n\n    TELEGRAM_BOT_TOKEN=123456789:AA...your-token...\n\n"
-    "To try the bot locally with no token, add a document and ask it from the terminal:\n\n"
+    "To try the bot locally with no token, add a document and chat with the real bot through a "
+    "local Bot API emulator:\n\n"
     "    .venv/bin/ragtune kb add README.md\n"
-    '    .venv/bin/ragtune ask "What does make test do?"'
+    "    make chat"
 )

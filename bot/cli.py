@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -376,6 +377,17 @@ def run() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     application = services.build_application(settings)
     application.run_polling(drop_pending_updates=False)
+
+
+@cli.command()
+def chat(db: DbOption = None) -> None:
+    """Talk to the real bot from the terminal, as an admin, through the local Bot API emulator."""
+    from bot.tg.local import chat as chat_loop
+
+    settings = get_settings()
+    if db is not None:
+        settings = settings.model_copy(update={"db": db})
+    asyncio.run(chat_loop(settings))
 
 
 @cli.command()

@@ -205,3 +205,28 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
     assert set(result) == {"em", "f1", "contains", "n", "p50_s", "p95_s", "tokens_per_s"}
     assert result["n"] == 4 and 0 <= result["em"] <= result["contains"] <= 100
     assert 0 < result["p50_s"] <= result["p95_s"] and result["tokens_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_chat_talks_to_the_real_bot_through_the_emulator(tmp_path: Path) -> None:
+    """`make chat`: the real bot (real model, real knowledge base), no Telegram token."""
+    (tmp_path / "estonia.txt").write_text(
+        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+    )
+    env = {
+        **os.environ,
+        "RAGTUNE_DB": str(tmp_path / "kb.db"),
+        "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
+    }
+    env.pop("TELEGRAM_BOT_TOKEN", None)
+    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    proc = subprocess.run(
+        [RAGTUNE, "chat"], input="/start\nWhat is the capital of Estonia?\n/quit\n",
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    replies = [line for line in proc.stdout.splitlines() if "bot> " in line]
+    assert "Ask me anything" in replies[0]
+    assert any("Tallinn" in line for line in replies[1:])
+    assert "Sources:" in proc.stdout and "[1] estonia" in proc.stdout

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_application
 from bot.config import Settings
 from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import GenerationLimits
@@ -16,6 +15,7 @@ from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator
 from bot.tg.handlers import WELCOME, BotServices
+from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
@@ -78,20 +78,8 @@ def run_bot(
     """Start the real Application (polling the emulator), run `scenario` in a thread, stop."""
 
     async def main() -> None:
-        application = build_application(settings, services)
-        await application.initialize()
-        assert application.post_init is not None and application.post_shutdown is not None
-        await application.post_init(application)
-        await application.start()
-        assert application.updater is not None
-        await application.updater.start_polling(poll_interval=0.0, timeout=1)
-        try:
+        async with running_bot(settings, services):
             await asyncio.to_thread(scenario)
-        finally:
-            await application.updater.stop()
-            await application.stop()
-            await application.shutdown()
-            await application.post_shutdown(application)
 
     asyncio.run(main())
 
