@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +22,6 @@ def read_jsonl(path: Path) -> list[dict[str, object]]:
     """Rows of a JSONL file."""
     with path.open(encoding="utf-8") as lines:
         return [json.loads(line) for line in lines if line.strip()]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    """Seconds one call of `fn` takes."""
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def percentiles_ms(seconds: list[float]) -> tuple[float, float]:

@@ -59,6 +59,14 @@ def _print_json(value: object) -> None:
     typer.echo(json.dumps(value, ensure_ascii=False))
 
 
+def _print_scores(scores: dict[str, float | int], as_json: bool) -> None:
+    """One score per line; with --json the last line is the whole result as one JSON object."""
+    for key, value in scores.items():
+        typer.echo(f"{key:<13} {value}")
+    if as_json:
+        _print_json(scores)
+
+
 def _status(message: str) -> None:
     """Progress and notes go to stderr so stdout stays machine-readable."""
     typer.echo(message, err=True)
@@ -236,11 +244,7 @@ def eval_retrieval(
         searcher = services.build_searcher(settings, store, embedder)
         with tqdm(total=len(asked), desc="questions", unit="q", file=sys.stderr) as bar:
             scores = evaluate_retrieval(searcher, asked, depth=k, progress=lambda: bar.update(1))
-    result = scores.as_dict()
-    for key, value in result.items():
-        typer.echo(f"{key:<10} {value}")
-    if as_json:
-        _print_json(result)
+    _print_scores(scores.as_dict(), as_json)
 
 
 ModeOption = Annotated[
@@ -351,11 +355,7 @@ def eval_answers(
             ) as bar,
         ):
             scores = evaluate_answers(answerer, asked, mode=mode, progress=lambda: bar.update(1))
-    result = scores.as_dict()
-    for key, value in result.items():
-        typer.echo(f"{key:<13} {value}")
-    if as_json:
-        _print_json(result)
+    _print_scores(scores.as_dict(), as_json)
 
 
 def _version(distribution: str) -> str:
