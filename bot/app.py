@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_files import packaged_gguf_path
@@ -130,15 +131,24 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
     state = StateStore.open(settings.state_db)
     searcher = build_searcher(settings, store, embedder)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
+    writer = open_store(settings)  # admin writes go through a connection of their own
+    admin = AdminService(
+        settings.admin_ids,
+        writer,
+        build_ingestor(settings, writer, embedder),
+        state,
+        max_bytes=settings.max_document_bytes,
+    )
     worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 
     def close() -> None:
         worker.close()
         searcher.close()
         store.close()
+        writer.close()
         state.close()
 
-    return BotServices(answerer=answerer, state=state), close
+    return BotServices(answerer=answerer, state=state, admin=admin), close
 
 
 def build_application(
@@ -146,9 +156,10 @@ def build_application(
     services: Callable[[], tuple[BotServices, Callable[[], None]]] | None = None,
 ) -> Application:  # type: ignore[type-arg]
     """The PTB Application: heavy services open in post_init and close in post_shutdown."""
+    from telegram import BotCommandScopeChat
     from telegram.ext import Application as PTBApplication
 
-    from bot.tg.handlers import SERVICES, add_handlers
+    from bot.tg.handlers import ADMIN_COMMANDS, SERVICES, USER_COMMANDS, add_handlers
 
     token = settings.telegram_bot_token
     if token is None:
@@ -159,6 +170,12 @@ def build_application(
         opened, close = await asyncio.to_thread(services or (lambda: build_bot_services(settings)))
         application.bot_data[SERVICES] = opened
         closers.append(close)
+        # The menu is a convenience; the admin check itself is in bot.core.admin.
+        await application.bot.set_my_commands(USER_COMMANDS)
+        for admin_id in settings.admin_ids:
+            await application.bot.set_my_commands(
+                USER_COMMANDS + ADMIN_COMMANDS, scope=BotCommandScopeChat(admin_id)
+            )
 
     async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
         for close in closers:

@@ -1,4 +1,4 @@
-"""The bot's own SQLite state beside the knowledge base: conversation turns (more to come)."""
+"""The bot's own SQLite state beside the knowledge base: conversation turns and the audit log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ SCHEMA = (
         created_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS turns_by_chat ON turns(chat_key, id)",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id         INTEGER PRIMARY KEY,
+        user_id    INTEGER NOT NULL,
+        action     TEXT NOT NULL,
+        allowed    INTEGER NOT NULL,
+        detail     TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
 )
 
 
@@ -46,6 +54,12 @@ class StateStore:
         """Close the connection."""
         self.conn.close()
 
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def add_turns(self, chat_key: str, turns: list[Turn]) -> None:
         """Remember a question and its answer together."""
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -62,6 +76,24 @@ class StateStore:
             (chat_key, limit),
         ).fetchall()
         return [Turn(role, content) for role, content in reversed(rows)]
+
+    def audit(self, user_id: int, action: str, *, allowed: bool, detail: str = "") -> None:
+        """Record an admin action or a refused attempt."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO audit(user_id, action, allowed, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (user_id, action, int(allowed), detail, now),
+            )
+
+    def audit_log(self, limit: int = 100) -> list[tuple[int, str, bool, str]]:
+        """Latest audit entries, newest first: (user id, action, allowed, detail)."""
+        rows = self.conn.execute(
+            "SELECT user_id, action, allowed, detail FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [(int(u), str(a), bool(ok), str(d)) for u, a, ok, d in rows]
 
     def reset(self, chat_key: str) -> int:
         """Forget a conversation; return how many turns were dropped."""

@@ -139,6 +139,42 @@ class BotAPIEmulator:
             message["reply_to_message"] = reply_to
         return self._push({"message": message})
 
+    def send_document(
+        self, data: bytes, file_name: str, *, user_id: int = 1001, caption: str | None = None
+    ) -> JSON:
+        """A user sends a file in a private chat; the bot can fetch it with getFile."""
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = data
+        message: JSON = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": user_id, "type": "private", "first_name": "Ada"},
+            "from": {"id": user_id, "is_bot": False, "first_name": "Ada"},
+            "document": {
+                "file_id": file_id,
+                "file_unique_id": f"u{file_id}",
+                "file_name": file_name,
+                "file_size": len(data),
+            },
+        }
+        if caption:
+            message["caption"] = caption
+        return self._push({"message": message})
+
+    def press_button(self, message: JSON, data: str, *, user_id: int = 1001) -> JSON:
+        """A user presses an inline button under a message the bot sent."""
+        return self._push(
+            {
+                "callback_query": {
+                    "id": str(next(self._update_ids)),
+                    "from": {"id": user_id, "is_bot": False, "first_name": "Ada"},
+                    "message": message,
+                    "chat_instance": "1",
+                    "data": data,
+                }
+            }
+        )
+
     # --- control side: what the bot did --------------------------------------------------------
 
     def sent(self, method: str | None = None, chat_id: int | None = None) -> list[SentCall]:
@@ -159,6 +195,15 @@ class BotAPIEmulator:
             if time.monotonic() > deadline:
                 raise TimeoutError("the bot did not do what was expected in time")
             time.sleep(interval)
+
+    def message(self, chat_id: int, message_id: int) -> JSON:
+        """A message the bot sent, as it is now."""
+        return self._messages[(chat_id, message_id)]
+
+    def last_message(self, chat_id: int) -> JSON:
+        """The latest message the bot sent to a chat."""
+        latest = max(m for c, m in self._messages if c == chat_id)
+        return self._messages[(chat_id, latest)]
 
     def message_text(self, chat_id: int, message_id: int) -> str:
         """Current text of a message the bot sent (after its edits)."""
@@ -207,6 +252,13 @@ class BotAPIEmulator:
     def _api_answerCallbackQuery(self, params: JSON) -> bool:
         return True
 
+    def _api_getFile(self, params: JSON) -> JSON:
+        file_id = str(params["file_id"])
+        if file_id not in self.files:
+            raise _BadRequestError("invalid file_id")
+        return {"file_id": file_id, "file_unique_id": f"u{file_id}",
+                "file_size": len(self.files[file_id]), "file_path": file_id}  # fmt: skip
+
     def _api_getUpdates(self, params: JSON) -> list[JSON]:
         offset = int(params.get("offset", 0) or 0)
         timeout = min(float(params.get("timeout", 0) or 0), 5.0)
@@ -234,6 +286,8 @@ class BotAPIEmulator:
             "from": BOT_USER,
             "text": text,
         }
+        if "reply_markup" in params:
+            message["reply_markup"] = params["reply_markup"]
         self._messages[(chat_id, message_id)] = message
         return message
 
@@ -315,7 +369,8 @@ def _handler_for(emulator: BotAPIEmulator) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _route(self) -> None:
-            path = urllib.parse.urlparse(self.path).path
+            # Clients may percent-encode the token's colon in file URLs.
+            path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
             prefix = f"/bot{emulator.token}/"
             file_prefix = f"/file/bot{emulator.token}/"
             if path.startswith(file_prefix):

@@ -8,11 +8,12 @@ import logging
 import time
 from dataclasses import dataclass
 
-from telegram import Update
+from telegram import BotCommand, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.core.admin import AdminService
 from bot.core.answer import Answer, Answerer, Mode
 from bot.llm.worker import QueueFullError
 from bot.state import StateStore
@@ -35,6 +36,18 @@ HELP = (
     "/ask <question> ask in a group\n/reset forget our conversation\n"
     "/sources the sources behind my last answer"
 )
+USER_COMMANDS = [
+    BotCommand("ask", "ask a question (in groups)"),
+    BotCommand("reset", "forget our conversation"),
+    BotCommand("sources", "the sources of my last answer"),
+    BotCommand("help", "what I can do"),
+]
+ADMIN_COMMANDS = [
+    BotCommand("add", "add text to the knowledge base"),
+    BotCommand("docs", "list documents"),
+    BotCommand("forget", "remove a document"),
+    BotCommand("stats", "knowledge base and queue"),
+]
 BUSY = "I'm busy with other questions right now; please try again shortly."
 APOLOGY = "Sorry, something went wrong while answering. Please try again."
 
@@ -45,6 +58,7 @@ class BotServices:
 
     answerer: Answerer
     state: StateStore
+    admin: AdminService | None = None
 
 
 def _services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
@@ -183,5 +197,8 @@ def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
     application.add_handler(CommandHandler("reset", reset))
     application.add_handler(CommandHandler("sources", sources))
     application.add_handler(CommandHandler("ask", ask_command))
+    from bot.tg.admin_handlers import add_admin_handlers
+
+    add_admin_handlers(application)
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, text_message))
     application.add_error_handler(on_error)

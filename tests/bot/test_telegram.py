@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
+from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator
+from bot.tg.emulator import BotAPIEmulator, SentCall
 from bot.tg.handlers import WELCOME, BotServices
 from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
@@ -22,6 +23,8 @@ from knowledge.store import KnowledgeStore
 from tests.helpers import HashEmbedder, ScriptedEngine
 
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+ADMIN, USER = 1, 5
+MAX_BYTES = 200_000
 
 
 @pytest.fixture
@@ -52,6 +55,10 @@ def scripted_services(
         (tmp_path / "estonia.txt").write_text(FACTS)
         Ingestor(store, embedder).add_paths([tmp_path / "estonia.txt"])
         state = StateStore.open(tmp_path / "state.db")
+        writer = KnowledgeStore.open(tmp_path / "kb.db")
+        admin = AdminService(
+            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES
+        )
         worker = ModelWorker(engine)
         answerer = Answerer(
             worker, HybridSearcher(store, embedder), state=state,
@@ -63,9 +70,10 @@ def scripted_services(
         def close() -> None:
             worker.close()
             store.close()
+            writer.close()
             state.close()
 
-        return BotServices(answerer, state), close
+        return BotServices(answerer, state, admin), close
 
     return build
 
@@ -148,3 +156,118 @@ def test_hostile_model_output_and_long_answers_are_sent_safely(
     )
     assert all(len(part) <= 4096 for part in sent)
     assert sum(part.count("word") for part in sent[1:]) == 2500
+
+
+def documents(tmp_path: Path) -> list[str]:
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        return [d.title for d in store.list_documents()]
+
+
+def test_an_admin_adds_text_and_the_bot_answers_from_it(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["Friday [1]"])
+
+    def scenario() -> None:
+        emulator.send_text("/add The office party is on Friday at noon.", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(texts(emulator, ADMIN)))
+        emulator.send_text("When is the office party?", user_id=ADMIN)
+        emulator.wait_for(lambda: len(texts(emulator, ADMIN)) >= 2)
+
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
+    added, answer = texts(emulator, ADMIN)
+    assert added.startswith("Added document") and "1 chunks added" in added
+    assert "[1] The office party is on Friday at noon." in engine.history[0][-1]["content"]
+    assert answer.startswith("Friday [1]")
+    assert "The office party is on Friday at noon." in documents(tmp_path)
+
+
+def test_non_admins_change_nothing_and_are_audited(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        for command in ("/add sneaky text", "/forget 1", "/docs", "/stats"):
+            emulator.send_text(command, user_id=USER)
+        emulator.send_document(b"sneaky file", "notes.txt", user_id=USER)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 5)
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert documents(tmp_path) == ["estonia"]
+    replies = texts(emulator, USER)
+    assert all("for admins only" in reply for reply in replies), replies
+    assert not emulator.sent("getFile")  # the upload was refused before any download
+    with StateStore.open(tmp_path / "state.db") as state:
+        refused = [(u, a) for u, a, ok, _ in state.audit_log() if not ok]
+    assert {a for _, a in refused} == {"add", "forget", "docs", "stats", "upload-request"}
+    assert {u for u, _ in refused} == {USER}
+
+
+def test_an_admin_uploads_a_pdf_then_forgets_it_with_a_confirm_button(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    from tests.knowledge.documents import make_pdf
+
+    pdf = make_pdf(tmp_path / "owls.pdf", ["Owls hunt mice at night."], title="Owls")
+
+    def scenario() -> None:
+        emulator.send_document(pdf.read_bytes(), "owls.pdf", user_id=ADMIN)
+
+        def edits() -> list[str]:
+            return [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
+
+        emulator.wait_for(lambda: any(text.startswith("Done") for text in edits()))
+        owls = next(d for d in documents_with_ids(tmp_path) if d[1] == "Owls")
+        emulator.send_text(f"/forget {owls[0]}", user_id=ADMIN)
+        emulator.wait_for(lambda: any("reply_markup" in c.params
+                                      for c in emulator.sent("sendMessage", ADMIN)))  # fmt: skip
+        sent = emulator.last_message(ADMIN)
+        assert "Forget document" in str(sent["text"]) and "reply_markup" in sent
+        emulator.press_button(sent, f"forget:{owls[0]}", user_id=USER)  # not an admin: refused
+        emulator.wait_for(lambda: "admins only" in emulator.message_text(ADMIN, sent["message_id"]))
+        assert "Owls" in documents(tmp_path)
+        emulator.press_button(sent, f"forget:{owls[0]}", user_id=ADMIN)
+        emulator.wait_for(
+            lambda: "Forgot document" in emulator.message_text(ADMIN, sent["message_id"])
+        )
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    edits = [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
+    assert (
+        "Done: 1 chunks added, 0 unchanged, 0 replaced (1 new, 0 updated, 0 unchanged documents)."
+        in edits
+    )
+    assert documents(tmp_path) == ["estonia"]
+
+
+def test_oversized_uploads_are_refused_before_download(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_document(b"x" * (MAX_BYTES + 1), "big.txt", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(texts(emulator, ADMIN)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    (reply,) = texts(emulator, ADMIN)
+    assert "over the 0.2 MB limit; nothing was added" in reply
+    assert not emulator.sent("getFile") and documents(tmp_path) == ["estonia"]
+
+
+def documents_with_ids(tmp_path: Path) -> list[tuple[int, str]]:
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        return [(d.id, d.title) for d in store.list_documents()]
+
+
+def test_admin_commands_show_in_the_menu_of_admins_only(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    admins = settings.model_copy(update={"admin_ids": (ADMIN,)})
+    run_bot(admins, scripted_services(tmp_path, ScriptedEngine()), lambda: None)
+    calls = emulator.sent("setMyCommands")
+    everyone = [c for c in calls if "scope" not in c.params]
+    admin_menu = [c for c in calls if c.params.get("scope") == {"type": "chat", "chat_id": ADMIN}]
+    assert len(everyone) == len(admin_menu) == 1
+
+    def names(call: SentCall) -> set[str]:
+        return {c["command"] for c in call.params["commands"]}
+
+    assert "add" not in names(everyone[0]) and {"add", "forget", "ask"} <= names(admin_menu[0])

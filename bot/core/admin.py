@@ -1,0 +1,91 @@
+"""Admin actions on the knowledge base. The admin check lives here, not in a menu."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.state import StateStore
+from knowledge.ingest import DocumentResult, Ingestor, IngestReport
+from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
+
+
+class NotAdminError(Exception):
+    """The user is not an admin; the attempt was logged."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of the document list."""
+
+    documents: list[DocumentInfo]
+    number: int
+    pages: int
+
+
+class AdminService:
+    """Add, list, forget and count knowledge; every call checks the user and is audited."""
+
+    def __init__(
+        self,
+        admin_ids: tuple[int, ...],
+        store: KnowledgeStore,
+        ingestor: Ingestor,
+        state: StateStore,
+        *,
+        max_bytes: int,
+    ) -> None:
+        self.admin_ids = frozenset(admin_ids)
+        self.store = store  # a writer connection of its own; searches use another one
+        self.ingestor = ingestor
+        self.state = state
+        self.max_bytes = max_bytes
+
+    def is_admin(self, user_id: int | None) -> bool:
+        """Numeric ids only: usernames never count."""
+        return user_id is not None and user_id in self.admin_ids
+
+    def check(self, user_id: int | None, action: str, detail: str = "") -> int:
+        """Return the admin's id, or log the refusal and raise NotAdminError."""
+        allowed = self.is_admin(user_id)
+        self.state.audit(user_id or 0, action, allowed=allowed, detail=detail)
+        if not allowed or user_id is None:
+            raise NotAdminError(f"/{action} is for admins only.")
+        return user_id
+
+    def add_text(self, user_id: int | None, text: str, *, title: str, key: str) -> DocumentResult:
+        """Add a chat message as a document."""
+        admin = self.check(user_id, "add", key)
+        return self.ingestor.add_text(
+            text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
+        )
+
+    def add_file(self, user_id: int | None, data: bytes, *, name: str, key: str) -> IngestReport:
+        """Add an uploaded file (the parser is chosen by `name`'s extension)."""
+        admin = self.check(user_id, "upload", name)
+        return self.ingestor.add_bytes(
+            data, name=name, external_id=key, source=f"telegram:{name}", added_by=f"tg:{admin}"
+        )
+
+    def documents(self, user_id: int | None, page: int, per_page: int = 10) -> Page:
+        """One page of documents."""
+        self.check(user_id, "docs")
+        everything = self.store.list_documents()
+        pages = max(1, -(-len(everything) // per_page))
+        number = min(max(page, 1), pages)
+        start = (number - 1) * per_page
+        return Page(everything[start : start + per_page], number, pages)
+
+    def find(self, user_id: int | None, ref: str) -> DocumentInfo:
+        """The document a /forget names (before confirmation)."""
+        self.check(user_id, "forget", ref)
+        return self.store.resolve_document(ref)
+
+    def forget(self, user_id: int | None, document_id: int) -> None:
+        """Remove a document (after confirmation)."""
+        self.check(user_id, "forget-confirmed", str(document_id))
+        self.store.delete_document(document_id)
+
+    def stats(self, user_id: int | None) -> StoreStats:
+        """Sizes of the knowledge base."""
+        self.check(user_id, "stats")
+        return self.store.stats()
