@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,9 @@ class StateStore:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        # One connection shared by the bot's threads: each method holds the lock, so
+        # transactions never interleave.
+        self._lock = threading.RLock()
         with transaction(conn):
             for statement in SCHEMA:
                 conn.execute(statement)
@@ -62,40 +66,44 @@ class StateStore:
 
     def add_turns(self, chat_key: str, turns: list[Turn]) -> None:
         """Remember a question and its answer together."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        with transaction(self.conn):
-            self.conn.executemany(
-                "INSERT INTO turns(chat_key, role, content, created_at) VALUES (?, ?, ?, ?)",
-                [(chat_key, t.role, t.content, now) for t in turns],
-            )
+        with self._lock:
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            with transaction(self.conn):
+                self.conn.executemany(
+                    "INSERT INTO turns(chat_key, role, content, created_at) VALUES (?, ?, ?, ?)",
+                    [(chat_key, t.role, t.content, now) for t in turns],
+                )
 
     def recent_turns(self, chat_key: str, limit: int) -> list[Turn]:
         """The last `limit` turns of a conversation, oldest first."""
-        rows = self.conn.execute(
-            "SELECT role, content FROM turns WHERE chat_key = ? ORDER BY id DESC LIMIT ?",
-            (chat_key, limit),
-        ).fetchall()
-        return [Turn(role, content) for role, content in reversed(rows)]
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT role, content FROM turns WHERE chat_key = ? ORDER BY id DESC LIMIT ?",
+                (chat_key, limit),
+            ).fetchall()
+            return [Turn(role, content) for role, content in reversed(rows)]
 
     def audit(self, user_id: int, action: str, *, allowed: bool, detail: str = "") -> None:
         """Record an admin action or a refused attempt."""
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        with transaction(self.conn):
-            self.conn.execute(
-                "INSERT INTO audit(user_id, action, allowed, detail, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (user_id, action, int(allowed), detail, now),
-            )
+        with self._lock:
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            with transaction(self.conn):
+                self.conn.execute(
+                    "INSERT INTO audit(user_id, action, allowed, detail, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (user_id, action, int(allowed), detail, now),
+                )
 
     def audit_log(self, limit: int = 100) -> list[tuple[int, str, bool, str]]:
         """Latest audit entries, newest first: (user id, action, allowed, detail)."""
-        rows = self.conn.execute(
-            "SELECT user_id, action, allowed, detail FROM audit ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        return [(int(u), str(a), bool(ok), str(d)) for u, a, ok, d in rows]
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT user_id, action, allowed, detail FROM audit ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            return [(int(u), str(a), bool(ok), str(d)) for u, a, ok, d in rows]
 
     def reset(self, chat_key: str) -> int:
         """Forget a conversation; return how many turns were dropped."""
-        with transaction(self.conn):
+        with self._lock, transaction(self.conn):
             return self.conn.execute("DELETE FROM turns WHERE chat_key = ?", (chat_key,)).rowcount

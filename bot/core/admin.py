@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from bot.state import StateStore
@@ -39,6 +40,7 @@ class AdminService:
         self.ingestor = ingestor
         self.state = state
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()  # handlers run in threads; one write at a time
 
     def is_admin(self, user_id: int | None) -> bool:
         """Numeric ids only: usernames never count."""
@@ -55,21 +57,24 @@ class AdminService:
     def add_text(self, user_id: int | None, text: str, *, title: str, key: str) -> DocumentResult:
         """Add a chat message as a document."""
         admin = self.check(user_id, "add", key)
-        return self.ingestor.add_text(
-            text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
-        )
+        with self._lock:
+            return self.ingestor.add_text(
+                text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
+            )
 
     def add_file(self, user_id: int | None, data: bytes, *, name: str, key: str) -> IngestReport:
         """Add an uploaded file (the parser is chosen by `name`'s extension)."""
         admin = self.check(user_id, "upload", name)
-        return self.ingestor.add_bytes(
-            data, name=name, external_id=key, source=f"telegram:{name}", added_by=f"tg:{admin}"
-        )
+        with self._lock:
+            return self.ingestor.add_bytes(
+                data, name=name, external_id=key, source=f"telegram:{name}", added_by=f"tg:{admin}"
+            )
 
     def documents(self, user_id: int | None, page: int, per_page: int = 10) -> Page:
         """One page of documents."""
         self.check(user_id, "docs")
-        everything = self.store.list_documents()
+        with self._lock:
+            everything = self.store.list_documents()
         pages = max(1, -(-len(everything) // per_page))
         number = min(max(page, 1), pages)
         start = (number - 1) * per_page
@@ -78,14 +83,17 @@ class AdminService:
     def find(self, user_id: int | None, ref: str) -> DocumentInfo:
         """The document a /forget names (before confirmation)."""
         self.check(user_id, "forget", ref)
-        return self.store.resolve_document(ref)
+        with self._lock:
+            return self.store.resolve_document(ref)
 
     def forget(self, user_id: int | None, document_id: int) -> None:
         """Remove a document (after confirmation)."""
         self.check(user_id, "forget-confirmed", str(document_id))
-        self.store.delete_document(document_id)
+        with self._lock:
+            self.store.delete_document(document_id)
 
     def stats(self, user_id: int | None) -> StoreStats:
         """Sizes of the knowledge base."""
         self.check(user_id, "stats")
-        return self.store.stats()
+        with self._lock:
+            return self.store.stats()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -106,6 +107,8 @@ class Answerer:
         self.retriever = retriever
         self.state = state
         self.settings = settings or AnswerSettings()
+        # The knowledge base connection is shared by the bot's threads: one search at a time.
+        self._search_lock = threading.Lock()
 
     def _history(self, chat_key: str | None) -> list[Message]:
         if self.state is None or chat_key is None:
@@ -138,7 +141,10 @@ class Answerer:
             return PreparedAnswer(question, mode, base_messages(question, history), [])
         if self.retriever is None:
             raise ValueError("RAG mode needs a retriever")
-        hits = self.retriever.search(self.search_query(question, history), k=self.settings.search_k)
+        with self._search_lock:
+            hits = self.retriever.search(
+                self.search_query(question, history), k=self.settings.search_k
+            )
         if not hits or hits[0].similarity < self.settings.min_similarity:
             return PreparedAnswer(question, mode, [], [], refusal=NOT_COVERED)
         sources: list[Source] = []

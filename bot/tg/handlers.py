@@ -15,7 +15,7 @@ from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandl
 
 from bot.core.admin import AdminService
 from bot.core.answer import Answer, Answerer, Mode
-from bot.llm.worker import QueueFullError
+from bot.llm.worker import Job, QueueFullError
 from bot.state import StateStore
 from bot.tg.render import answer_html, sources_html, split_message
 
@@ -40,6 +40,7 @@ USER_COMMANDS = [
     BotCommand("ask", "ask a question (in groups)"),
     BotCommand("reset", "forget our conversation"),
     BotCommand("sources", "the sources of my last answer"),
+    BotCommand("cancel", "stop the answer being written"),
     BotCommand("help", "what I can do"),
 ]
 ADMIN_COMMANDS = [
@@ -48,6 +49,12 @@ ADMIN_COMMANDS = [
     BotCommand("forget", "remove a document"),
     BotCommand("stats", "knowledge base and queue"),
 ]
+ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."
+STOPPED = "Stopped."
+ACTIVE_JOBS = "active_jobs"
+ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."
+STOPPED = "Stopped."
+ACTIVE_JOBS = "active_jobs"
 BUSY = "I'm busy with other questions right now; please try again shortly."
 APOLOGY = "Sorry, something went wrong while answering. Please try again."
 
@@ -143,10 +150,50 @@ async def text_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     await answer_question(update, context, text)
 
 
+def _active_jobs(context: ContextTypes.DEFAULT_TYPE) -> dict[int, Job | None]:
+    """user id -> the job answering them (None while their question is being retrieved)."""
+    jobs: dict[int, Job | None] = context.bot_data.setdefault(ACTIVE_JOBS, {})
+    return jobs
+
+
+async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/cancel: stop the answer being generated for this user."""
+    user = update.effective_user
+    job = _active_jobs(context).get(user.id) if user else None
+    if update.effective_message is None:
+        return
+    if job is None:
+        await update.effective_message.reply_text("There is nothing to cancel.")
+        return
+    job.cancel()
+
+
 async def answer_question(
     update: Update, context: ContextTypes.DEFAULT_TYPE, question: str
 ) -> None:
-    """Retrieve, stream the answer (drafts in private chats), then send it with its sources."""
+    """One job per user: retrieve, stream (drafts in private chats), send with sources."""
+    message = update.effective_message
+    user = update.effective_user
+    assert message is not None
+    active = _active_jobs(context)
+    user_id = user.id if user else message.chat_id
+    if user_id in active:
+        await message.reply_text(ONE_AT_A_TIME)
+        return
+    active[user_id] = None
+    try:
+        await _answer(update, context, question, active, user_id)
+    finally:
+        active.pop(user_id, None)
+
+
+async def _answer(
+    update: Update,
+    context: ContextTypes.DEFAULT_TYPE,
+    question: str,
+    active: dict[int, Job | None],
+    user_id: int,
+) -> None:
     message = update.effective_message
     chat = update.effective_chat
     assert message is not None and chat is not None
@@ -164,6 +211,7 @@ async def answer_question(
         await message.reply_text(f"You are number {job.position} in the queue.")
     completion = None
     if job is not None:
+        active[user_id] = job
         streamed, last_draft = "", time.monotonic()
         async for piece in job.apieces():
             streamed += piece
@@ -172,6 +220,9 @@ async def answer_question(
                 last_draft = time.monotonic()
                 await context.bot.send_message_draft(chat.id, message.message_id, streamed[:4096])
         completion = await asyncio.to_thread(job.result)
+        if completion.finish_reason == "cancelled":
+            await message.reply_text(STOPPED)
+            return
     answer = await asyncio.to_thread(answerer.finish, prepared, completion, chat_key=key)
     if context.chat_data is not None:
         context.chat_data[LAST_ANSWER] = answer
@@ -196,6 +247,7 @@ def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
     application.add_handler(CommandHandler("help", help_command))
     application.add_handler(CommandHandler("reset", reset))
     application.add_handler(CommandHandler("sources", sources))
+    application.add_handler(CommandHandler("cancel", cancel))
     application.add_handler(CommandHandler("ask", ask_command))
     from bot.tg.admin_handlers import add_admin_handlers
 

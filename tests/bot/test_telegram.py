@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +15,8 @@ from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator, SentCall
-from bot.tg.handlers import WELCOME, BotServices
+from bot.tg.emulator import BotAPIEmulator, Fault, SentCall
+from bot.tg.handlers import ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
 from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
@@ -271,3 +272,38 @@ def test_admin_commands_show_in_the_menu_of_admins_only(
         return {c["command"] for c in call.params["commands"]}
 
     assert "add" not in names(everyone[0]) and {"add", "forget", "ask"} <= names(admin_menu[0])
+
+
+def test_a_429_is_honoured_and_the_answer_still_arrives(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.append(Fault("sendMessage", 429, times=1, retry_after=1))
+
+    def scenario() -> None:
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(["Tallinn [1]"])), scenario)
+    refused, delivered = emulator.sent("sendMessage", USER)
+    assert delivered.at - refused.at >= 1.0  # nothing reached the chat before retry_after
+    assert texts(emulator, USER)[-1].startswith("Tallinn [1]")
+
+
+def test_one_question_at_a_time_per_user_and_cancel(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["word " * 400], delay_s=0.02)  # ~8 s unless cancelled
+
+    def scenario() -> None:
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        assert engine.started.wait(10)
+        emulator.send_text("And another thing?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
+        cancelled_at = time.monotonic()
+        emulator.send_text("/cancel", user_id=USER)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
+        assert time.monotonic() - cancelled_at < 1.0
+
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
+    assert texts(emulator, USER) == [ONE_AT_A_TIME, STOPPED]
+    assert len(engine.history) == 1  # the second question never reached the model
