@@ -16,7 +16,7 @@ from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator, Fault, SentCall
-from bot.tg.handlers import ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
+from bot.tg.handlers import BUSY, ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
 from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
@@ -46,7 +46,7 @@ def settings(tmp_path: Path, emulator: BotAPIEmulator, monkeypatch: pytest.Monke
 
 
 def scripted_services(
-    tmp_path: Path, engine: ScriptedEngine
+    tmp_path: Path, engine: ScriptedEngine, *, queue: int = 8
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -60,7 +60,7 @@ def scripted_services(
         admin = AdminService(
             (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES
         )
-        worker = ModelWorker(engine)
+        worker = ModelWorker(engine, max_queue=queue)
         answerer = Answerer(
             worker, HybridSearcher(store, embedder), state=state,
             settings=AnswerSettings(
@@ -307,3 +307,31 @@ def test_one_question_at_a_time_per_user_and_cancel(
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
     assert texts(emulator, USER) == [ONE_AT_A_TIME, STOPPED]
     assert len(engine.history) == 1  # the second question never reached the model
+
+
+def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine([f"Answer {i} [1]" for i in range(20)], delay_s=0.01)
+    users = range(100, 120)
+
+    def replies(user: int) -> list[str]:
+        return texts(emulator, user)
+
+    def answered_or_busy() -> bool:
+        return all(any(r.startswith("Answer") or r == BUSY for r in replies(u)) for u in users)
+
+    def scenario() -> None:
+        for user in users:
+            emulator.send_text("What is the capital of Estonia?", user_id=user)
+        emulator.wait_for(answered_or_busy, timeout=60)
+        emulator.send_text("/start", user_id=users[0])  # still serving afterwards
+        emulator.wait_for(lambda: WELCOME in replies(users[0]))
+
+    run_bot(settings, scripted_services(tmp_path, engine, queue=4), scenario)
+    outcomes = [next(r for r in replies(u) if r.startswith("Answer") or r == BUSY) for u in users]
+    busy = outcomes.count(BUSY)
+    assert 0 < busy < 20  # the queue was bounded, and it did serve some
+    assert len(engine.history) == 20 - busy
+    queued = [r for u in users for r in replies(u) if r.startswith("You are number")]
+    assert queued and all(int(r.split()[3]) <= 4 for r in queued)
