@@ -6,9 +6,10 @@ import asyncio
 import html
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 
 SERVICES = "services"
 LAST_ANSWER = "last_answer"
-# Drafts in private chats: at most one update per this many seconds.
+# Streaming: drafts in private chats at most every 1.5 s, edits in groups at most every 3 s
+# (Telegram's limits are per chat), and only when the text grew by a few words.
 DRAFT_INTERVAL_S = 1.5
+GROUP_EDIT_INTERVAL_S = 3.0
+MIN_GROWTH_CHARS = 20
 
 WELCOME = (
     "Hello! Ask me anything about the knowledge base and I will answer from it, "
@@ -210,15 +214,13 @@ async def _answer(
     if job is not None and job.position > 0:
         await message.reply_text(f"You are number {job.position} in the queue.")
     completion = None
+    live = LiveMessage(context, message, private=chat.type == ChatType.PRIVATE)
     if job is not None:
         active[user_id] = job
-        streamed, last_draft = "", time.monotonic()
+        streamed = ""
         async for piece in job.apieces():
             streamed += piece
-            private = chat.type == ChatType.PRIVATE
-            if private and time.monotonic() - last_draft >= DRAFT_INTERVAL_S and streamed.strip():
-                last_draft = time.monotonic()
-                await context.bot.send_message_draft(chat.id, message.message_id, streamed[:4096])
+            await live.progress(streamed)
         completion = await asyncio.to_thread(job.result)
         if completion.finish_reason == "cancelled":
             await message.reply_text(STOPPED)
@@ -226,12 +228,57 @@ async def _answer(
     answer = await asyncio.to_thread(answerer.finish, prepared, completion, chat_key=key)
     if context.chat_data is not None:
         context.chat_data[LAST_ANSWER] = answer
-    for part in answer_html(answer):
-        try:
-            await message.reply_text(part, parse_mode=ParseMode.HTML)
-        except BadRequest as exc:  # Telegram rejected the entities: send the same text plain
-            log.warning("HTML rejected (%s); sending plain text", exc.message)
-            await message.reply_text(part, parse_mode=None)
+    await live.finish(answer_html(answer))
+
+
+class LiveMessage:
+    """Shows an answer while it is written: drafts in private chats, throttled edits in groups."""
+
+    def __init__(self, context: ContextTypes.DEFAULT_TYPE, question: Message, *, private: bool):
+        self.bot = context.bot
+        self.question = question
+        self.private = private
+        self.shown = ""
+        self.last = 0.0
+        self.placeholder: Message | None = None
+
+    async def progress(self, text: str) -> None:
+        """Show `text` if enough time passed and it grew meaningfully."""
+        now = time.monotonic()
+        grown = len(text.strip()) - len(self.shown) >= MIN_GROWTH_CHARS
+        if self.private:
+            if grown and now - self.last >= DRAFT_INTERVAL_S:
+                self.shown, self.last = text.strip(), now
+                await self.bot.send_message_draft(
+                    self.question.chat_id, self.question.message_id, self.shown[:4096]
+                )
+            return
+        if grown and (self.placeholder is None or now - self.last >= GROUP_EDIT_INTERVAL_S):
+            self.shown, self.last = text.strip(), now
+            if self.placeholder is None:
+                self.placeholder = await self.question.reply_text(self.shown[:4096])
+            else:
+                await self.placeholder.edit_text(self.shown[:4096])
+
+    async def finish(self, parts: list[str]) -> None:
+        """Send the final HTML parts (the first replaces the group placeholder)."""
+        for number, part in enumerate(parts):
+            if number == 0 and self.placeholder is not None:
+                # The final edit respects the interval too.
+                await asyncio.sleep(max(0.0, self.last + GROUP_EDIT_INTERVAL_S - time.monotonic()))
+                await _send(self.placeholder.edit_text, part)
+            else:
+                await _send(self.question.reply_text, part)
+
+
+async def _send(send: Callable[..., Awaitable[object]], part: str) -> None:
+    try:
+        await send(part, parse_mode=ParseMode.HTML)
+    except BadRequest as exc:  # Telegram rejected the entities: send the same text plain
+        if "not modified" in exc.message:
+            return
+        log.warning("HTML rejected (%s); sending plain text", exc.message)
+        await send(part, parse_mode=None)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

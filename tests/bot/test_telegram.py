@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -335,3 +336,29 @@ def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
     assert len(engine.history) == 20 - busy
     queued = [r for u in users for r in replies(u) if r.startswith("You are number")]
     assert queued and all(int(r.split()[3]) <= 4 for r in queued)
+
+
+def test_group_answers_stream_by_edits_at_most_every_3_seconds(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["Tallinn " * 120 + "[1]"], delay_s=0.04)  # ~5 s of streaming
+    group = -200
+
+    def scenario() -> None:
+        emulator.send_text("@ragtune_bot capital of Estonia?", user_id=USER, chat_id=group,
+                           chat_type="group")  # fmt: skip
+        emulator.wait_for(
+            lambda: any(
+                "Sources" in str(c.params.get("text"))
+                for c in emulator.sent("editMessageText", group)
+            ),
+            timeout=30,
+        )
+
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
+    (placeholder,) = emulator.sent("sendMessage", group)
+    edits = emulator.sent("editMessageText", group)
+    assert len(edits) >= 2
+    times = [placeholder.at] + [e.at for e in edits]
+    assert all(b - a >= 2.95 for a, b in itertools.pairwise(times)), times
+    assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
