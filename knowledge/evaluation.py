@@ -88,8 +88,9 @@ def score_rankings(
         return dict.fromkeys(RECALL_AT, 0.0), 0.0
     recall = dict.fromkeys(RECALL_AT, 0.0)
     reciprocal = 0.0
-    for ranking, gold in zip(rankings, positives, strict=True):
-        first = next((i for i, doc in enumerate(ranking[:10], 1) if doc in set(gold)), None)
+    for ranking, positive in zip(rankings, positives, strict=True):
+        gold = set(positive)
+        first = next((i for i, doc in enumerate(ranking[:10], 1) if doc in gold), None)
         if first is not None:
             reciprocal += 1.0 / first
             for k in RECALL_AT:

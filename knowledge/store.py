@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,21 @@ def _now() -> str:
 
 def _blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+@cache
+def _nearest_sql(table: str) -> str:
+    """The two-stage k-NN query for one vector table (built once: it runs on every search)."""
+    coarse = " UNION ALL ".join(
+        f"SELECT rowid FROM (SELECT rowid FROM {table} WHERE embedding MATCH "
+        f"vec_quantize_binary(:query) AND k = :per_partition AND part = {p})"
+        for p in range(COARSE_PARTITIONS)
+    )
+    return (
+        f"SELECT chunk_id, vec_distance_cosine(embedding, :query) AS distance "
+        f"FROM {_exact_table(table)} WHERE chunk_id IN ({coarse}) "
+        "ORDER BY distance, chunk_id LIMIT :k"
+    )
 
 
 def _exact_table(vector_table: str) -> str:
@@ -377,17 +393,9 @@ class KnowledgeStore:
         The coarse pass takes about `candidates` chunks by Hamming distance of the 1-bit
         vectors (k per partition); their float vectors then give exact cosine distances.
         """
-        table = self._live_vector_table()
         per_partition = -(-max(candidates, k) // COARSE_PARTITIONS)
-        coarse = " UNION ALL ".join(
-            f"SELECT rowid FROM (SELECT rowid FROM {table} WHERE embedding MATCH "
-            f"vec_quantize_binary(:query) AND k = :per_partition AND part = {p})"
-            for p in range(COARSE_PARTITIONS)
-        )
         rows = self.conn.execute(
-            f"SELECT chunk_id, vec_distance_cosine(embedding, :query) AS distance "
-            f"FROM {_exact_table(table)} WHERE chunk_id IN ({coarse}) "
-            "ORDER BY distance, chunk_id LIMIT :k",
+            _nearest_sql(self._live_vector_table()),
             {"query": _blob(vector), "per_partition": per_partition, "k": k},
         )
         return [(int(i), float(d)) for i, d in rows]

@@ -196,10 +196,6 @@ class BotAPIEmulator:
                 raise TimeoutError("the bot did not do what was expected in time")
             time.sleep(interval)
 
-    def message(self, chat_id: int, message_id: int) -> JSON:
-        """A message the bot sent, as it is now."""
-        return self._messages[(chat_id, message_id)]
-
     def last_message(self, chat_id: int) -> JSON:
         """The latest message the bot sent to a chat."""
         latest = max(m for c, m in self._messages if c == chat_id)
