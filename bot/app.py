@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
@@ -114,6 +116,22 @@ def answer_settings(settings: Settings) -> AnswerSettings:
     )
 
 
+def build_access(settings: Settings, state: StateStore) -> AccessPolicy:
+    """The allowlist and per-user limits from Settings."""
+    limits = AccessSettings(
+        mode=AccessMode(settings.access),
+        allowed_ids=frozenset(settings.allowed_ids),
+        per_minute=settings.questions_per_minute,
+        per_day=settings.questions_per_day,
+    )
+    return AccessPolicy(limits, frozenset(settings.admin_ids), state)
+
+
+def alert_chats(settings: Settings) -> tuple[int, ...]:
+    """Where errors are reported: the admin chat, or else each admin in private."""
+    return (settings.admin_chat_id,) if settings.admin_chat_id is not None else settings.admin_ids
+
+
 def build_worker(settings: Settings, engine: ChatEngine) -> ModelWorker:
     """The one thread that owns the engine."""
     return ModelWorker(engine, max_queue=settings.model_queue_size)
@@ -148,7 +166,14 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
         writer.close()
         state.close()
 
-    return BotServices(answerer=answerer, state=state, admin=admin), close
+    services = BotServices(
+        answerer=answerer,
+        state=state,
+        admin=admin,
+        access=build_access(settings, state),
+        alert_chats=alert_chats(settings),
+    )
+    return services, close
 
 
 def build_application(
@@ -165,6 +190,8 @@ def build_application(
     token = settings.telegram_bot_token
     if token is None:
         raise ValueError(NO_TOKEN)
+    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     closers: list[Callable[[], None]] = []
 
     async def post_init(application: Application) -> None:  # type: ignore[type-arg]

@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import platform
+import secrets
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -22,6 +24,7 @@ from bot import app as services
 from bot.config import get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
+from bot.logs import redact_secrets
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
@@ -367,16 +370,28 @@ def _version(distribution: str) -> str:
 
 @cli.command()
 def run() -> None:
-    """Start the Telegram bot (long polling); without a token, say what to configure."""
+    """Start the Telegram bot (long polling, or a webhook); without a token, say what to set."""
     settings = get_settings()
-    if settings.telegram_bot_token is None:
+    token = settings.telegram_bot_token
+    if token is None:
         typer.echo(services.NO_TOKEN, err=True)
         raise typer.Exit(2)
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    secret = secret or secrets.token_urlsafe(32)
+    redact_secrets([token.get_secret_value(), secret])
     logging.getLogger().setLevel(logging.INFO)
-    # httpx logs every request URL at INFO, and Bot API URLs contain the token.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     application = services.build_application(settings)
-    application.run_polling(drop_pending_updates=False)
+    if settings.webhook_url:
+        # Telegram sends the secret with every update; PTB refuses requests without it.
+        application.run_webhook(
+            listen=settings.webhook_listen,
+            port=settings.webhook_port,
+            url_path=urllib.parse.urlparse(settings.webhook_url).path.lstrip("/"),
+            webhook_url=settings.webhook_url,
+            secret_token=secret,
+        )
+    else:
+        application.run_polling(drop_pending_updates=False)
 
 
 @cli.command()

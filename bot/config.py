@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -110,12 +111,47 @@ class Settings(BaseSettings):
     telegram_file_url: str = Field(
         "https://api.telegram.org/file/bot", description="Bot API base URL for file downloads."
     )
+    admin_chat_id: int | None = Field(
+        None, description="Chat told about errors; empty = each admin in private."
+    )
+    access: Literal["open", "restricted"] = Field(
+        "open", description="open = anyone may ask; restricted = only RAGTUNE_ALLOWED_IDS."
+    )
+    allowed_ids: Annotated[tuple[int, ...], NoDecode] = Field(
+        (), description="User or chat ids that may ask in restricted mode, comma-separated."
+    )
+    questions_per_minute: int = Field(
+        5, ge=0, description="Questions one user may ask per minute; 0 = no limit."
+    )
+    questions_per_day: int = Field(
+        200, ge=0, description="Questions one user may ask per UTC day; 0 = no limit."
+    )
+    webhook_url: str | None = Field(
+        None, description="Public HTTPS URL Telegram posts updates to; empty = long polling."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Secret Telegram sends with each update; empty = a random one per start."
+    )
+    webhook_listen: str = Field(
+        "127.0.0.1", description="Address the webhook server listens on (behind a proxy)."
+    )
+    webhook_port: int = Field(8443, ge=1, le=65535, description="Port of the webhook server.")
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "allowed_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_chars(cls, value: SecretStr | None) -> SecretStr | None:
+        # Telegram accepts 1-256 characters A-Z, a-z, 0-9, _ and - (the value is never echoed).
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("use 1-256 characters: letters, digits, _ and -")
         return value
 
 

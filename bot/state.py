@@ -1,4 +1,4 @@
-"""The bot's own SQLite state beside the knowledge base: conversation turns and the audit log."""
+"""The bot's own SQLite state beside the knowledge base: turns, the audit log, questions asked."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ SCHEMA = (
         detail     TEXT NOT NULL,
         created_at TEXT NOT NULL
     )""",
+    # One row per question admitted, for rate limits, daily budgets and "users today".
+    """CREATE TABLE IF NOT EXISTS questions (
+        id       INTEGER PRIMARY KEY,
+        user_id  INTEGER NOT NULL,
+        chat_id  INTEGER NOT NULL,
+        asked_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS questions_by_user ON questions(user_id, asked_at)",
+    "CREATE INDEX IF NOT EXISTS questions_by_time ON questions(asked_at)",
 )
 
 
@@ -107,3 +116,29 @@ class StateStore:
         """Forget a conversation; return how many turns were dropped."""
         with self._lock, transaction(self.conn):
             return self.conn.execute("DELETE FROM turns WHERE chat_key = ?", (chat_key,)).rowcount
+
+    def record_question(self, user_id: int, chat_id: int, asked_at: float) -> None:
+        """Count one question (unix time) against its user."""
+        with self._lock, transaction(self.conn):
+            self.conn.execute(
+                "INSERT INTO questions(user_id, chat_id, asked_at) VALUES (?, ?, ?)",
+                (user_id, chat_id, asked_at),
+            )
+
+    def questions_since(self, user_id: int, since: float) -> list[float]:
+        """Times (unix, oldest first) of the user's questions at or after `since`."""
+        with self._lock:
+            rows = self.conn.execute(
+                "SELECT asked_at FROM questions WHERE user_id = ? AND asked_at >= ? "
+                "ORDER BY asked_at",
+                (user_id, since),
+            ).fetchall()
+            return [float(at) for (at,) in rows]
+
+    def users_since(self, since: float) -> int:
+        """How many different users asked at or after `since`."""
+        with self._lock:
+            (count,) = self.conn.execute(
+                "SELECT COUNT(DISTINCT user_id) FROM questions WHERE asked_at >= ?", (since,)
+            ).fetchone()
+            return int(count)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.state import StateStore
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
+from knowledge.reindex import reindex
 from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
 
 
@@ -24,7 +26,7 @@ class Page:
 
 
 class AdminService:
-    """Add, list, forget and count knowledge; every call checks the user and is audited."""
+    """Add, list, forget, reindex and count knowledge; every call checks the user and is audited."""
 
     def __init__(
         self,
@@ -97,3 +99,20 @@ class AdminService:
         self.check(user_id, "stats")
         with self._lock:
             return self.store.stats()
+
+    def reindex(
+        self, user_id: int | None, progress: Callable[[int, int], object] | None = None
+    ) -> int:
+        """Re-embed every chunk with the bot's embedder, reporting (done, total); search goes on."""
+        self.check(user_id, "reindex")
+        with self._lock:
+            total = self.store.stats().chunks
+            done = 0
+
+            def step(chunks: int) -> None:
+                nonlocal done
+                done += chunks
+                if progress is not None:
+                    progress(done, total)
+
+            return reindex(self.store, self.ingestor.embedder, progress=step)

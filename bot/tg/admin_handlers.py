@@ -1,4 +1,4 @@
-"""Admin handlers: /add, file uploads, /docs, /forget (with a confirm button), /stats.
+"""Admin handlers: /add, uploads, /docs (pages), /forget (confirmed), /reindex, /stats.
 
 The admin check is in bot.core.admin; a refusal is audited and answered in one sentence.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 from pathlib import PurePath
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
     Application,
@@ -20,11 +21,14 @@ from telegram.ext import (
     filters,
 )
 
-from bot.core.admin import AdminService, NotAdminError
+from bot.core.access import start_of_day
+from bot.core.admin import AdminService, NotAdminError, Page
 from bot.tg.handlers import SERVICES, BotServices
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES
+
+PROGRESS_INTERVAL_S = 3.0
 
 
 def _admin(context: ContextTypes.DEFAULT_TYPE) -> AdminService:
@@ -115,8 +119,22 @@ async def upload(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
+def _docs_page(page: Page) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The text of one /docs page and its ‹ › buttons."""
+    lines = [f"<b>Documents</b> (page {page.number}/{page.pages})"]
+    lines += [
+        f"{d.id}. {html.escape(d.title[:60])} — {d.chunks} chunks" for d in page.documents
+    ] or ["(none yet)"]
+    buttons = []
+    if page.number > 1:
+        buttons.append(InlineKeyboardButton("‹ Previous", callback_data=f"docs:{page.number - 1}"))
+    if page.number < page.pages:
+        buttons.append(InlineKeyboardButton("Next ›", callback_data=f"docs:{page.number + 1}"))
+    return "\n".join(lines), InlineKeyboardMarkup([buttons]) if buttons else None
+
+
 async def docs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/docs [page]: the documents, ten a page."""
+    """/docs [page]: the documents, ten a page, with buttons to turn pages."""
     message = update.effective_message
     if message is None:
         return
@@ -126,11 +144,26 @@ async def docs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except NotAdminError as exc:
         await _refuse(update, exc)
         return
-    lines = [f"<b>Documents</b> (page {page.number}/{page.pages})"]
-    lines += [
-        f"{d.id}. {html.escape(d.title[:60])} — {d.chunks} chunks" for d in page.documents
-    ] or ["(none yet)"]
-    await message.reply_text("\n".join(lines), parse_mode=ParseMode.HTML)
+    text, buttons = _docs_page(page)
+    await message.reply_text(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
+
+
+async def docs_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """A ‹ › button under /docs: show that page in the same message (admins only)."""
+    query = update.callback_query
+    if query is None or query.data is None:
+        return
+    try:
+        page = await asyncio.to_thread(
+            _admin(context).documents, query.from_user.id, int(query.data.removeprefix("docs:"))
+        )
+    except NotAdminError as exc:
+        # An alert to the presser only: the admin's message and its buttons stay as they were.
+        await query.answer(str(exc), show_alert=True)
+        return
+    await query.answer()
+    text, buttons = _docs_page(page)
+    await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
 
 
 async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -161,21 +194,62 @@ async def forget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     query = update.callback_query
     if query is None or query.data is None:
         return
-    await query.answer()
     choice = query.data.removeprefix("forget:")
-    if choice == "cancel":
-        await query.edit_message_text("Kept.")
-        return
+    admin = _admin(context)
     try:
-        await asyncio.to_thread(_admin(context).forget, query.from_user.id, int(choice))
-    except (NotAdminError, KnowledgeError) as exc:
+        if choice == "cancel":
+            admin.check(query.from_user.id, "forget-cancelled")
+        else:
+            await asyncio.to_thread(admin.forget, query.from_user.id, int(choice))
+    except NotAdminError as exc:
+        # An alert to the presser only: the admin's message and its buttons stay as they were.
+        await query.answer(str(exc), show_alert=True)
+        return
+    except KnowledgeError as exc:
+        await query.answer()
         await query.edit_message_text(str(exc))
         return
-    await query.edit_message_text(f"Forgot document {choice}.")
+    await query.answer()
+    await query.edit_message_text("Kept." if choice == "cancel" else f"Forgot document {choice}.")
+
+
+async def reindex(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/reindex: re-embed every chunk; a long run shows progress in one status message."""
+    message = update.effective_message
+    if message is None:
+        return
+    latest = {"done": 0, "total": 0}  # written by the reindex thread, read here
+
+    def progress(done: int, total: int) -> None:
+        latest.update(done=done, total=total)
+
+    work = asyncio.create_task(
+        asyncio.to_thread(_admin(context).reindex, _user_id(update), progress)
+    )
+    status: Message | None = None
+    shown = ""
+    while not work.done():
+        # One edit at most every 3 s, only when the count moved (Telegram's per-chat limits).
+        await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
+        text = f"Reindexing: {latest['done']}/{latest['total']} chunks…"
+        if work.done() or text == shown:
+            continue
+        if status is None:
+            status = await message.reply_text(text)
+        else:
+            await status.edit_text(text)
+        shown = text
+    try:
+        final = f"Reindexed {work.result()} chunks."
+    except NotAdminError as exc:
+        final = str(exc)
+    except KnowledgeError as exc:
+        final = f"Reindex stopped: {exc}"
+    await (message.reply_text(final) if status is None else status.edit_text(final))
 
 
 async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/stats: documents, chunks, model, queue."""
+    """/stats: documents, chunks, models, adapter, queue, users today."""
     message = update.effective_message
     if message is None:
         return
@@ -187,10 +261,11 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     services: BotServices = context.bot_data[SERVICES]
     worker = services.answerer.worker
     model = numbers.model.model_id if numbers.model else "none yet"
+    users = await asyncio.to_thread(services.state.users_since, start_of_day(time.time()))
     await message.reply_text(
         f"Documents: {numbers.documents}\nChunks: {numbers.chunks}\n"
-        f"Embedder: {model}\nChat model: {worker.engine.model_id}\n"
-        f"Queue: {worker.waiting} waiting or running"
+        f"Embedder: {model}\nChat model: {worker.engine.model_id}\nAdapter: none\n"
+        f"Queue: {worker.waiting} waiting or running\nUsers today: {users}"
     )
 
 
@@ -199,6 +274,8 @@ def add_admin_handlers(application: Application) -> None:  # type: ignore[type-a
     application.add_handler(CommandHandler("add", add))
     application.add_handler(CommandHandler("docs", docs))
     application.add_handler(CommandHandler("forget", forget))
+    application.add_handler(CommandHandler("reindex", reindex))
     application.add_handler(CommandHandler("stats", stats))
+    application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:\d+$"))
     application.add_handler(CallbackQueryHandler(forget_button, pattern=r"^forget:"))
     application.add_handler(MessageHandler(filters.Document.ALL, upload))

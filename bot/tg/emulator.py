@@ -11,7 +11,9 @@ import itertools
 import json
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
@@ -67,6 +69,10 @@ class BotAPIEmulator:
         self._changed = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.webhook_url: str | None = None
+        self.webhook_secret: str | None = None
+        self.webhook_statuses: list[int] = []
+        """HTTP status of each update posted to the bot's webhook."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -105,11 +111,32 @@ class BotAPIEmulator:
     # --- control side: what users do ---------------------------------------------------------
 
     def _push(self, update: JSON) -> JSON:
+        """Queue an update for getUpdates, or post it to the webhook if the bot set one."""
         with self._changed:
             update["update_id"] = next(self._update_ids)
-            self._updates.append(update)
-            self._changed.notify_all()
+            if self.webhook_url is None:
+                self._updates.append(update)
+                self._changed.notify_all()
+                return update
+        self.post_webhook(update, self.webhook_secret)
         return update
+
+    def post_webhook(self, update: JSON, secret: str | None) -> int:
+        """POST one update to the bot's webhook, as Telegram does; return the HTTP status."""
+        assert self.webhook_url is not None, "the bot has not called setWebhook"
+        headers = {"Content-Type": "application/json"}
+        if secret is not None:
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        request = urllib.request.Request(
+            self.webhook_url, data=json.dumps(update).encode(), headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        self.webhook_statuses.append(status)
+        return status
 
     def send_text(
         self,
@@ -196,6 +223,15 @@ class BotAPIEmulator:
                 raise TimeoutError("the bot did not do what was expected in time")
             time.sleep(interval)
 
+    def messages(self, chat_id: int) -> list[JSON]:
+        """Messages the bot sent to a chat, oldest first, as they read now (after edits)."""
+        return [self._messages[key] for key in sorted(k for k in list(self._messages)
+                                                      if k[0] == chat_id)]  # fmt: skip
+
+    def message(self, chat_id: int, message_id: int) -> JSON:
+        """A copy of one message the bot sent, as it reads now."""
+        return dict(self._messages[(chat_id, message_id)])
+
     def last_message(self, chat_id: int) -> JSON:
         """The latest message the bot sent to a chat."""
         latest = max(m for c, m in self._messages if c == chat_id)
@@ -237,7 +273,18 @@ class BotAPIEmulator:
         return BOT_USER
 
     def _api_deleteWebhook(self, params: JSON) -> bool:
+        self.webhook_url = self.webhook_secret = None
         return True
+
+    def _api_setWebhook(self, params: JSON) -> bool:
+        self.webhook_url = str(params["url"]) or None
+        secret = params.get("secret_token")
+        self.webhook_secret = str(secret) if secret else None
+        return True
+
+    def _api_getWebhookInfo(self, params: JSON) -> JSON:
+        return {"url": self.webhook_url or "", "has_custom_certificate": False,
+                "pending_update_count": len(self._updates)}  # fmt: skip
 
     def _api_setMyCommands(self, params: JSON) -> bool:
         return True
@@ -305,10 +352,17 @@ class BotAPIEmulator:
             raise _BadRequestError("message is too long")
         if params.get("parse_mode") == "HTML":
             _check_html(text)
-        if self._messages[key]["text"] == text:
+        message = self._messages[key]
+        markup = params.get("reply_markup")
+        if message["text"] == text and message.get("reply_markup") == markup:
             raise _BadRequestError("message is not modified")
-        self._messages[key]["text"] = text
-        return self._messages[key]
+        message["text"] = text
+        # Like Telegram: an edit without reply_markup removes the buttons.
+        if markup:
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)
+        return message
 
 
 class _BadRequestError(Exception):

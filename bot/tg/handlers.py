@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.core.access import AccessPolicy
 from bot.core.admin import AdminService
 from bot.core.answer import Answer, Answerer, Mode
 from bot.llm.worker import Job, QueueFullError
@@ -51,11 +52,9 @@ ADMIN_COMMANDS = [
     BotCommand("add", "add text to the knowledge base"),
     BotCommand("docs", "list documents"),
     BotCommand("forget", "remove a document"),
-    BotCommand("stats", "knowledge base and queue"),
+    BotCommand("reindex", "re-embed every chunk"),
+    BotCommand("stats", "knowledge base, model, queue, users today"),
 ]
-ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."
-STOPPED = "Stopped."
-ACTIVE_JOBS = "active_jobs"
 ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."
 STOPPED = "Stopped."
 ACTIVE_JOBS = "active_jobs"
@@ -70,6 +69,10 @@ class BotServices:
     answerer: Answerer
     state: StateStore
     admin: AdminService | None = None
+    access: AccessPolicy | None = None
+    """None: everyone may ask, without limits."""
+    alert_chats: tuple[int, ...] = ()
+    """Chats told when a handler fails."""
 
 
 def _services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:
@@ -184,6 +187,12 @@ async def answer_question(
     if user_id in active:
         await message.reply_text(ONE_AT_A_TIME)
         return
+    access = _services(context).access
+    if access is not None:
+        refusal = await asyncio.to_thread(access.refusal, user_id, message.chat_id)
+        if refusal is not None:
+            await message.reply_text(refusal)
+            return
     active[user_id] = None
     try:
         await _answer(update, context, question, active, user_id)
@@ -209,8 +218,11 @@ async def _answer(
     try:
         job = answerer.start(prepared)
     except QueueFullError:
-        await message.reply_text(BUSY)
+        await message.reply_text(BUSY)  # not counted against the user's limits
         return
+    access = _services(context).access
+    if access is not None:
+        await asyncio.to_thread(access.record, user_id, chat.id)
     if job is not None and job.position > 0:
         await message.reply_text(f"You are number {job.position} in the queue.")
     completion = None
@@ -282,10 +294,34 @@ async def _send(send: Callable[..., Awaitable[object]], part: str) -> None:
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log with context (never message text or the token), apologise to the user."""
-    log.error("handler failed", exc_info=context.error)
+    """Log with context (ids, never message text or the token), tell the admins, apologise."""
+    error = context.error
+    where = describe_update(update)
+    log.error("handling %s failed", where, exc_info=error)
+    services: BotServices | None = context.bot_data.get(SERVICES)
+    alert = f"Error while handling {where}: {type(error).__name__}: {error}"[:4000]
+    for chat_id in services.alert_chats if services else ():
+        try:
+            await context.bot.send_message(chat_id, alert)
+        except TelegramError as exc:  # the alert is best effort; the log has it all
+            log.warning("could not alert chat %s: %s", chat_id, type(exc).__name__)
     if isinstance(update, Update) and update.effective_message is not None:
-        await update.effective_message.reply_text(APOLOGY)
+        try:
+            await update.effective_message.reply_text(APOLOGY)
+        except TelegramError as exc:
+            log.warning("could not apologise in %s: %s", where, type(exc).__name__)
+
+
+def describe_update(update: object) -> str:
+    """Ids that locate an update in the logs (no text: messages are private)."""
+    if not isinstance(update, Update):
+        return "a job" if update is None else type(update).__name__
+    chat = update.effective_chat
+    user = update.effective_user
+    return (
+        f"update {update.update_id} (chat {chat.id if chat else '-'}, "
+        f"user {user.id if user else '-'})"
+    )
 
 
 def add_handlers(application: Application) -> None:  # type: ignore[type-arg]

@@ -8,11 +8,12 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from pydantic import SecretStr
 
 from bot.config import Settings
-from bot.tg.emulator import BotAPIEmulator
+from bot.tg.emulator import JSON, BotAPIEmulator
 from bot.tg.handlers import BotServices
 
 ServicesFactory = Callable[[], tuple[BotServices, Callable[[], None]]]
@@ -60,13 +61,82 @@ def terminal_text(message_html: str) -> str:
     return html.unescape(_TAGS.sub("", message_html))
 
 
+UPLOAD = "/upload"
+PRESS = "/press"
+SANDBOX_HELP = (
+    "Talking to the real bot through a local Bot API emulator, as an admin.\n"
+    "Type a question or a command (/help, /add <text>, /docs, /stats...); "
+    "/upload PATH sends a file; /press N presses button N; /quit leaves."
+)
+
+
+def buttons(message: JSON) -> list[JSON]:
+    """The inline buttons under a message, left to right, top to bottom."""
+    markup = message.get("reply_markup") or {}
+    return [button for row in markup.get("inline_keyboard", []) for button in row]
+
+
+def shown(message: JSON) -> str:
+    """A bot message as the terminal shows it: plain text, then its numbered buttons."""
+    text = f"bot> {terminal_text(str(message.get('text', '')))}"
+    labels = [f"[{n}: {b['text']}]" for n, b in enumerate(buttons(message), start=1)]
+    return f"{text}\n     {' '.join(labels)}" if labels else text
+
+
+def settled(emulator: BotAPIEmulator, chat_id: int, seen: int) -> bool:
+    """The bot has replied since message `seen` and its latest message is not work in progress."""
+    latest = [m for m in emulator.messages(chat_id) if int(m["message_id"]) > seen]
+    if not latest:
+        return False
+    text = str(latest[-1].get("text", ""))
+    # Status messages end with "…" until they are final; a queue notice precedes the answer.
+    return not text.endswith("…") and not text.startswith("You are number")
+
+
+async def _press(emulator: BotAPIEmulator, argument: str, user_id: int) -> str:
+    """Press button N of the latest message that has buttons; return that message afterwards."""
+    with_buttons = [m for m in emulator.messages(user_id) if buttons(m)]
+    if not with_buttons or not argument.isdigit():
+        return "Nothing to press: /press N presses button N under the bot's latest buttons."
+    message = with_buttons[-1]
+    choices = buttons(message)
+    if not 1 <= int(argument) <= len(choices):
+        return f"That message has buttons 1 to {len(choices)}."
+    before = dict(message)
+    emulator.press_button(
+        message, str(choices[int(argument) - 1]["callback_data"]), user_id=user_id
+    )
+    key = int(message["message_id"])
+
+    def changed() -> bool:
+        return emulator.message(user_id, key) != before
+
+    try:
+        await asyncio.to_thread(emulator.wait_for, changed, 30)
+    except TimeoutError:
+        return "The bot did not react to that button."
+    return shown(emulator.message(user_id, key))
+
+
+def _send_line(emulator: BotAPIEmulator, line: str, user_id: int) -> str | None:
+    """Send one terminal line as the user; return a problem to print instead, if any."""
+    if line == UPLOAD or line.startswith(UPLOAD + " "):
+        path = Path(line.removeprefix(UPLOAD).strip()).expanduser()
+        if not path.is_file():
+            return f"No file at {path or '(none given)'}: /upload PATH sends a file."
+        emulator.send_document(path.read_bytes(), path.name, user_id=user_id)
+        return None
+    emulator.send_text(line, user_id=user_id)
+    return None
+
+
 async def chat(settings: Settings, *, user_id: int = 1) -> None:
     """Read lines from the terminal, send them to the bot as `user_id`, print its replies."""
     emulator = BotAPIEmulator()
     emulator.start()
     try:
         async with running_bot(emulator_settings(settings, emulator, user_id)):
-            print("Talking to the bot through the local emulator. /quit to leave.", file=sys.stderr)
+            print(SANDBOX_HELP, file=sys.stderr)
             while True:
                 try:
                     line = (await asyncio.to_thread(input, "you> ")).strip()
@@ -76,15 +146,21 @@ async def chat(settings: Settings, *, user_id: int = 1) -> None:
                     break
                 if not line:
                     continue
-                seen = len(emulator.sent("sendMessage", user_id))
-                emulator.send_text(line, user_id=user_id)
+                if line == PRESS or line.startswith(PRESS + " "):
+                    print(await _press(emulator, line.removeprefix(PRESS).strip(), user_id))
+                    continue
+                seen = max((int(m["message_id"]) for m in emulator.messages(user_id)), default=0)
+                problem = _send_line(emulator, line, user_id)
+                if problem is not None:
+                    print(problem)
+                    continue
                 await asyncio.to_thread(
                     emulator.wait_for,
-                    lambda seen=seen: len(emulator.sent("sendMessage", user_id)) > seen,  # type: ignore[misc]
-                    300,
+                    lambda seen=seen: settled(emulator, user_id, seen),  # type: ignore[misc]
+                    600,
                 )
-                await asyncio.sleep(0.3)  # a queue notice may come before the answer
-                for call in emulator.sent("sendMessage", user_id)[seen:]:
-                    print(f"bot> {terminal_text(str(call.params['text']))}")
+                for message in emulator.messages(user_id):
+                    if int(message["message_id"]) > seen:
+                        print(shown(message))
     finally:
         emulator.stop()

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.config import Settings
+from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
 from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator, Fault, SentCall
-from bot.tg.handlers import BUSY, ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
+from bot.tg.handlers import APOLOGY, BUSY, ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
 from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder, ScriptedEngine
+from tests.helpers import HashEmbedder, ScriptedEngine, consistent_chunk_count
 
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
 ADMIN, USER = 1, 5
@@ -47,7 +51,12 @@ def settings(tmp_path: Path, emulator: BotAPIEmulator, monkeypatch: pytest.Monke
 
 
 def scripted_services(
-    tmp_path: Path, engine: ScriptedEngine, *, queue: int = 8
+    tmp_path: Path,
+    engine: ScriptedEngine,
+    *,
+    queue: int = 8,
+    access: AccessSettings | None = None,
+    alert_chats: tuple[int, ...] = (),
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -75,7 +84,8 @@ def scripted_services(
             writer.close()
             state.close()
 
-        return BotServices(answerer, state, admin), close
+        policy = AccessPolicy(access, frozenset({ADMIN}), state) if access else None
+        return BotServices(answerer, state, admin, policy, alert_chats), close
 
     return build
 
@@ -188,10 +198,10 @@ def test_non_admins_change_nothing_and_are_audited(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
     def scenario() -> None:
-        for command in ("/add sneaky text", "/forget 1", "/docs", "/stats"):
+        for command in ("/add sneaky text", "/forget 1", "/docs", "/stats", "/reindex"):
             emulator.send_text(command, user_id=USER)
         emulator.send_document(b"sneaky file", "notes.txt", user_id=USER)
-        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 5)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 6)
 
     run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
     assert documents(tmp_path) == ["estonia"]
@@ -200,24 +210,34 @@ def test_non_admins_change_nothing_and_are_audited(
     assert not emulator.sent("getFile")  # the upload was refused before any download
     with StateStore.open(tmp_path / "state.db") as state:
         refused = [(u, a) for u, a, ok, _ in state.audit_log() if not ok]
-    assert {a for _, a in refused} == {"add", "forget", "docs", "stats", "upload-request"}
+    assert {a for _, a in refused} == {
+        "add",
+        "forget",
+        "docs",
+        "stats",
+        "reindex",
+        "upload-request",
+    }
     assert {u for u, _ in refused} == {USER}
 
 
-def test_an_admin_uploads_a_pdf_then_forgets_it_with_a_confirm_button(
+def test_an_admin_uploads_a_pdf_it_answers_from_it_and_after_forget_it_is_gone(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
     from tests.knowledge.documents import make_pdf
 
     pdf = make_pdf(tmp_path / "owls.pdf", ["Owls hunt mice at night."], title="Owls")
+    engine = ScriptedEngine(["At night [1]", "I don't know [1]"])
+    question = "When do owls hunt mice?"
+
+    def edits() -> list[str]:
+        return [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
 
     def scenario() -> None:
         emulator.send_document(pdf.read_bytes(), "owls.pdf", user_id=ADMIN)
-
-        def edits() -> list[str]:
-            return [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
-
         emulator.wait_for(lambda: any(text.startswith("Done") for text in edits()))
+        emulator.send_text(question, user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
         owls = next(d for d in documents_with_ids(tmp_path) if d[1] == "Owls")
         emulator.send_text(f"/forget {owls[0]}", user_id=ADMIN)
         emulator.wait_for(lambda: any("reply_markup" in c.params
@@ -225,19 +245,27 @@ def test_an_admin_uploads_a_pdf_then_forgets_it_with_a_confirm_button(
         sent = emulator.last_message(ADMIN)
         assert "Forget document" in str(sent["text"]) and "reply_markup" in sent
         emulator.press_button(sent, f"forget:{owls[0]}", user_id=USER)  # not an admin: refused
-        emulator.wait_for(lambda: "admins only" in emulator.message_text(ADMIN, sent["message_id"]))
+        emulator.wait_for(lambda: any("admins only" in str(c.params.get("text"))
+                                      for c in emulator.sent("answerCallbackQuery")))  # fmt: skip
         assert "Owls" in documents(tmp_path)
+        assert emulator.message(ADMIN, sent["message_id"]) == sent  # buttons still there
         emulator.press_button(sent, f"forget:{owls[0]}", user_id=ADMIN)
         emulator.wait_for(
             lambda: "Forgot document" in emulator.message_text(ADMIN, sent["message_id"])
         )
+        emulator.send_text(question, user_id=USER)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
 
-    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
-    edits = [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
     assert (
         "Done: 1 chunks added, 0 unchanged, 0 replaced (1 new, 0 updated, 0 unchanged documents)."
-        in edits
+        in edits()
     )
+    before, after = texts(emulator, USER)
+    assert "Owls hunt mice at night." in engine.history[0][-1]["content"]
+    assert before.startswith("At night [1]") and before.endswith("[1] Owls › page 1")
+    assert "Owls hunt mice" not in engine.history[1][-1]["content"]  # forgotten for real
+    assert after.endswith("[1] estonia")
     assert documents(tmp_path) == ["estonia"]
 
 
@@ -362,3 +390,163 @@ def test_group_answers_stream_by_edits_at_most_every_3_seconds(
     times = [placeholder.at] + [e.at for e in edits]
     assert all(b - a >= 2.95 for a, b in itertools.pairwise(times)), times
     assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
+
+
+def test_a_follow_up_in_the_same_chat_sees_the_earlier_exchange(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["Tallinn [1]", "A medieval old town [1]"])
+
+    def scenario() -> None:
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
+        emulator.send_text("What does it have?", user_id=USER)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
+        emulator.send_text("What does it have?", user_id=USER + 1)  # another chat: no memory
+        emulator.wait_for(lambda: bool(texts(emulator, USER + 1)))
+
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
+    follow_up, stranger = engine.history[1], engine.history[2]
+    earlier = [(m["role"], m["content"]) for m in follow_up[:-1] if m["role"] != "system"]
+    assert ("user", "What is the capital of Estonia?") in earlier
+    assert ("assistant", "Tallinn [1]") in earlier
+    assert not any(m["content"] == "Tallinn [1]" for m in stranger)
+    assert texts(emulator, USER)[1].startswith("A medieval old town [1]")
+
+
+def test_restricted_access_admits_only_the_allowlist(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    group = -300
+    access = AccessSettings(AccessMode.RESTRICTED, allowed_ids=frozenset({USER, group}))
+    engine = ScriptedEngine(["Tallinn [1]"] * 3)
+    stranger = 66
+
+    def scenario() -> None:
+        emulator.send_text("Capital of Estonia?", user_id=stranger)
+        emulator.send_text("Capital of Estonia?", user_id=USER)
+        emulator.send_text("/ask Capital of Estonia?", user_id=stranger, chat_id=group,
+                           chat_type="group")  # fmt: skip
+        emulator.wait_for(
+            lambda: all(texts(emulator, chat) for chat in (stranger, USER, group)), timeout=20
+        )
+
+    run_bot(settings, scripted_services(tmp_path, engine, access=access), scenario)
+    (refusal,) = texts(emulator, stranger)
+    assert "allowlist" in refusal and str(stranger) in refusal
+    assert texts(emulator, USER)[0].startswith("Tallinn")
+    assert texts(emulator, group)[0].startswith("Tallinn")  # the group's id admits its members
+    assert len(engine.history) == 2
+
+
+def test_the_rate_limit_refuses_the_extra_question_and_admins_are_exempt(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    access = AccessSettings(per_minute=2, per_day=100)
+
+    def scenario() -> None:
+        for chat in (USER, ADMIN):
+            for count in range(3):
+                emulator.send_text("Capital of Estonia?", user_id=chat)
+                emulator.wait_for(partial(lambda c, n: len(texts(emulator, c)) > n, chat, count))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(), access=access), scenario)
+    first, second, third = texts(emulator, USER)
+    assert first.startswith("ok") and second.startswith("ok")
+    assert third.startswith("You are asking quickly; please wait")
+    assert all(text.startswith("ok") for text in texts(emulator, ADMIN))
+
+
+class FailingEngine(ScriptedEngine):
+    """A model that breaks mid-answer."""
+
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[str]:
+        yield "Tal"
+        raise RuntimeError("the model fell over")
+
+
+def test_a_failure_is_logged_without_text_the_admins_are_told_and_the_user_gets_an_apology(
+    settings: Settings,
+    emulator: BotAPIEmulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    question = "What is the secret capital of Estonia?"
+
+    def scenario() -> None:
+        emulator.send_text(question, user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)) and bool(texts(emulator, ADMIN)))
+        emulator.send_text("/start", user_id=USER)  # still serving
+        emulator.wait_for(lambda: WELCOME in texts(emulator, USER))
+
+    caplog.set_level(logging.DEBUG)
+    services = scripted_services(tmp_path, FailingEngine(), alert_chats=(ADMIN,))
+    run_bot(settings, services, scenario)
+    assert texts(emulator, USER) == [APOLOGY, WELCOME]
+    (alert,) = texts(emulator, ADMIN)
+    assert alert.startswith("Error while handling update ") and f"user {USER})" in alert
+    assert alert.endswith("RuntimeError: the model fell over")
+    failures = [r for r in caplog.records if r.getMessage().startswith("handling update")]
+    assert failures and failures[0].levelno == logging.ERROR
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [line for line in shown if question in line or emulator.token in line]
+
+
+def test_docs_pages_turn_with_buttons_for_admins_only(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        ingestor = Ingestor(store, HashEmbedder())
+        for number in range(11):
+            ingestor.add_text(
+                f"Fact number {number}.", title=f"fact {number}", external_id=str(number),
+                source="test",
+            )  # fmt: skip
+
+    def scenario() -> None:
+        emulator.send_text("/docs", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(texts(emulator, ADMIN)))
+        page = emulator.last_message(ADMIN)
+        assert "(page 1/2)" in page["text"]
+        (forward,) = [b for row in page["reply_markup"]["inline_keyboard"] for b in row]
+        emulator.press_button(page, forward["callback_data"], user_id=USER)  # refused
+        emulator.wait_for(lambda: bool(emulator.sent("answerCallbackQuery")))
+        assert emulator.message(ADMIN, page["message_id"]) == page
+        emulator.press_button(page, forward["callback_data"], user_id=ADMIN)
+        emulator.wait_for(lambda: "(page 2/2)" in emulator.message_text(ADMIN, page["message_id"]))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    (refused, *_) = emulator.sent("answerCallbackQuery")
+    assert "admins only" in refused.params["text"] and refused.params["show_alert"] is True
+    (first_page,) = texts(emulator, ADMIN)
+    assert first_page.count(" chunks") == 10
+    second = emulator.messages(ADMIN)[0]
+    assert second["text"].count(" chunks") == 2
+    (back,) = [b for row in second["reply_markup"]["inline_keyboard"] for b in row]
+    assert back["callback_data"] == "docs:1"
+
+
+def test_reindex_and_stats_for_admins(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("Capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
+        emulator.send_text("/reindex", user_id=ADMIN)
+        emulator.wait_for(
+            lambda: any(m["text"].startswith("Reindexed") for m in emulator.messages(ADMIN))
+        )
+        emulator.send_text("/stats", user_id=ADMIN)
+        emulator.wait_for(lambda: len(emulator.messages(ADMIN)) >= 2)
+        emulator.send_text("Capital of Estonia?", user_id=USER)  # search works after the switch
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
+
+    access = AccessSettings()
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(), access=access), scenario)
+    status, numbers = (m["text"] for m in emulator.messages(ADMIN))
+    assert status == "Reindexed 1 chunks."
+    assert "Documents: 1\nChunks: 1\n" in numbers and "Users today: 1" in numbers
+    assert texts(emulator, USER)[1].endswith("[1] estonia")
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        assert consistent_chunk_count(store) == 1
+        assert store.vector_table == "vec_chunks_2"  # a new generation went live
