@@ -84,6 +84,7 @@ bench: setup
 	$(BIN)/python -m bench.ingest_throughput
 	$(BIN)/python -m bench.search_latency
 	$(BIN)/python -m bench.answer_latency
+	$(BIN)/python -m bench.bot_latency
 
 fmt: setup
 	$(BIN)/ruff format .

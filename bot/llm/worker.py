@@ -73,9 +73,23 @@ class Job:
             yield str(item)
 
     async def apieces(self) -> AsyncIterator[str]:
-        """Async iterator over the text pieces; waits in a thread, never on the event loop."""
-        while (item := await asyncio.to_thread(self._pieces.get)) is not _DONE:
-            yield str(item)
+        """Async iterator over the text; waits in a thread, never on the event loop.
+
+        Each step yields everything generated since the last one, so a slow consumer (a
+        Telegram call in flight) costs one thread hop per batch, not one per token.
+        """
+        while True:
+            items = [await asyncio.to_thread(self._pieces.get)]
+            while items[-1] is not _DONE:
+                try:
+                    items.append(self._pieces.get_nowait())
+                except queue.Empty:
+                    break
+            text = "".join(str(item) for item in items if item is not _DONE)
+            if text:
+                yield text
+            if items[-1] is _DONE:
+                return
 
     def result(self, timeout: float | None = None) -> Completion:
         """Block until the job finishes."""

@@ -130,11 +130,19 @@ class BotAPIEmulator:
         request = urllib.request.Request(
             self.webhook_url, data=json.dumps(update).encode(), headers=headers, method="POST"
         )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                status = int(response.status)
-        except urllib.error.HTTPError as exc:
-            status = exc.code
+        deadline = time.monotonic() + 10
+        while True:  # like Telegram, retry while the bot's server is not up yet
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status = int(response.status)
+                break
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+                break
+            except urllib.error.URLError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         self.webhook_statuses.append(status)
         return status
 
@@ -407,6 +415,9 @@ def _check_html(text: str) -> None:
 def _handler_for(emulator: BotAPIEmulator) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; with Nagle's algorithm on, the body waits for
+        # the client's delayed ACK (~40 ms on keep-alive connections), which no real server has.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return  # quiet: tests read calls, not logs (and URLs hold the token)

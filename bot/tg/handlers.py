@@ -212,9 +212,11 @@ async def _answer(
     assert message is not None and chat is not None
     answerer = _services(context).answerer
     key = chat_key(update)
-    await context.bot.send_chat_action(chat.id, ChatAction.TYPING)
+    # "typing…" goes out while the question is embedded and searched, not before.
+    typing = asyncio.create_task(context.bot.send_chat_action(chat.id, ChatAction.TYPING))
     # Embedding and SQLite work run in a thread: the event loop is never blocked.
     prepared = await asyncio.to_thread(answerer.prepare, question, mode=Mode.RAG, chat_key=key)
+    await typing
     try:
         job = answerer.start(prepared)
     except QueueFullError:

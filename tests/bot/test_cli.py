@@ -210,23 +210,28 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
 @pytest.mark.slow
 def test_chat_talks_to_the_real_bot_through_the_emulator(tmp_path: Path) -> None:
     """`make chat`: the real bot (real model, real knowledge base), no Telegram token."""
-    (tmp_path / "estonia.txt").write_text(
-        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
-    )
+    facts = tmp_path / "estonia.txt"
+    facts.write_text("The capital of Estonia is Tallinn. Tallinn has a medieval old town.")
     env = {
         **os.environ,
         "RAGTUNE_DB": str(tmp_path / "kb.db"),
         "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
     }
     env.pop("TELEGRAM_BOT_TOKEN", None)
-    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    lines = ["/start", f"/upload {facts}", "What is the capital of Estonia?", "/forget 1",
+             "/press 2", "/upload /no/such/file.txt", "/quit"]  # fmt: skip
     proc = subprocess.run(
-        [RAGTUNE, "chat"], input="/start\nWhat is the capital of Estonia?\n/quit\n",
+        [RAGTUNE, "chat"], input="\n".join(lines) + "\n",
         env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    replies = [line for line in proc.stdout.splitlines() if "bot> " in line]
+    out = proc.stdout
+    replies = [line for line in out.splitlines() if "bot> " in line]
     assert "Ask me anything" in replies[0]
-    assert any("Tallinn" in line for line in replies[1:])
-    assert "Sources:" in proc.stdout and "[1] estonia" in proc.stdout
+    assert "bot> Done: 1 chunks added, 0 unchanged, 0 replaced" in out  # the upload's final edit
+    assert any("Tallinn" in line for line in replies[2:])
+    assert "Sources:" in out and "[1] upload" in out
+    assert "[1: Forget it] [2: Keep it]" in out and "bot> Kept." in out
+    assert "No file at /no/such/file.txt" in out
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        assert len(store.list_documents()) == 1  # "Keep it" kept it

@@ -422,20 +422,26 @@ def test_restricted_access_admits_only_the_allowlist(
     engine = ScriptedEngine(["Tallinn [1]"] * 3)
     stranger = 66
 
+    def answered(chat: int) -> bool:  # a queue notice may come first
+        return any(text.startswith("Tallinn") for text in texts(emulator, chat))
+
     def scenario() -> None:
         emulator.send_text("Capital of Estonia?", user_id=stranger)
         emulator.send_text("Capital of Estonia?", user_id=USER)
         emulator.send_text("/ask Capital of Estonia?", user_id=stranger, chat_id=group,
                            chat_type="group")  # fmt: skip
         emulator.wait_for(
-            lambda: all(texts(emulator, chat) for chat in (stranger, USER, group)), timeout=20
+            lambda: (
+                bool(texts(emulator, stranger)) and all(answered(chat) for chat in (USER, group))
+            ),
+            timeout=20,
         )
 
     run_bot(settings, scripted_services(tmp_path, engine, access=access), scenario)
     (refusal,) = texts(emulator, stranger)
     assert "allowlist" in refusal and str(stranger) in refusal
-    assert texts(emulator, USER)[0].startswith("Tallinn")
-    assert texts(emulator, group)[0].startswith("Tallinn")  # the group's id admits its members
+    assert answered(USER)
+    assert answered(group)  # the group's id admits its members
     assert len(engine.history) == 2
 
 

@@ -1,0 +1,112 @@
+"""`ragtune run` as a real process (real model, real knowledge base): polling and webhook mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.tg.emulator import BotAPIEmulator
+
+RAGTUNE = str(Path(sys.executable).parent / "ragtune")
+TOKEN = "424242:RUN-test-token-never-printed"
+SECRET = "webhook_secret-never-printed"
+QUESTION = "What is the capital of Estonia?"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emulator() -> Iterator[BotAPIEmulator]:
+    started = BotAPIEmulator(token=TOKEN)
+    started.start()
+    yield started
+    started.stop()
+
+
+def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
+    """Environment of a bot with a token, pointed at the emulator, with one fact in its KB."""
+    (tmp_path / "estonia.txt").write_text(
+        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+    )
+    env = {
+        **os.environ,
+        "RAGTUNE_DB": str(tmp_path / "kb.db"),
+        "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "RAGTUNE_TELEGRAM_API_URL": emulator.base_url,
+        "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
+        "RAGTUNE_ADMIN_IDS": "1",
+    }
+    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    return env
+
+
+def answer_and_stop(
+    proc: subprocess.Popen[str], emulator: BotAPIEmulator, ask: object
+) -> tuple[list[str], str]:
+    """Ask once the bot is up, wait for the answer, stop with Ctrl-C; (texts to user 5, log)."""
+    try:
+        emulator.wait_for(lambda: bool(emulator.sent("setMyCommands")), timeout=120)
+        assert callable(ask)
+        ask()
+        emulator.wait_for(lambda: bool(emulator.sent("sendMessage", 5)), timeout=120)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        log, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, log[-3000:]
+    return [str(c.params["text"]) for c in emulator.sent("sendMessage", 5)], log
+
+
+def test_run_with_a_token_polls_and_answers(tmp_path: Path, emulator: BotAPIEmulator) -> None:
+    env = bot_env(tmp_path, emulator)
+    proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    replies, log = answer_and_stop(proc, emulator, lambda: emulator.send_text(QUESTION, user_id=5))
+    assert "Tallinn" in replies[-1] and "[1] estonia" in replies[-1]
+    assert emulator.sent("deleteWebhook")  # polling mode clears any webhook first
+    assert TOKEN not in log and QUESTION not in log
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_webhook_mode_checks_the_secret_token(tmp_path: Path, emulator: BotAPIEmulator) -> None:
+    port = free_port()
+    env = bot_env(tmp_path, emulator) | {
+        "RAGTUNE_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
+        "RAGTUNE_WEBHOOK_PORT": str(port),
+        "RAGTUNE_WEBHOOK_SECRET": SECRET,
+    }
+    proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    forged = {"update_id": 999, "message": {"message_id": 1, "date": 0, "text": "forged",
+              "chat": {"id": 5, "type": "private"}, "from": {"id": 5, "is_bot": False,
+              "first_name": "Eve"}}}  # fmt: skip
+    statuses: dict[str, int] = {}
+
+    def ask() -> None:
+        emulator.wait_for(lambda: emulator.webhook_url is not None, timeout=30)
+        statuses["wrong"] = emulator.post_webhook(json.loads(json.dumps(forged)), "wrong")
+        statuses["none"] = emulator.post_webhook(json.loads(json.dumps(forged)), None)
+        emulator.send_text(QUESTION, user_id=5)  # posted with the secret the bot registered
+        statuses["right"] = emulator.webhook_statuses[-1]
+
+    replies, log = answer_and_stop(proc, emulator, ask)
+    (registered,) = emulator.sent("setWebhook")
+    assert registered.params["url"] == f"http://127.0.0.1:{port}/telegram"
+    assert registered.params["secret_token"] == SECRET
+    assert statuses == {"wrong": 403, "none": 403, "right": 200}
+    assert len(replies) == 1 and "Tallinn" in replies[0]  # the forged updates were never handled
+    assert TOKEN not in log and SECRET not in log
