@@ -73,7 +73,10 @@ def main() -> None:
         engine = services.answerer.worker.engine
         assert isinstance(engine, LlamaCppEngine)
         llama: Any = engine._llama  # reset between questions while the worker is idle
-        bot_first, bot_final, core_first, core_final = [], [], [], []
+        bot_first: list[float] = []
+        bot_final: list[float] = []
+        core_first: list[float] = []
+        core_final: list[float] = []
 
         def scenario() -> None:
             for number, question in enumerate(questions):
