@@ -231,8 +231,9 @@ def build_application(
 NO_TOKEN = (
     "No Telegram bot token is configured. To run the bot, put this line in .env "
     "(get a token from @BotFather):\n\n    TELEGRAM_BOT_TOKEN=123456789:AA...your-token...\n\n"
-    "To try the bot locally with no token, add a document and chat with the real bot through a "
-    "local Bot API emulator:\n\n"
-    "    .venv/bin/ragtune kb add README.md\n"
-    "    make chat"
+    "To try the bot locally with no token, chat with the real bot through a local Bot API "
+    "emulator, as an admin, and give it a document to answer from:\n\n"
+    "    make chat\n"
+    "    you> /upload knowledge/examples/cafe_faq.md\n"
+    "    you> When is the café open?"
 )

@@ -16,10 +16,11 @@ from bot.state import StateStore, Turn
 from knowledge.search import SearchHit
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
-# Words that make a short question lean on the previous one ("and when did it open?").
-_FOLLOW_UP_WORDS = frozenset(
-    "it its they them their he she his her this that these those there".split()
-)
+# Words that make a question lean on the previous one ("and when did it open?"). Not "there":
+# "is there parking?" is a question of its own; neither is every short question a follow-up.
+_FOLLOW_UP_WORDS = frozenset("it its they them their he she his her this that these those".split())
+# Openings that continue the previous question ("and on Sundays?", "what about dogs?").
+_FOLLOW_UP_OPENINGS = ("and ", "what about ", "how about ", "also ")
 
 
 class Mode(StrEnum):
@@ -127,8 +128,9 @@ class Answerer:
     def search_query(self, question: str, history: Sequence[Message]) -> str:
         """The question, with the previous question prepended when it reads as a follow-up."""
         previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), None)
-        words = re.findall(r"\w+", question.lower())
-        if previous and (len(words) <= 4 or _FOLLOW_UP_WORDS & set(words)):
+        lowered = question.lower().lstrip()
+        words = set(re.findall(r"\w+", lowered))
+        if previous and (_FOLLOW_UP_WORDS & words or lowered.startswith(_FOLLOW_UP_OPENINGS)):
             return f"{previous} {question}"
         return question
 

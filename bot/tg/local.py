@@ -142,6 +142,8 @@ async def chat(settings: Settings, *, user_id: int = 1) -> None:
                     line = (await asyncio.to_thread(input, "you> ")).strip()
                 except EOFError:
                     break
+                if not sys.stdin.isatty():
+                    print(line)  # piped input: echo it, so the output reads as a transcript
                 if line in {"/quit", "/exit"}:
                     break
                 if not line:

@@ -91,6 +91,11 @@ def test_memory_survives_restarts_feeds_follow_ups_and_resets(
     prepared = again.prepare("What is special about it?", chat_key="chat-1")
     assert [m["role"] for m in prepared.messages] == ["system", "user", "assistant", "user"]
     assert prepared.sources[0].hit.chunk.title == "estonia"  # the follow-up found the topic
+    for own_question in ("Is there parking?", "Opening hours?", "Can I pay with cash?"):
+        assert again.search_query(own_question, prepared.messages[1:3]) == own_question
+    assert again.search_query("And on Sundays?", prepared.messages[1:3]).startswith(
+        "What is the capital of Estonia?"
+    )
     assert again.search_query("What is special about it?", prepared.messages[1:3]).startswith(
         "What is the capital of Estonia?"
     )

@@ -110,3 +110,13 @@ def test_webhook_mode_checks_the_secret_token(tmp_path: Path, emulator: BotAPIEm
     assert statuses == {"wrong": 403, "none": 403, "right": 200}
     assert len(replies) == 1 and "Tallinn" in replies[0]  # the forged updates were never handled
     assert TOKEN not in log and SECRET not in log
+
+
+def test_run_without_a_token_says_what_to_set_and_how_to_try_locally(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if "TELEGRAM_BOT_TOKEN" not in k}
+    proc = subprocess.run([RAGTUNE, "run"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30, check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN=123456789:AA" in proc.stderr and ".env" in proc.stderr
+    assert "make chat" in proc.stderr and "/upload knowledge/examples/cafe_faq.md" in proc.stderr
+    assert (Path(__file__).parents[2] / "knowledge/examples/cafe_faq.md").is_file()
