@@ -213,7 +213,7 @@ async def _answer(
     answerer = _services(context).answerer
     key = chat_key(update)
     # "typing…" goes out while the question is embedded and searched, not before.
-    typing = asyncio.create_task(context.bot.send_chat_action(chat.id, ChatAction.TYPING))
+    typing = asyncio.create_task(_show_typing(context, chat.id))
     # Embedding and SQLite work run in a thread: the event loop is never blocked.
     prepared = await asyncio.to_thread(answerer.prepare, question, mode=Mode.RAG, chat_key=key)
     await typing
@@ -243,6 +243,14 @@ async def _answer(
     if context.chat_data is not None:
         context.chat_data[LAST_ANSWER] = answer
     await live.finish(answer_html(answer))
+
+
+async def _show_typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:
+    """Best effort: a failed "typing…" must not cost the user their answer."""
+    try:
+        await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+    except TelegramError as exc:
+        log.warning("typing action failed in chat %s: %s", chat_id, type(exc).__name__)
 
 
 class LiveMessage:
