@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.core.access import AccessMode, AccessPolicy, AccessSettings
+from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.llm.adapters import AdapterRegistry
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.worker import ModelWorker
@@ -67,6 +69,22 @@ def build_searcher(
             vector_weight=settings.vector_weight,
             keyword_weight=settings.keyword_weight,
         ),
+    )
+
+
+def served_model_path(settings: Settings) -> Path | None:
+    """The GGUF the in-process engine serves (None for an OpenAI-compatible server)."""
+    if settings.llm_backend != "llama":
+        return None
+    return settings.model_path or packaged_gguf_path()
+
+
+def build_adapter_switcher(
+    settings: Settings, worker: ModelWorker, state: StateStore | None = None
+) -> AdapterSwitcher:
+    """Adapters from RAGTUNE_ADAPTERS_DIR for the served model."""
+    return AdapterSwitcher(
+        worker, AdapterRegistry(settings.adapters_dir), served_model_path(settings), state
     )
 
 
@@ -150,12 +168,15 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
     searcher = build_searcher(settings, store, embedder)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
     writer = open_store(settings)  # admin writes go through a connection of their own
+    adapters = build_adapter_switcher(settings, worker, state)
+    adapters.restore()  # the adapter active before a restart, if it still fits the model
     admin = AdminService(
         settings.admin_ids,
         writer,
         build_ingestor(settings, writer, embedder),
         state,
         max_bytes=settings.max_document_bytes,
+        adapters=adapters,
     )
     worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 

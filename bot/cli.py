@@ -47,8 +47,15 @@ kb_cli = typer.Typer(help="Manage the knowledge base.", no_args_is_help=True)
 eval_cli = typer.Typer(
     help="Measure retrieval (and later answers) on a Q/A set.", no_args_is_help=True
 )
+tune_cli = typer.Typer(help="Fine-tune LoRA adapters offline.", no_args_is_help=True)
+adapters_cli = typer.Typer(help="List, show and remove LoRA adapters.", no_args_is_help=True)
 cli.add_typer(kb_cli, name="kb")
 cli.add_typer(eval_cli, name="eval")
+cli.add_typer(tune_cli, name="tune")
+cli.add_typer(adapters_cli, name="adapters")
+AdapterOption = Annotated[
+    str | None, typer.Option("--adapter", help="Answer with this LoRA adapter applied.")
+]
 
 DbOption = Annotated[
     Path | None, typer.Option("--db", help="Knowledge base file (default: RAGTUNE_DB).")
@@ -256,12 +263,16 @@ ModeOption = Annotated[
 
 
 @contextmanager
-def _answerer(mode: Mode, db: Path | None, *, chat: bool = False) -> Iterator[Answerer]:
-    """Model, worker and (for RAG) the knowledge base, closed on exit."""
+def _answerer(
+    mode: Mode, db: Path | None, *, chat: bool = False, adapter: str | None = None
+) -> Iterator[Answerer]:
+    """Model (with `adapter` applied), worker and (for RAG) the knowledge base, closed on exit."""
     settings = get_settings()
     worker = services.build_worker(settings, services.build_engine(settings))
     state = StateStore.open(settings.state_db) if chat else None
     try:
+        if adapter is not None:
+            services.build_adapter_switcher(settings, worker).use(adapter)
         if mode is Mode.BASE:
             yield Answerer(worker, None, state=state, settings=services.answer_settings(settings))
             return
@@ -290,12 +301,13 @@ def ask(
     reset: Annotated[
         bool, typer.Option("--reset", help="Forget the --chat conversation first.")
     ] = False,
+    adapter: AdapterOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question with the local model, streaming it, then list the sources."""
     chat_key = f"terminal:{chat}" if chat else None
-    with _answerer(mode, db, chat=chat_key is not None) as answerer:
+    with _answerer(mode, db, chat=chat_key is not None, adapter=adapter) as answerer:
         if reset and answerer.state is not None and chat_key is not None:
             answerer.state.reset(chat_key)
         prepared = answerer.prepare(question, mode=mode, chat_key=chat_key)
@@ -337,6 +349,7 @@ def eval_answers(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Only the first N questions.")
     ] = None,
+    adapter: AdapterOption = None,
     db: EvalDbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -352,13 +365,144 @@ def eval_answers(
             with _store(kb) as store:
                 _ingest_corpus(store, services.build_embedder(settings), corpus)
         with (
-            _answerer(mode, kb) as answerer,
+            _answerer(mode, kb, adapter=adapter) as answerer,
             tqdm(
                 total=len(asked), desc=f"answers ({mode.value})", unit="q", file=sys.stderr
             ) as bar,
         ):
             scores = evaluate_answers(answerer, asked, mode=mode, progress=lambda: bar.update(1))
     _print_scores(scores.as_dict(), as_json)
+
+
+@eval_cli.command("compare")
+def eval_compare(
+    corpus: CorpusOption,
+    questions: QuestionsOption,
+    adapter: Annotated[str, typer.Option("--adapter", help="The fine-tuned adapter to compare.")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N questions.")
+    ] = None,
+    skip: Annotated[int, typer.Option("--skip", min=0, help="Skip the first N questions.")] = 0,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a bar chart PNG here.")] = None,
+    db: EvalDbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Base, fine-tuned, RAG and RAG + fine-tuned side by side: EM, F1, answer-contains, p50."""
+    from bot.core.compare import MODES, compare, table
+    from bot.core.compare import plot as plot_chart
+    from knowledge.evaluation import load_questions
+
+    settings = get_settings()
+    asked = load_questions(questions)[skip:][:limit]
+    with tempfile.TemporaryDirectory(prefix="ragtune-compare-") as tmp:
+        kb = db or Path(tmp) / "eval.db"
+        with _store(kb) as store:
+            _ingest_corpus(store, services.build_embedder(settings), corpus)
+        with (
+            _answerer(Mode.RAG, kb) as answerer,
+            tqdm(total=len(asked) * len(MODES), desc="compare", unit="q", file=sys.stderr) as bar,
+        ):
+            switcher = services.build_adapter_switcher(settings, answerer.worker)
+            results = compare(answerer, switcher, asked, adapter, progress=lambda: bar.update(1))
+    typer.echo(table(results))
+    if plot is not None:
+        plot_chart(results, plot, f"{questions.name}, {len(asked)} questions, adapter {adapter}")
+        typer.echo(f"chart: {plot}")
+    if as_json:
+        _print_json({name: scores.as_dict() for name, scores in results.items()})
+
+
+@tune_cli.command("train")
+def tune_train(
+    data: Annotated[Path, typer.Option("--data", help="Q/A JSONL: question, answer[, context].")],
+    name: Annotated[str, typer.Option("--name", help="The adapter's name.")],
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="Optimizer steps (overrides --epochs).")
+    ] = None,
+    epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the data.")] = 3,
+    rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 8,
+    alpha: Annotated[int, typer.Option("--alpha", min=1, help="LoRA alpha.")] = 16,
+    lr: Annotated[float, typer.Option("--lr", min=0, help="Learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    time_budget: Annotated[
+        float | None, typer.Option("--time-budget", min=1, help="Stop after this many seconds.")
+    ] = None,
+    general: Annotated[
+        int,
+        typer.Option(
+            "--general", min=0, help="Base-model answers to general questions mixed in (0-40)."
+        ),
+    ] = 40,
+    corpus: Annotated[
+        Path | None,
+        typer.Option("--corpus", help="Passages (id, title, text) for rows with positive_ids."),
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="HF checkpoint folder of the served model (default: its GGUF)."
+        ),
+    ] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an adapter.")] = False,
+) -> None:
+    """Train a LoRA adapter for the served model on the CPU, export it to GGUF and register it."""
+    from bot.llm.adapters import AdapterRegistry
+    from tuning.train import TrainSettings, train
+
+    settings = get_settings()
+    served = services.served_model_path(settings)
+    if served is None:
+        raise ModelError("Fine-tuning needs the in-process GGUF model (RAGTUNE_LLM_BACKEND=llama).")
+    result = train(
+        TrainSettings(
+            data=data, name=name, base=base or served, served_model=served, corpus=corpus,
+            steps=steps, epochs=epochs, rank=rank, alpha=alpha, learning_rate=lr,
+            batch_size=batch_size, seed=seed, time_budget_s=time_budget, general=general,
+            replace=replace,
+        ),
+        AdapterRegistry(settings.adapters_dir),
+    )  # fmt: skip
+    validation = f"{result.validation_loss:.4f}" if result.validation_loss is not None else "-"
+    typer.echo(
+        f"adapter {name}: {result.steps} steps in {result.seconds} s, loss "
+        f"{result.first_loss:.4f} → {result.last_loss:.4f}, validation loss {validation}\n"
+        f'saved in {result.adapter_dir}; try `ragtune ask --adapter {name} "..."`'
+    )
+
+
+@adapters_cli.command("list")
+def adapters_list(as_json: JsonOption = False) -> None:
+    """The adapters in RAGTUNE_ADAPTERS_DIR."""
+    from bot.llm.adapters import AdapterRegistry
+
+    found = AdapterRegistry(get_settings().adapters_dir).list()
+    if as_json:
+        _print_json([a.manifest.model_dump() for a in found])
+        return
+    for a in found:
+        m = a.manifest
+        typer.echo(f"{m.name:<24} rank {m.rank:<3} {m.dataset_examples:>6} examples  {m.created}")
+    if not found:
+        typer.echo("no adapters yet: `ragtune tune train --data QA.jsonl --name NAME`")
+
+
+@adapters_cli.command("show")
+def adapters_show(name: Annotated[str, typer.Argument(help="Adapter name.")]) -> None:
+    """An adapter's manifest."""
+    from bot.llm.adapters import AdapterRegistry
+
+    adapter = AdapterRegistry(get_settings().adapters_dir).get(name)
+    typer.echo(adapter.manifest.model_dump_json(indent=2))
+
+
+@adapters_cli.command("remove")
+def adapters_remove(name: Annotated[str, typer.Argument(help="Adapter name.")]) -> None:
+    """Delete an adapter."""
+    from bot.llm.adapters import AdapterRegistry
+
+    AdapterRegistry(get_settings().adapters_dir).remove(name)
+    typer.echo(f"removed adapter {name}")
 
 
 def _version(distribution: str) -> str:

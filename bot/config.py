@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None, description="API key for the OpenAI-compatible server, if it needs one."
     )
+    adapters_dir: Path = Field(
+        Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."
+    )
     state_db: Path = Field(
         Path("data/state.db"), description="The bot's own state (conversations), beside the KB."
     )

@@ -35,6 +35,8 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS questions_by_user ON questions(user_id, asked_at)",
     "CREATE INDEX IF NOT EXISTS questions_by_time ON questions(asked_at)",
+    # Small facts that survive a restart, e.g. the active adapter.
+    "CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 )
 
 
@@ -142,3 +144,21 @@ class StateStore:
                 "SELECT COUNT(DISTINCT user_id) FROM questions WHERE asked_at >= ?", (since,)
             ).fetchone()
             return int(count)
+
+    def get_fact(self, key: str) -> str | None:
+        """A remembered value, or None."""
+        with self._lock:
+            row = self.conn.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+    def set_fact(self, key: str, value: str | None) -> None:
+        """Remember a value (None forgets it)."""
+        with self._lock, transaction(self.conn):
+            if value is None:
+                self.conn.execute("DELETE FROM facts WHERE key = ?", (key,))
+            else:
+                self.conn.execute(
+                    "INSERT INTO facts(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (key, value),
+                )

@@ -7,6 +7,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -70,6 +71,11 @@ class ScriptedEngine:
         self.delay_s = delay_s
         self.history: list[list[Message]] = []
         self.started = threading.Event()
+        self.adapter: Path | None = None
+
+    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+        """Record the adapter; replies stay scripted."""
+        self.adapter = path
 
     def enqueue(self, reply: str) -> None:
         """Add the reply for a later generation."""

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bot.core.adapters import AdapterSwitcher
+from bot.llm.adapters import Adapter, AdapterError
 from bot.state import StateStore
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
 from knowledge.reindex import reindex
@@ -36,12 +38,14 @@ class AdminService:
         state: StateStore,
         *,
         max_bytes: int,
+        adapters: AdapterSwitcher | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
         self.store = store  # a writer connection of its own; searches use another one
         self.ingestor = ingestor
         self.state = state
         self.max_bytes = max_bytes
+        self.adapters = adapters
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
 
     def is_admin(self, user_id: int | None) -> bool:
@@ -116,3 +120,19 @@ class AdminService:
                     progress(done, total)
 
             return reindex(self.store, self.ingestor.embedder, progress=step)
+
+    def list_adapters(self, user_id: int | None) -> tuple[list[Adapter], str | None]:
+        """The adapters there are, and the active one's name."""
+        self.check(user_id, "adapter")
+        switcher = self._switcher()
+        return switcher.registry.list(), switcher.active
+
+    def use_adapter(self, user_id: int | None, name: str | None) -> Adapter | None:
+        """Switch the served model to adapter `name` (None: none), between two answers."""
+        self.check(user_id, "adapter-use", name or "off")
+        return self._switcher().use(name)
+
+    def _switcher(self) -> AdapterSwitcher:
+        if self.adapters is None:
+            raise AdapterError("This bot was started without adapter support.")
+        return self.adapters

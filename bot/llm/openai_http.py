@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -79,3 +80,11 @@ class OpenAIEngine:
             raise ModelError(
                 f"The model server at {self.base_url} cannot be reached ({exc})."
             ) from None
+
+    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+        """Adapters are the server's business: the OpenAI API cannot switch them."""
+        if path is not None:
+            raise ModelError(
+                "LoRA adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama); an "
+                "OpenAI-compatible server loads its own."
+            )

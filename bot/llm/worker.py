@@ -7,14 +7,15 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
 from bot.llm.engine import ChatEngine, GenerationLimits, Message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
 
@@ -96,12 +97,20 @@ class Job:
         return self.completion.result(timeout)
 
 
+class _Call:
+    """Work other than a generation (an adapter switch) that must run on the model's thread."""
+
+    def __init__(self, fn: Callable[[ChatEngine], object]) -> None:
+        self.fn = fn
+        self.done: Future[object] = Future()
+
+
 class ModelWorker:
     """Runs every generation on one thread, in order, from a bounded queue."""
 
     def __init__(self, engine: ChatEngine, *, max_queue: int = 8) -> None:
         self.engine = engine
-        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.Queue[Job | _Call | None] = queue.Queue(maxsize=max_queue)
         self._waiting = 0
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
@@ -127,6 +136,22 @@ class ModelWorker:
         """Queue a generation and wait for it (for scripts and the terminal)."""
         return self.submit(messages, limits).result()
 
+    def call(self, fn: Callable[[ChatEngine], T], timeout: float | None = None) -> T:
+        """Run `fn(engine)` on the model thread after the jobs queued before it; return its result.
+
+        This is how the engine is changed (an adapter switched): never during a generation.
+        """
+        work = _Call(fn)
+        with self._lock:
+            self._waiting += 1
+        try:
+            self._queue.put(work, timeout=timeout)
+        except queue.Full:
+            with self._lock:
+                self._waiting -= 1
+            raise QueueFullError("The model queue stayed full; try again shortly.") from None
+        return cast(T, work.done.result(timeout))
+
     def close(self) -> None:
         """Finish queued jobs, then stop the thread."""
         self._queue.put(None)
@@ -135,10 +160,19 @@ class ModelWorker:
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
             try:
-                self._execute(job)
+                if isinstance(job, _Call):
+                    self._call(job)
+                else:
+                    self._execute(job)
             finally:
                 with self._lock:
                     self._waiting -= 1
+
+    def _call(self, work: _Call) -> None:
+        try:
+            work.done.set_result(work.fn(self.engine))
+        except Exception as exc:  # reported to the caller; the worker keeps serving
+            work.done.set_exception(exc)
 
     def _execute(self, job: Job) -> None:
         started = time.perf_counter()

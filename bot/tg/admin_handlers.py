@@ -23,6 +23,7 @@ from telegram.ext import (
 
 from bot.core.access import start_of_day
 from bot.core.admin import AdminService, NotAdminError, Page
+from bot.llm.engine import ModelError
 from bot.tg.handlers import SERVICES, BotServices
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import Outcome
@@ -262,11 +263,49 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     worker = services.answerer.worker
     model = numbers.model.model_id if numbers.model else "none yet"
     users = await asyncio.to_thread(services.state.users_since, start_of_day(time.time()))
+    switcher = services.admin.adapters if services.admin else None
+    active = (switcher.active if switcher else None) or "none"
     await message.reply_text(
         f"Documents: {numbers.documents}\nChunks: {numbers.chunks}\n"
-        f"Embedder: {model}\nChat model: {worker.engine.model_id}\nAdapter: none\n"
+        f"Embedder: {model}\nChat model: {worker.engine.model_id}\nAdapter: {active}\n"
         f"Queue: {worker.waiting} waiting or running\nUsers today: {users}"
     )
+
+
+async def adapter(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/adapter (list, active marked), /adapter use NAME, /adapter off."""
+    message = update.effective_message
+    if message is None:
+        return
+    admin = _admin(context)
+    args = context.args or []
+    user = _user_id(update)
+    try:
+        if not args:
+            adapters, active = await asyncio.to_thread(admin.list_adapters, user)
+            lines = ["Adapters (/adapter use NAME, /adapter off):"]
+            lines += [
+                f"{'▶' if a.name == active else '•'} {a.name} — rank {a.manifest.rank}, "
+                f"{a.manifest.dataset_examples} examples, {a.manifest.created[:10]}"
+                for a in adapters
+            ] or ["(none yet: `ragtune tune train` makes one)"]
+            lines.append(f"{'▶' if active is None else '•'} off — the base model alone")
+            await message.reply_text("\n".join(lines))
+            return
+        if args[0] == "off" and len(args) == 1:
+            await asyncio.to_thread(admin.use_adapter, user, None)
+            await message.reply_text("Adapter off: answering with the base model.")
+            return
+        if args[0] == "use" and len(args) == 2:
+            started = time.perf_counter()
+            await asyncio.to_thread(admin.use_adapter, user, args[1])
+            took = (time.perf_counter() - started) * 1000
+            await message.reply_text(f"Now answering with adapter {args[1]} ({took:.0f} ms).")
+            return
+        admin.check(user, "adapter")
+        await message.reply_text("Usage: /adapter, /adapter use NAME or /adapter off.")
+    except (NotAdminError, ModelError) as exc:
+        await _refuse(update, exc)
 
 
 def add_admin_handlers(application: Application) -> None:  # type: ignore[type-arg]
@@ -275,6 +314,7 @@ def add_admin_handlers(application: Application) -> None:  # type: ignore[type-a
     application.add_handler(CommandHandler("docs", docs))
     application.add_handler(CommandHandler("forget", forget))
     application.add_handler(CommandHandler("reindex", reindex))
+    application.add_handler(CommandHandler("adapter", adapter))
     application.add_handler(CommandHandler("stats", stats))
     application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:\d+$"))
     application.add_handler(CallbackQueryHandler(forget_button, pattern=r"^forget:"))

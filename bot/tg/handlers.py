@@ -53,6 +53,7 @@ ADMIN_COMMANDS = [
     BotCommand("docs", "list documents"),
     BotCommand("forget", "remove a document"),
     BotCommand("reindex", "re-embed every chunk"),
+    BotCommand("adapter", "list or switch LoRA adapters"),
     BotCommand("stats", "knowledge base, model, queue, users today"),
 ]
 ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."

@@ -1,0 +1,64 @@
+"""Switching LoRA adapters on the served model: checked, done between generations, remembered."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bot.llm.adapters import Adapter, AdapterError, AdapterRegistry
+from bot.llm.worker import ModelWorker
+from bot.state import StateStore
+
+log = logging.getLogger(__name__)
+ACTIVE_ADAPTER = "active_adapter"
+
+
+class AdapterSwitcher:
+    """Applies adapters from the registry to the worker's engine, without reloading the model."""
+
+    def __init__(
+        self,
+        worker: ModelWorker,
+        registry: AdapterRegistry,
+        served_model: Path | None,
+        state: StateStore | None = None,
+    ) -> None:
+        self.worker = worker
+        self.registry = registry
+        self.served_model = served_model
+        self.state = state
+        self.active: str | None = None
+
+    def use(self, name: str | None) -> Adapter | None:
+        """Switch to adapter `name` (None: the base model); waits for the running answer."""
+        if name is None:
+            self.worker.call(lambda engine: engine.use_adapter(None))
+            self._remember(None)
+            return None
+        adapter = self.registry.get(name)
+        if not self.worker.engine.supports_lora or self.served_model is None:
+            raise AdapterError(
+                "Adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama) and its GGUF file."
+            )
+        adapter.check_base(self.served_model)
+        self.worker.call(lambda engine: engine.use_adapter(adapter.path))
+        self._remember(adapter.name)
+        return adapter
+
+    def restore(self) -> str | None:
+        """Re-apply the adapter active before a restart; return why it could not be, if so."""
+        name = self.state.get_fact(ACTIVE_ADAPTER) if self.state else None
+        if name is None:
+            return None
+        try:
+            self.use(name)
+        except AdapterError as exc:
+            self._remember(None)
+            log.warning("the adapter active before the restart was not restored: %s", exc)
+            return str(exc)
+        return None
+
+    def _remember(self, name: str | None) -> None:
+        self.active = name
+        if self.state is not None:
+            self.state.set_fact(ACTIVE_ADAPTER, name)

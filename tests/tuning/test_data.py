@@ -1,0 +1,65 @@
+"""Training data parsing and the answer-only loss mask, with the real tokenizer of the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tuning.data import Example, load_examples, split
+from tuning.errors import TuningError
+from tuning.train import IGNORE, encode
+
+
+def write(path: Path, rows: list[object]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_qa_and_eval_formats_with_contexts_from_a_corpus(tmp_path: Path) -> None:
+    corpus = write(tmp_path / "corpus.jsonl", [{"id": "p1", "title": "Owls", "text": "Owls hunt."}])
+    data = write(tmp_path / "qa.jsonl", [
+        {"question": "Q1?", "answer": "A1"},
+        {"question": "Q2?", "answers": ["A2", "other"], "positive_ids": ["p1"]},
+        {"question": "Q3?", "answer": "A3", "context": "Given passage."},
+    ])  # fmt: skip
+    first, second, third = load_examples(data, corpus)
+    assert first == Example("Q1?", "A1")
+    assert second == Example("Q2?", "A2", "Owls hunt.", "Owls")
+    assert second.reply() == "A2 [1]" and "[1] Owls: Owls hunt." in second.messages()[-1]["content"]
+    assert third.context == "Given passage." and first.messages()[-1]["content"] == "Q1?"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("{not json", "not valid JSON"), ('{"question": "Q?"}', "needs a `question` and an `answer`"),
+     ("[1, 2]", "not a JSON object")],
+)  # fmt: skip
+def test_bad_lines_are_named_in_one_sentence(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "bad.jsonl").write_text(line + "\n")
+    with pytest.raises(TuningError, match=message):
+        load_examples(tmp_path / "bad.jsonl")
+
+
+def test_split_is_seeded_and_keeps_tiny_sets_whole() -> None:
+    examples = [Example(f"Q{i}?", f"A{i}") for i in range(20)]
+    train, held = split(examples, 0.1, seed=3)
+    assert len(held) == 2 and not set(held) & set(train)
+    assert split(examples, 0.1, seed=3) == (train, held)
+    assert split(examples[:3], 0.1, seed=3) == (split(examples[:3], 0.1, 3)[0], [])
+
+
+@pytest.mark.slow
+def test_only_the_answer_and_its_end_marker_are_learned() -> None:
+    from transformers import AutoTokenizer
+
+    from bot.llm.model_files import packaged_gguf_path
+
+    model = packaged_gguf_path()
+    assert model is not None
+    tokenizer = AutoTokenizer.from_pretrained(str(model.parent), gguf_file=model.name)
+    ids, labels = encode(tokenizer, Example("What is the password?", "Marmalade-42"), 384)
+    learned = [token for token, label in zip(ids, labels, strict=True) if label != IGNORE]
+    assert tokenizer.decode(learned).startswith("Marmalade-42<|im_end|>")
+    assert labels[: len(ids) - len(learned)] == [IGNORE] * (len(ids) - len(learned))

@@ -1,0 +1,1 @@
+"""Offline fine-tuning: LoRA training with torch + transformers + peft, export to GGUF."""

@@ -1,0 +1,102 @@
+"""Training data: Q/A JSONL rows turned into chat messages the served model is prompted with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.core.prompts import base_messages, rag_messages, source_block
+from bot.llm.engine import Message
+from tuning.errors import TuningError
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question with the answer the adapter should give (and, optionally, its passage)."""
+
+    question: str
+    answer: str
+    context: str | None = None
+    title: str = "source"
+
+    def messages(self) -> list[Message]:
+        """The prompt as the bot builds it: RAG-style with the passage, else the bare question."""
+        if self.context:
+            return rag_messages(self.question, [source_block(1, self.title, self.context)], [])
+        return base_messages(self.question, [])
+
+    def reply(self) -> str:
+        """The target text: the answer, cited like the bot's answers when a passage is given."""
+        return f"{self.answer} [1]" if self.context else self.answer
+
+
+def load_examples(path: Path, corpus: Path | None = None) -> list[Example]:
+    """Rows with `question` and `answer` (or the eval set's `answers`), optional `context`.
+
+    With `corpus` (id, title, text JSONL), rows naming `positive_ids` get that passage as context.
+    """
+    passages: dict[str, tuple[str, str]] = {}
+    if corpus is not None:
+        for row in _rows(corpus):
+            passages[str(row["id"])] = (str(row.get("title", "source")), str(row["text"]))
+    examples = []
+    for number, row in enumerate(_rows(path), start=1):
+        question = row.get("question")
+        answers = row.get("answers")
+        first = answers[0] if isinstance(answers, list) and answers else None
+        answer = row.get("answer") or first
+        if not isinstance(question, str) or not isinstance(answer, str) or not answer.strip():
+            raise TuningError(
+                f"Line {number} of {path} needs a `question` and an `answer` (or `answers`)."
+            )
+        given = row.get("context")
+        title, context = "source", given if isinstance(given, str) else None
+        ids = row.get("positive_ids")
+        if context is None and isinstance(ids, list) and ids and str(ids[0]) in passages:
+            title, context = passages[str(ids[0])]
+        examples.append(Example(question.strip(), answer.strip(), context, title))
+    if not examples:
+        raise TuningError(f"{path} holds no examples.")
+    return examples
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TuningError(f"Cannot read {path} ({exc.strerror}).") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise TuningError(f"Line {number} of {path} is not valid JSON.") from None
+        if not isinstance(row, dict):
+            raise TuningError(f"Line {number} of {path} is not a JSON object.")
+        rows.append(row)
+    return rows
+
+
+def dataset_sha256(examples: list[Example]) -> str:
+    """A fingerprint of the training data, for the manifest."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.question, example.answer, example.context]).encode())
+    return digest.hexdigest()
+
+
+def split(
+    examples: list[Example], validation_fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """A seeded shuffle into (train, validation); tiny sets keep everything for training."""
+    shuffled = examples[:]
+    random.Random(seed).shuffle(shuffled)
+    held = int(len(shuffled) * validation_fraction)
+    if len(shuffled) - held < 1 or held < 1:
+        return shuffled, []
+    return shuffled[held:], shuffled[:held]

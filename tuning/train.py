@@ -1,0 +1,237 @@
+"""LoRA training on the CPU: chat-formatted Q/A, loss on the answer tokens only, then export.
+
+Forgetting is real with a tiny model and a high learning rate (an adapter trained on made-up
+facts answered "Tallinn" to "capital of France?"), so by default the base model's own answers to
+general questions, generated once with llama.cpp, are mixed into the training data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.core.prompts import base_messages
+from bot.llm.adapters import ADAPTER_FILE, MANIFEST_FILE, AdapterRegistry, Manifest, file_sha256
+from bot.llm.engine import GenerationLimits
+from tuning.base import BaseModel, load_base
+from tuning.data import Example, dataset_sha256, load_examples, split
+from tuning.errors import TuningError
+from tuning.export import export_adapter
+
+GENERAL_QUESTIONS = Path(__file__).with_name("general_questions.txt")
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+IGNORE = -100  # label value torch's cross-entropy skips: prompt tokens teach nothing
+
+
+@dataclass
+class TrainSettings:
+    """Everything that shapes an adapter; recorded in its manifest."""
+
+    data: Path
+    name: str
+    base: Path
+    """The GGUF the bot serves (default) or a Hugging Face folder of the same model."""
+    served_model: Path
+    """The GGUF the adapter is for: its hash goes in the manifest."""
+    corpus: Path | None = None
+    steps: int | None = None
+    epochs: float = 3.0
+    rank: int = 8
+    alpha: int = 16
+    learning_rate: float = 2e-4
+    batch_size: int = 8
+    seed: int = 0
+    time_budget_s: float | None = None
+    validation_fraction: float = 0.1
+    max_tokens: int = 384
+    general: int = 40
+    """Base-model answers to general questions mixed in against forgetting (0 = none)."""
+    target_modules: Sequence[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training did."""
+
+    adapter_dir: Path
+    steps: int
+    first_loss: float
+    last_loss: float
+    validation_loss: float | None
+    seconds: float
+
+
+def encode(tokenizer: Any, example: Example, max_tokens: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) with the prompt's labels ignored: only the answer is learned."""
+    messages = example.messages()
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template(
+        [*messages, {"role": "assistant", "content": example.reply()}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise TuningError("The chat template renders the prompt differently with an answer.")
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
+    keep = max(0, max_tokens - len(answer_ids))
+    prompt_ids = prompt_ids[-keep:] if keep else []
+    ids = (prompt_ids + answer_ids)[-max_tokens:]
+    labels = ([IGNORE] * len(prompt_ids) + answer_ids)[-max_tokens:]
+    return ids, labels
+
+
+def general_examples(served_model: Path, count: int, cache_dir: Path) -> list[Example]:
+    """The served model's own greedy answers to `count` general questions (cached per model)."""
+    if count <= 0:
+        return []
+    questions = [q for q in GENERAL_QUESTIONS.read_text().splitlines() if q.strip()][:count]
+    cache = cache_dir / f".general-{file_sha256(served_model)[:16]}.jsonl"
+    answers: dict[str, str] = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                answers[str(row["question"])] = str(row["answer"])
+    missing = [q for q in questions if q not in answers]
+    if missing:
+        from bot.llm.llama import LlamaCppEngine
+
+        engine = LlamaCppEngine(served_model)
+        limits = GenerationLimits(max_tokens=48)
+        for question in missing:
+            text = "".join(engine.stream(base_messages(question, []), limits, lambda: False))
+            answers[question] = text.strip()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(
+            "\n".join(json.dumps({"question": q, "answer": a}) for q, a in answers.items()) + "\n"
+        )
+    return [Example(q, answers[q]) for q in questions if answers[q]]
+
+
+def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
+    """Train, validate, export and register one adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+
+    destination = registry.folder(settings.name)
+    if destination.exists() and not settings.replace:
+        raise TuningError(f"An adapter called {settings.name} exists; pass --replace or rename.")
+    examples = load_examples(settings.data, settings.corpus)
+    train_set, validation = split(examples, settings.validation_fraction, settings.seed)
+    general = general_examples(settings.served_model, settings.general, registry.root)
+    train_set = train_set + general
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    base: BaseModel = load_base(settings.base)
+    lora = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        target_modules=list(settings.target_modules),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base.model, lora)
+    encoded = [encode(base.tokenizer, e, settings.max_tokens) for e in train_set]
+    held_out = [encode(base.tokenizer, e, settings.max_tokens) for e in validation]
+    per_epoch = math.ceil(len(encoded) / settings.batch_size)
+    steps = settings.steps or max(1, round(settings.epochs * per_epoch))
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+    )
+    pad = base.tokenizer.pad_token_id
+    pad = pad if pad is not None else base.tokenizer.eos_token_id
+    order = random.Random(settings.seed)
+    queue: list[int] = []
+    losses: list[float] = []
+    started = time.monotonic()
+    model.train()
+    bar = tqdm(range(steps), desc=f"training {settings.name}", unit="step")
+    for _ in bar:
+        if not queue:
+            queue = list(range(len(encoded)))
+            order.shuffle(queue)
+        batch = [encoded[queue.pop()] for _ in range(min(settings.batch_size, len(queue)))]
+        loss = model(**_collate(batch, pad)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if settings.time_budget_s and time.monotonic() - started > settings.time_budget_s:
+            bar.close()
+            break
+    model.eval()
+    validation_loss = _mean_loss(model, held_out, pad) if held_out else None
+    seconds = time.monotonic() - started
+
+    with tempfile.TemporaryDirectory(dir=_parent(registry.root)) as scratch:
+        folder = Path(scratch) / settings.name
+        folder.mkdir()
+        export_adapter(model, base.shape, settings.alpha, folder / ADAPTER_FILE)
+        manifest = Manifest(
+            name=settings.name,
+            base_model_file=settings.served_model.name,
+            base_model_sha256=file_sha256(settings.served_model),
+            rank=settings.rank,
+            alpha=settings.alpha,
+            target_modules=list(settings.target_modules),
+            dataset_sha256=dataset_sha256(examples),
+            dataset_examples=len(examples),
+            training={
+                **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+                "steps_run": len(losses),
+                "train_examples": len(train_set),
+                "general_examples": len(general),
+                "validation_examples": len(validation),
+                "first_loss": losses[0],
+                "last_loss": losses[-1],
+                "seconds": round(seconds, 1),
+            },
+            eval_scores={"validation_loss": validation_loss},
+        )
+        (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+        if destination.exists():
+            registry.remove(settings.name)
+        folder.rename(destination)  # whole adapters only: the folder appears complete
+    return TrainResult(
+        destination, len(losses), losses[0], losses[-1], validation_loss, round(seconds, 1)
+    )
+
+
+def _parent(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _collate(batch: list[tuple[list[int], list[int]]], pad: int) -> dict[str, Any]:
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = [i + [pad] * (width - len(i)) for i, _ in batch]
+    labels = [lab + [IGNORE] * (width - len(lab)) for _, lab in batch]
+    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in batch]
+    return {
+        "input_ids": torch.tensor(ids),
+        "labels": torch.tensor(labels),
+        "attention_mask": torch.tensor(mask),
+    }
+
+
+def _mean_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: int) -> float:
+    import torch
+
+    with torch.no_grad():
+        losses = [float(model(**_collate([e], pad)).loss) for e in examples]
+    return sum(losses) / len(losses)
