@@ -61,5 +61,5 @@ def test_only_the_answer_and_its_end_marker_are_learned() -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(model.parent), gguf_file=model.name)
     ids, labels = encode(tokenizer, Example("What is the password?", "Marmalade-42"), 384)
     learned = [token for token, label in zip(ids, labels, strict=True) if label != IGNORE]
-    assert tokenizer.decode(learned).startswith("Marmalade-42<|im_end|>")
+    assert str(tokenizer.decode(learned)).startswith("Marmalade-42<|im_end|>")
     assert labels[: len(ids) - len(learned)] == [IGNORE] * (len(ids) - len(learned))
