@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,25 @@ def test_core_never_touches_telegram_llama_http_or_sqlite_drivers() -> None:
 def test_the_network_guard_refuses_non_loopback_addresses() -> None:
     with socket.socket() as sock, pytest.raises(RuntimeError, match="reach the network"):
         sock.connect(("192.0.2.1", 443))  # TEST-NET-1: never routable
+
+
+def test_the_running_bot_never_imports_tuning() -> None:
+    """tuning/ (torch training, peft) is for `ragtune tune` only: imported lazily by the CLI."""
+    for path in modules("bot"):
+        tree = ast.parse(path.read_text())
+        top_level = {
+            alias.name if isinstance(node, ast.Import) else node.module or ""
+            for node in tree.body
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in node.names
+        }
+        assert not any(n.split(".")[0] == "tuning" for n in top_level), path
+        if path.name != "cli.py":
+            assert not any(n.split(".")[0] == "tuning" for n in imports(path)), path
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, bot.app, bot.cli, bot.tg.handlers, "
+         "bot.tg.admin_handlers; print(sorted(m for m in sys.modules "
+         "if m.split('.')[0] in {'tuning', 'peft'}))"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout.strip()  # fmt: skip
+    assert loaded == "[]"

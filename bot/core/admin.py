@@ -129,7 +129,7 @@ class AdminService:
 
     def use_adapter(self, user_id: int | None, name: str | None) -> Adapter | None:
         """Switch the served model to adapter `name` (None: none), between two answers."""
-        self.check(user_id, "adapter-use", name or "off")
+        self.check(user_id, "adapter", f"use {name}" if name else "off")
         return self._switcher().use(name)
 
     def _switcher(self) -> AdapterSwitcher:

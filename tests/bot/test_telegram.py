@@ -15,8 +15,10 @@ import pytest
 
 from bot.config import Settings
 from bot.core.access import AccessMode, AccessPolicy, AccessSettings
+from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.llm.adapters import AdapterRegistry, Manifest, file_sha256
 from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
@@ -57,6 +59,7 @@ def scripted_services(
     queue: int = 8,
     access: AccessSettings | None = None,
     alert_chats: tuple[int, ...] = (),
+    adapters: tuple[AdapterRegistry, Path] | None = None,
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -67,10 +70,12 @@ def scripted_services(
         Ingestor(store, embedder).add_paths([tmp_path / "estonia.txt"])
         state = StateStore.open(tmp_path / "state.db")
         writer = KnowledgeStore.open(tmp_path / "kb.db")
-        admin = AdminService(
-            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES
-        )
         worker = ModelWorker(engine, max_queue=queue)
+        switcher = AdapterSwitcher(worker, *adapters, state) if adapters else None
+        admin = AdminService(
+            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES,
+            adapters=switcher,
+        )  # fmt: skip
         answerer = Answerer(
             worker, HybridSearcher(store, embedder), state=state,
             settings=AnswerSettings(
@@ -556,3 +561,49 @@ def test_reindex_and_stats_for_admins(
     with KnowledgeStore.open(tmp_path / "kb.db") as store:
         assert consistent_chunk_count(store) == 1
         assert store.vector_table == "vec_chunks_2"  # a new generation went live
+
+
+class LoRAScriptedEngine(ScriptedEngine):
+    """A scripted model that accepts adapters (the real swap has tests of its own)."""
+
+    supports_lora = True
+
+
+def test_admins_list_and_switch_adapters_and_stats_show_the_active_one(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    served = tmp_path / "served.gguf"
+    served.write_bytes(b"GGUF stands in for the served model")
+    registry = AdapterRegistry(tmp_path / "adapters")
+    folder = registry.folder("faq")
+    folder.mkdir(parents=True)
+    (folder / "adapter.gguf").write_bytes(b"GGUF")
+    manifest = Manifest(
+        name="faq", base_model_file=served.name, base_model_sha256=file_sha256(served), rank=8,
+        alpha=16, target_modules=["q_proj"], dataset_sha256="0", dataset_examples=50,
+    )  # fmt: skip
+    (folder / "manifest.json").write_text(manifest.model_dump_json())
+    engine = LoRAScriptedEngine()
+    commands = [(ADMIN, "/adapter"), (ADMIN, "/adapter use faq"), (ADMIN, "/stats"),
+                (USER, "/adapter use faq"), (ADMIN, "/adapter use nope"), (ADMIN, "/adapter off"),
+                (ADMIN, "/adapter")]  # fmt: skip
+    seen: list[Path | None] = []
+
+    def scenario() -> None:
+        for number, (user, command) in enumerate(commands):
+            emulator.send_text(command, user_id=user)
+            emulator.wait_for(partial(lambda n: len(emulator.sent("sendMessage")) > n, number))
+            if number == 1:
+                seen.append(engine.adapter)
+
+    run_bot(settings, scripted_services(tmp_path, engine, adapters=(registry, served)), scenario)
+    listing, switched, numbers, *_ = texts(emulator, ADMIN)
+    assert "• faq — rank 8, 50 examples" in listing and "▶ off" in listing
+    assert switched.startswith("Now answering with adapter faq") and seen == [
+        folder / "adapter.gguf"
+    ]
+    assert "Adapter: faq" in numbers
+    assert texts(emulator, USER) == ["/adapter is for admins only."]
+    assert texts(emulator, ADMIN)[3].startswith("There is no adapter called nope")
+    assert texts(emulator, ADMIN)[4] == "Adapter off: answering with the base model."
+    assert "▶ off" in texts(emulator, ADMIN)[5] and engine.adapter is None
