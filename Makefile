@@ -85,6 +85,7 @@ bench: setup
 	$(BIN)/python -m bench.search_latency
 	$(BIN)/python -m bench.answer_latency
 	$(BIN)/python -m bench.bot_latency
+	$(BIN)/python -m bench.adapter_swap
 
 fmt: setup
 	$(BIN)/ruff format .

@@ -147,3 +147,24 @@ def test_the_cli_asks_with_an_adapter_and_manages_adapters(adapters_dir: Path) -
     assert json.loads(shown.stdout)["base_model_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
     missing = ragtune("ask", "--adapter", "nope", "hello")
     assert missing.returncode == 1 and missing.stderr.strip().startswith("error: There is no")
+
+
+def test_eval_compare_prints_the_four_way_table_json_and_a_chart(
+    adapters_dir: Path, dev_eval_dir: Path, tmp_path: Path
+) -> None:
+    chart = tmp_path / "compare.png"
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters_dir)}
+    proc = subprocess.run(
+        [RAGTUNE, "eval", "compare", "--corpus", str(dev_eval_dir / "corpus.jsonl"),
+         "--questions", str(dev_eval_dir / "questions.jsonl"), "--adapter", "door",
+         "--limit", "3", "--json", "--plot", str(chart)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(results) == ["base", "fine-tuned", "rag", "rag+fine-tuned"]
+    assert all(
+        r["n"] == 3 and set(r) >= {"em", "f1", "contains", "p50_s"} for r in results.values()
+    )
+    assert "| rag+fine-tuned |" in proc.stdout
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
