@@ -13,6 +13,7 @@ from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.core.compare import ComparisonRunner
 from bot.llm.adapters import AdapterRegistry
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_files import packaged_gguf_path
@@ -177,6 +178,9 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
         state,
         max_bytes=settings.max_document_bytes,
         adapters=adapters,
+        comparisons=ComparisonRunner(
+            answerer, adapters, settings.eval_questions, settings.eval_limit
+        ),
     )
     worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     adapters_dir: Path = Field(
         Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."
     )
+    eval_questions: Path | None = Field(
+        None, description="Questions with answers (JSONL) that /eval compares on."
+    )
+    eval_limit: int = Field(20, ge=1, description="Questions /eval answers in each of 4 modes.")
     state_db: Path = Field(
         Path("data/state.db"), description="The bot's own state (conversations), beside the KB."
     )

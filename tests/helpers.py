@@ -72,10 +72,14 @@ class ScriptedEngine:
         self.history: list[list[Message]] = []
         self.started = threading.Event()
         self.adapter: Path | None = None
+        self.adapters_used: list[Path | None] = []
+        """The adapter applied during each generation."""
+        self.switches = 0
 
     def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
         """Record the adapter; replies stay scripted."""
         self.adapter = path
+        self.switches += 1
 
     def enqueue(self, reply: str) -> None:
         """Add the reply for a later generation."""
@@ -95,6 +99,7 @@ class ScriptedEngine:
     ) -> Iterator[str]:
         """Yield the next scripted reply word by word (or 'ok' when the script is empty)."""
         self.history.append(list(messages))
+        self.adapters_used.append(self.adapter)
         self.started.set()
         reply = self.replies.pop(0) if self.replies else "ok"
         for number, word in enumerate(reply.split(" ")):

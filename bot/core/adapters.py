@@ -30,19 +30,24 @@ class AdapterSwitcher:
         self.active: str | None = None
 
     def use(self, name: str | None) -> Adapter | None:
-        """Switch to adapter `name` (None: the base model); waits for the running answer."""
+        """Make adapter `name` (None: none) what users get; waits for the running answer."""
         if name is None:
-            self.worker.call(lambda engine: engine.use_adapter(None))
+            self.worker.set_default_adapter(None)
             self._remember(None)
             return None
+        adapter = self.resolve(name)
+        self.worker.set_default_adapter(adapter.path)
+        self._remember(adapter.name)
+        return adapter
+
+    def resolve(self, name: str) -> Adapter:
+        """The adapter called `name`, checked against the served model (nothing is switched)."""
         adapter = self.registry.get(name)
         if not self.worker.engine.supports_lora or self.served_model is None:
             raise AdapterError(
                 "Adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama) and its GGUF file."
             )
         adapter.check_base(self.served_model)
-        self.worker.call(lambda engine: engine.use_adapter(adapter.path))
-        self._remember(adapter.name)
         return adapter
 
     def restore(self) -> str | None:

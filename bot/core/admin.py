@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.core.adapters import AdapterSwitcher
+from bot.core.compare import Comparison, ComparisonRunner
 from bot.llm.adapters import Adapter, AdapterError
 from bot.state import StateStore
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
@@ -39,6 +40,7 @@ class AdminService:
         *,
         max_bytes: int,
         adapters: AdapterSwitcher | None = None,
+        comparisons: ComparisonRunner | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
         self.store = store  # a writer connection of its own; searches use another one
@@ -46,6 +48,7 @@ class AdminService:
         self.state = state
         self.max_bytes = max_bytes
         self.adapters = adapters
+        self.comparisons = comparisons
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
 
     def is_admin(self, user_id: int | None) -> bool:
@@ -131,6 +134,15 @@ class AdminService:
         """Switch the served model to adapter `name` (None: none), between two answers."""
         self.check(user_id, "adapter", f"use {name}" if name else "off")
         return self._switcher().use(name)
+
+    def compare(
+        self, user_id: int | None, adapter: str | None, progress: Callable[[], object]
+    ) -> Comparison:
+        """Base, fine-tuned, RAG and RAG + fine-tuned on the configured questions."""
+        self.check(user_id, "eval", adapter or "")
+        if self.comparisons is None:
+            raise AdapterError("This bot was started without adapter support.")
+        return self.comparisons.run(adapter, progress)
 
     def _switcher(self) -> AdapterSwitcher:
         if self.adapters is None:

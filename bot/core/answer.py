@@ -11,7 +11,7 @@ from typing import Protocol
 
 from bot.core.prompts import NOT_COVERED, base_messages, rag_messages, source_block
 from bot.llm.engine import GenerationLimits, Message
-from bot.llm.worker import Completion, Job, ModelWorker
+from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
 from bot.state import StateStore, Turn
 from knowledge.search import SearchHit
 
@@ -162,11 +162,13 @@ class Answerer:
             blocks.append(block)
         return PreparedAnswer(question, mode, rag_messages(question, blocks, history), sources)
 
-    def start(self, prepared: PreparedAnswer) -> Job | None:
+    def start(
+        self, prepared: PreparedAnswer, adapter: AdapterChoice = DEFAULT_ADAPTER
+    ) -> Job | None:
         """Queue the generation (None for a refusal); raises QueueFullError when full."""
         if prepared.refusal is not None:
             return None
-        return self.worker.submit(prepared.messages, self.settings.limits)
+        return self.worker.submit(prepared.messages, self.settings.limits, adapter)
 
     def finish(
         self,
@@ -186,8 +188,15 @@ class Answerer:
             )
         return answer
 
-    def ask(self, question: str, *, mode: Mode = Mode.RAG, chat_key: str | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        *,
+        mode: Mode = Mode.RAG,
+        chat_key: str | None = None,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
+    ) -> Answer:
         """Answer in one blocking call (evaluation, scripts)."""
         prepared = self.prepare(question, mode=mode, chat_key=chat_key)
-        job = self.start(prepared)
+        job = self.start(prepared, adapter)
         return self.finish(prepared, job.result() if job else None, chat_key=chat_key)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bot.core.answer import Answerer, Mode
+from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice
 from knowledge.evaluation import EvalQuestion
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -85,6 +86,7 @@ def evaluate_answers(
     questions: Sequence[EvalQuestion],
     *,
     mode: Mode,
+    adapter: AdapterChoice = DEFAULT_ADAPTER,
     progress: Callable[[], object] | None = None,
 ) -> AnswerScores:
     """Answer every question and score it; a refusal or empty answer scores 0."""
@@ -94,7 +96,7 @@ def evaluate_answers(
     generating = 0.0
     for question in questions:
         started = time.perf_counter()
-        answer = answerer.ask(question.question, mode=mode)
+        answer = answerer.ask(question.question, mode=mode, adapter=adapter)
         latencies.append(time.perf_counter() - started)
         prediction = strip_citations(answer.text)
         em += exact_match(prediction, question.answers)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bot.core.adapters import AdapterSwitcher
 from bot.core.answer import Answerer, Mode
 from bot.core.answer_eval import AnswerScores, evaluate_answers
-from knowledge.evaluation import EvalQuestion
+from bot.llm.adapters import AdapterError
+from knowledge.errors import KnowledgeError
+from knowledge.evaluation import EvalQuestion, load_questions
 
 # (name in tables and JSON, answering mode, whether the adapter is applied)
 MODES: tuple[tuple[str, Mode, bool], ...] = (
@@ -27,14 +31,16 @@ def compare(
     *,
     progress: Callable[[], object] | None = None,
 ) -> dict[str, AnswerScores]:
-    """Score every mode on the same questions; the adapter is switched, the model never reloaded."""
+    """Score every mode on the same questions, the adapter named per generation.
+
+    The model is never reloaded, and answers given meanwhile (a running bot) keep their adapter.
+    """
+    path = switcher.resolve(adapter).path
     results: dict[str, AnswerScores] = {}
-    try:
-        for name, mode, tuned in MODES:
-            switcher.use(adapter if tuned else None)
-            results[name] = evaluate_answers(answerer, questions, mode=mode, progress=progress)
-    finally:
-        switcher.use(None)
+    for name, mode, tuned in MODES:
+        results[name] = evaluate_answers(
+            answerer, questions, mode=mode, adapter=path if tuned else None, progress=progress
+        )
     return results
 
 
@@ -74,3 +80,54 @@ def plot(results: dict[str, AnswerScores], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A finished comparison: which adapter, on how many questions, and the scores."""
+
+    adapter: str
+    questions: int
+    results: dict[str, AnswerScores]
+
+
+class ComparisonRunner:
+    """`/eval` in the running bot: a small comparison on a configured question set.
+
+    Its answers queue like users' questions, one at a time, each naming its adapter, so users
+    keep being served (with their adapter) while it runs. One comparison at a time.
+    """
+
+    def __init__(
+        self,
+        answerer: Answerer,
+        switcher: AdapterSwitcher,
+        questions_path: Path | None,
+        limit: int,
+    ) -> None:
+        self.answerer = answerer
+        self.switcher = switcher
+        self.questions_path = questions_path
+        self.limit = limit
+        self._running = threading.Lock()
+
+    def run(self, adapter: str | None, progress: Callable[[], object] | None = None) -> Comparison:
+        """Compare `adapter` (default: the active one) on the configured questions."""
+        name = adapter or self.switcher.active
+        if name is None:
+            raise AdapterError("Name an adapter (/eval NAME) or switch one on first.")
+        if self.questions_path is None:
+            raise AdapterError(
+                "Set RAGTUNE_EVAL_QUESTIONS to a JSONL of questions with answers to use /eval."
+            )
+        try:
+            questions = load_questions(self.questions_path)[: self.limit]
+        except (OSError, KnowledgeError) as exc:
+            raise AdapterError(f"The /eval questions cannot be read: {exc}") from None
+        if not self._running.acquire(blocking=False):
+            raise AdapterError("A comparison is running already; wait for its table.")
+        try:
+            results = compare(self.answerer, self.switcher, questions, name, progress=progress)
+        finally:
+            self._running.release()
+        return Comparison(name, len(questions), results)

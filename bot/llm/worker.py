@@ -10,7 +10,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal, TypeVar, cast
+from pathlib import Path
+from typing import Final, Literal, TypeVar, cast
 
 from bot.llm.engine import ChatEngine, GenerationLimits, Message
 
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
+DEFAULT_ADAPTER: Final = "default"
+"""A job with this adapter runs with the worker's default adapter (what users get)."""
+AdapterChoice = Path | None | Literal["default"]
 
 
 class QueueFullError(Exception):
@@ -49,9 +53,17 @@ _DONE = object()
 class Job:
     """One queued generation: iterate its text pieces, or wait for its Completion."""
 
-    def __init__(self, messages: Sequence[Message], limits: GenerationLimits, position: int):
+    def __init__(
+        self,
+        messages: Sequence[Message],
+        limits: GenerationLimits,
+        position: int,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
+    ):
         self.messages = list(messages)
         self.limits = limits
+        self.adapter = adapter
+        """The LoRA adapter this generation runs with (None: the base model alone)."""
         self.position = position
         """Jobs ahead of this one when it was queued (0 = next to run)."""
         self._cancel = threading.Event()
@@ -113,6 +125,9 @@ class ModelWorker:
         self._queue: queue.Queue[Job | _Call | None] = queue.Queue(maxsize=max_queue)
         self._waiting = 0
         self._lock = threading.Lock()
+        self.default_adapter: Path | None = None
+        """The adapter of jobs that name none; changed only through `set_default_adapter`."""
+        self._applied: Path | None = None  # what the engine has now (model thread only)
         self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
         self._thread.start()
 
@@ -121,10 +136,15 @@ class ModelWorker:
         """Jobs queued or running."""
         return self._waiting
 
-    def submit(self, messages: Sequence[Message], limits: GenerationLimits) -> Job:
+    def submit(
+        self,
+        messages: Sequence[Message],
+        limits: GenerationLimits,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
+    ) -> Job:
         """Queue a generation; raise QueueFullError when the queue is full."""
         with self._lock:
-            job = Job(messages, limits, position=self._waiting)
+            job = Job(messages, limits, position=self._waiting, adapter=adapter)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
@@ -151,6 +171,21 @@ class ModelWorker:
                 self._waiting -= 1
             raise QueueFullError("The model queue stayed full; try again shortly.") from None
         return cast(T, work.done.result(timeout))
+
+    def set_default_adapter(self, path: Path | None) -> None:
+        """Make `path` the adapter users' answers run with, applied now (errors surface here)."""
+
+        def switch(engine: ChatEngine) -> None:
+            self._apply(path)
+            self.default_adapter = path
+
+        self.call(switch)
+
+    def _apply(self, path: Path | None) -> None:
+        """Put `path` on the engine unless it is there already (model thread only)."""
+        if path != self._applied:
+            self.engine.use_adapter(path)
+            self._applied = path
 
     def close(self) -> None:
         """Finish queued jobs, then stop the thread."""
@@ -186,6 +221,7 @@ class ModelWorker:
 
         try:
             if not job.cancelled:
+                self._apply(self.default_adapter if job.adapter == DEFAULT_ADAPTER else job.adapter)
                 for piece in self.engine.stream(job.messages, job.limits, should_stop):
                     if first is None:
                         first = time.perf_counter() - started

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+import tempfile
 import time
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
@@ -23,6 +24,7 @@ from telegram.ext import (
 
 from bot.core.access import start_of_day
 from bot.core.admin import AdminService, NotAdminError, Page
+from bot.core.compare import plot, table
 from bot.llm.engine import ModelError
 from bot.tg.handlers import SERVICES, BotServices
 from knowledge.errors import KnowledgeError
@@ -308,6 +310,53 @@ async def adapter(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _refuse(update, exc)
 
 
+async def eval_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/eval [NAME]: base, fine-tuned, RAG and RAG + fine-tuned on the configured questions."""
+    message = update.effective_message
+    if message is None:
+        return
+    name = context.args[0] if context.args else None
+    answered = {"count": 0}  # written by the comparison thread, read here
+
+    def progress() -> None:
+        answered["count"] += 1
+
+    work = asyncio.create_task(
+        asyncio.to_thread(_admin(context).compare, _user_id(update), name, progress)
+    )
+    status: Message | None = None
+    shown = ""
+    while not work.done():
+        # One edit at most every 3 s, only when the count moved (Telegram's per-chat limits).
+        await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
+        text = f"Comparing: {answered['count']} answers so far…"
+        if work.done() or text == shown:
+            continue
+        if status is None:
+            status = await message.reply_text(text)
+        else:
+            await status.edit_text(text)
+        shown = text
+    try:
+        done = work.result()
+    except (NotAdminError, ModelError) as exc:
+        await (message.reply_text(str(exc)) if status is None else status.edit_text(str(exc)))
+        return
+    # The chart goes first, so the finished table is the last thing to arrive.
+    with tempfile.TemporaryDirectory() as scratch:
+        chart = Path(scratch) / "compare.png"
+        await asyncio.to_thread(plot, done.results, chart, f"adapter {done.adapter}")
+        await message.reply_photo(chart.read_bytes(), caption="EM, F1 and answer-contains")
+    report = (
+        f"<b>Adapter {html.escape(done.adapter)}</b>, {done.questions} questions per mode\n"
+        f"<pre>{html.escape(table(done.results))}</pre>"
+    )
+    if status is None:
+        await message.reply_text(report, parse_mode=ParseMode.HTML)
+    else:
+        await status.edit_text(report, parse_mode=ParseMode.HTML)
+
+
 def add_admin_handlers(application: Application) -> None:  # type: ignore[type-arg]
     """Register the admin handlers (before the catch-all text handler)."""
     application.add_handler(CommandHandler("add", add))
@@ -315,6 +364,7 @@ def add_admin_handlers(application: Application) -> None:  # type: ignore[type-a
     application.add_handler(CommandHandler("forget", forget))
     application.add_handler(CommandHandler("reindex", reindex))
     application.add_handler(CommandHandler("adapter", adapter))
+    application.add_handler(CommandHandler("eval", eval_command))
     application.add_handler(CommandHandler("stats", stats))
     application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:\d+$"))
     application.add_handler(CallbackQueryHandler(forget_button, pattern=r"^forget:"))

@@ -345,6 +345,24 @@ class BotAPIEmulator:
     def _api_sendMessage(self, params: JSON) -> JSON:
         return self._new_message(params, str(params.get("text", "")))
 
+    def _api_sendPhoto(self, params: JSON) -> JSON:
+        photo = params.get("photo")
+        if not isinstance(photo, bytes) or not photo:
+            raise _BadRequestError("there is no photo in the request")
+        chat_id = int(params["chat_id"])
+        message_id = next(self._message_ids)
+        message = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+            "from": BOT_USER,
+            "photo": [{"file_id": f"photo-{message_id}", "file_unique_id": f"p{message_id}",
+                       "width": 960, "height": 540, "file_size": len(photo)}],
+            "caption": str(params.get("caption", "")),
+        }  # fmt: skip
+        self._messages[(chat_id, message_id)] = message
+        return message
+
     def _api_sendMessageDraft(self, params: JSON) -> bool:
         text = str(params.get("text", ""))
         if len(text) > 4096:

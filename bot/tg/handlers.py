@@ -54,6 +54,7 @@ ADMIN_COMMANDS = [
     BotCommand("forget", "remove a document"),
     BotCommand("reindex", "re-embed every chunk"),
     BotCommand("adapter", "list or switch LoRA adapters"),
+    BotCommand("eval", "compare base, fine-tuned, RAG and both"),
     BotCommand("stats", "knowledge base, model, queue, users today"),
 ]
 ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."

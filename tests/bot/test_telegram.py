@@ -18,6 +18,7 @@ from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.core.compare import ComparisonRunner
 from bot.llm.adapters import AdapterRegistry, Manifest, file_sha256
 from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
@@ -60,6 +61,7 @@ def scripted_services(
     access: AccessSettings | None = None,
     alert_chats: tuple[int, ...] = (),
     adapters: tuple[AdapterRegistry, Path] | None = None,
+    eval_questions: Path | None = None,
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -71,16 +73,18 @@ def scripted_services(
         state = StateStore.open(tmp_path / "state.db")
         writer = KnowledgeStore.open(tmp_path / "kb.db")
         worker = ModelWorker(engine, max_queue=queue)
-        switcher = AdapterSwitcher(worker, *adapters, state) if adapters else None
-        admin = AdminService(
-            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES,
-            adapters=switcher,
-        )  # fmt: skip
         answerer = Answerer(
             worker, HybridSearcher(store, embedder), state=state,
             settings=AnswerSettings(
                 min_similarity=-1.0, limits=GenerationLimits(max_tokens=5000)
             ),
+        )  # fmt: skip
+        switcher = AdapterSwitcher(worker, *adapters, state) if adapters else None
+        admin = AdminService(
+            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES,
+            adapters=switcher,
+            comparisons=ComparisonRunner(answerer, switcher, eval_questions, 20)
+            if switcher else None,
         )  # fmt: skip
 
         def close() -> None:
@@ -569,9 +573,8 @@ class LoRAScriptedEngine(ScriptedEngine):
     supports_lora = True
 
 
-def test_admins_list_and_switch_adapters_and_stats_show_the_active_one(
-    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
-) -> None:
+def registry_with_an_adapter(tmp_path: Path) -> tuple[AdapterRegistry, Path]:
+    """An adapters directory holding "faq", made for a stand-in served model file."""
     served = tmp_path / "served.gguf"
     served.write_bytes(b"GGUF stands in for the served model")
     registry = AdapterRegistry(tmp_path / "adapters")
@@ -583,6 +586,14 @@ def test_admins_list_and_switch_adapters_and_stats_show_the_active_one(
         alpha=16, target_modules=["q_proj"], dataset_sha256="0", dataset_examples=50,
     )  # fmt: skip
     (folder / "manifest.json").write_text(manifest.model_dump_json())
+    return registry, served
+
+
+def test_admins_list_and_switch_adapters_and_stats_show_the_active_one(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    registry, served = registry_with_an_adapter(tmp_path)
+    folder = registry.folder("faq")
     engine = LoRAScriptedEngine()
     commands = [(ADMIN, "/adapter"), (ADMIN, "/adapter use faq"), (ADMIN, "/stats"),
                 (USER, "/adapter use faq"), (ADMIN, "/adapter use nope"), (ADMIN, "/adapter off"),
@@ -607,3 +618,41 @@ def test_admins_list_and_switch_adapters_and_stats_show_the_active_one(
     assert texts(emulator, ADMIN)[3].startswith("There is no adapter called nope")
     assert texts(emulator, ADMIN)[4] == "Adapter off: answering with the base model."
     assert "▶ off" in texts(emulator, ADMIN)[5] and engine.adapter is None
+
+
+def test_eval_sends_the_four_way_table_and_a_chart_and_leaves_the_users_adapter_alone(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    registry, served = registry_with_an_adapter(tmp_path)
+    faq = registry.folder("faq") / "adapter.gguf"
+    questions = tmp_path / "eval.jsonl"
+    questions.write_text(
+        '{"id": "q1", "question": "Capital of Estonia?", "answers": ["Tallinn"]}\n'
+        '{"id": "q2", "question": "What old town?", "answers": ["medieval"]}\n'
+    )
+    engine = LoRAScriptedEngine(["Tallinn [1]"] * 8)
+
+    def scenario() -> None:
+        emulator.send_text("/eval", user_id=ADMIN)  # no adapter named, none active
+        emulator.wait_for(lambda: bool(texts(emulator, ADMIN)))
+        emulator.send_text("/eval faq", user_id=USER)  # not an admin
+        emulator.send_text("/eval faq", user_id=ADMIN)
+        emulator.wait_for(lambda: any("rag+fine-tuned" in m.get("text", "")
+                                      for m in emulator.messages(ADMIN)), timeout=30)  # fmt: skip
+        emulator.send_text("Capital of Estonia?", user_id=USER)  # a user, afterwards
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
+
+    services = scripted_services(
+        tmp_path, engine, adapters=(registry, served), eval_questions=questions
+    )
+    run_bot(settings, services, scenario)
+    refusal, report = texts(emulator, ADMIN)
+    assert refusal == "Name an adapter (/eval NAME) or switch one on first."
+    assert texts(emulator, USER)[0] == "/eval is for admins only."
+    assert "<b>Adapter faq</b>, 2 questions per mode" in report
+    for mode in ("| base |", "| fine-tuned |", "| rag |", "| rag+fine-tuned |"):
+        assert mode in report
+    (photo,) = emulator.sent("sendPhoto", ADMIN)
+    assert photo.params["photo"][:8] == b"\x89PNG\r\n\x1a\n"
+    # Each mode named its adapter per answer; the user's answer ran with the default (none).
+    assert engine.adapters_used == [None, None, faq, faq, None, None, faq, faq, None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,23 @@ def test_async_streaming_never_blocks_the_event_loop() -> None:
     assert "".join(pieces) == "a b c d e"
     assert ticks >= 10  # the loop kept running while ~0.25 s of generation went on
     worker.close()
+
+
+def test_each_job_runs_with_its_adapter_and_the_default_stays_for_everyone_else(
+    tmp_path: Path,
+) -> None:
+    engine = ScriptedEngine()
+    worker = ModelWorker(engine)
+    tuned = tmp_path / "tuned.gguf"
+    try:
+        worker.generate(HELLO, LIMITS)
+        worker.submit(HELLO, LIMITS, adapter=tuned).result()  # an evaluation's job, say
+        worker.generate(HELLO, LIMITS)  # a user's: back on the default
+        worker.set_default_adapter(tuned)
+        worker.generate(HELLO, LIMITS)
+        worker.submit(HELLO, LIMITS, adapter=None).result()
+        worker.generate(HELLO, LIMITS)
+    finally:
+        worker.close()
+    assert engine.adapters_used == [None, tuned, None, tuned, None, tuned]
+    assert engine.switches == 5  # switched only when the adapter changed

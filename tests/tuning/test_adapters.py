@@ -96,12 +96,12 @@ def test_the_trained_answer_appears_with_the_adapter_only_and_swaps_need_no_relo
         assert engine._llama is loaded  # the base model was never reloaded
         assert max(switch_times) < 1.0
         switcher.use("door")
-        worker.call(lambda e: e.use_adapter(None))  # a restart: the model comes up bare
+        worker.set_default_adapter(None)  # a restart: the model comes up bare
         restarted = AdapterSwitcher(worker, AdapterRegistry(adapters_dir), engine.model_path, state)
         assert restarted.restore() is None and restarted.active == "door"  # survives a restart
         assert SECRET in answer(worker, SECRET_QUESTION)
     finally:
-        worker.call(lambda e: e.use_adapter(None))
+        worker.set_default_adapter(None)
         worker.close()
         state.close()
 
