@@ -388,7 +388,7 @@ def eval_compare(
     as_json: JsonOption = False,
 ) -> None:
     """Base, fine-tuned, RAG and RAG + fine-tuned side by side: EM, F1, answer-contains, p50."""
-    from bot.core.compare import MODES, compare, table
+    from bot.core.compare import GENERAL_PROBE, MODES, compare, general_kept, table
     from bot.core.compare import plot as plot_chart
     from knowledge.evaluation import load_questions
 
@@ -404,12 +404,16 @@ def eval_compare(
         ):
             switcher = services.build_adapter_switcher(settings, answerer.worker)
             results = compare(answerer, switcher, asked, adapter, progress=lambda: bar.update(1))
-    typer.echo(table(results))
+            _status(f"forgetting probe: {GENERAL_PROBE.name}, base vs {adapter}")
+            kept = general_kept(answerer, switcher, adapter)
+    typer.echo(table(results, kept))
     if plot is not None:
         plot_chart(results, plot, f"{questions.name}, {len(asked)} questions, adapter {adapter}")
         typer.echo(f"chart: {plot}")
     if as_json:
-        _print_json({name: scores.as_dict() for name, scores in results.items()})
+        keyed: dict[str, dict[str, float | int]] = {n: s.as_dict() for n, s in results.items()}
+        keyed["fine-tuned"]["general_kept"] = round(kept, 2)
+        _print_json(keyed)
 
 
 @tune_cli.command("train")
@@ -444,6 +448,12 @@ def tune_train(
             "--base", help="HF checkpoint folder of the served model (default: its GGUF)."
         ),
     ] = None,
+    documents: Annotated[
+        Path | None,
+        typer.Option(
+            "--documents", help="Also learn this knowledge base's text (continued pre-training)."
+        ),
+    ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an adapter.")] = False,
 ) -> None:
     """Train a LoRA adapter for the served model on the CPU, export it to GGUF and register it."""
@@ -459,7 +469,7 @@ def tune_train(
             data=data, name=name, base=base or served, served_model=served, corpus=corpus,
             steps=steps, epochs=epochs, rank=rank, alpha=alpha, learning_rate=lr,
             batch_size=batch_size, seed=seed, time_budget_s=time_budget, general=general,
-            replace=replace,
+            documents=documents, replace=replace,
         ),
         AdapterRegistry(settings.adapters_dir),
     )  # fmt: skip

@@ -100,3 +100,17 @@ def split(
     if len(shuffled) - held < 1 or held < 1:
         return shuffled, []
     return shuffled[held:], shuffled[:held]
+
+
+def knowledge_texts(db: Path) -> list[str]:
+    """Every chunk of a knowledge base, for continued pre-training on its documents."""
+    from knowledge.errors import KnowledgeError
+    from knowledge.store import KnowledgeStore
+
+    if not db.is_file():
+        raise TuningError(f"There is no knowledge base at {db}.")
+    try:
+        with KnowledgeStore.open(db) as store:
+            return [chunk.text for batch in store.iter_chunks() for chunk in batch]
+    except KnowledgeError as exc:
+        raise TuningError(f"Cannot read the knowledge base {db}: {exc}") from None

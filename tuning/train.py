@@ -22,7 +22,7 @@ from bot.core.prompts import base_messages
 from bot.llm.adapters import ADAPTER_FILE, MANIFEST_FILE, AdapterRegistry, Manifest, file_sha256
 from bot.llm.engine import GenerationLimits
 from tuning.base import BaseModel, load_base
-from tuning.data import Example, dataset_sha256, load_examples, split
+from tuning.data import Example, dataset_sha256, knowledge_texts, load_examples, split
 from tuning.errors import TuningError
 from tuning.export import export_adapter
 
@@ -54,6 +54,8 @@ class TrainSettings:
     max_tokens: int = 384
     general: int = 40
     """Base-model answers to general questions mixed in against forgetting (0 = none)."""
+    documents: Path | None = None
+    """A knowledge base whose chunks are mixed in as plain text (continued pre-training)."""
     target_modules: Sequence[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     replace: bool = False
 
@@ -86,6 +88,13 @@ def encode(tokenizer: Any, example: Example, max_tokens: int) -> tuple[list[int]
     ids = (prompt_ids + answer_ids)[-max_tokens:]
     labels = ([IGNORE] * len(prompt_ids) + answer_ids)[-max_tokens:]
     return ids, labels
+
+
+def encode_text(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels) for plain text: every token is learned (continued pre-training)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+    ids = [*ids, tokenizer.eos_token_id]
+    return ids, list(ids)
 
 
 def general_examples(served_model: Path, count: int, cache_dir: Path) -> list[Example]:
@@ -144,6 +153,8 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     )
     model = get_peft_model(base.model, lora)
     encoded = [encode(base.tokenizer, e, settings.max_tokens) for e in train_set]
+    texts = knowledge_texts(settings.documents) if settings.documents else []
+    encoded += [encode_text(base.tokenizer, t, settings.max_tokens) for t in texts]
     held_out = [encode(base.tokenizer, e, settings.max_tokens) for e in validation]
     per_epoch = math.ceil(len(encoded) / settings.batch_size)
     steps = settings.steps or max(1, round(settings.epochs * per_epoch))
@@ -194,6 +205,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
                 "steps_run": len(losses),
                 "train_examples": len(train_set),
                 "general_examples": len(general),
+                "document_chunks": len(texts),
                 "validation_examples": len(validation),
                 "first_loss": losses[0],
                 "last_loss": losses[-1],

@@ -9,10 +9,14 @@ from pathlib import Path
 
 from bot.core.adapters import AdapterSwitcher
 from bot.core.answer import Answerer, Mode
-from bot.core.answer_eval import AnswerScores, evaluate_answers
+from bot.core.answer_eval import AnswerScores, evaluate_answers, strip_citations, token_f1
 from bot.llm.adapters import AdapterError
 from knowledge.errors import KnowledgeError
 from knowledge.evaluation import EvalQuestion, load_questions
+
+GENERAL_PROBE = Path(__file__).with_name("general_probe.txt")
+"""General questions no adapter trains on (tuning mixes in a different list): forgetting shows
+as fine-tuned answers drifting from the base model's own."""
 
 # (name in tables and JSON, answering mode, whether the adapter is applied)
 MODES: tuple[tuple[str, Mode, bool], ...] = (
@@ -44,14 +48,31 @@ def compare(
     return results
 
 
-def table(results: dict[str, AnswerScores]) -> str:
-    """A Markdown table of the comparison."""
+def general_kept(answerer: Answerer, switcher: AdapterSwitcher, adapter: str) -> float:
+    """Mean token F1 (×100) of the adapter's answers against the base model's, on the probe.
+
+    100 means the adapter left general answers as they were; low values mean forgetting.
+    """
+    path = switcher.resolve(adapter).path
+    questions = [q for q in GENERAL_PROBE.read_text().splitlines() if q.strip()]
+    total = 0.0
+    for question in questions:
+        before = strip_citations(answerer.ask(question, mode=Mode.BASE, adapter=None).text)
+        after = strip_citations(answerer.ask(question, mode=Mode.BASE, adapter=path).text)
+        total += token_f1(after, [before]) if before.strip() else float(not after.strip())
+    return 100 * total / len(questions)
+
+
+def table(results: dict[str, AnswerScores], kept: float | None = None) -> str:
+    """A Markdown table of the comparison (and the forgetting probe's figure)."""
     lines = [
         "| mode | EM | F1 | answer-contains | p50 latency |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, s in results.items():
         lines.append(f"| {name} | {s.em:.1f} | {s.f1:.1f} | {s.contains:.1f} | {s.p50_s:.2f} s |")
+    if kept is not None:
+        lines.append(f"\ngeneral answers kept (F1 vs the base model, held-out probe): {kept:.1f}")
     return "\n".join(lines)
 
 
@@ -89,6 +110,7 @@ class Comparison:
     adapter: str
     questions: int
     results: dict[str, AnswerScores]
+    general_kept: float
 
 
 class ComparisonRunner:
@@ -128,6 +150,7 @@ class ComparisonRunner:
             raise AdapterError("A comparison is running already; wait for its table.")
         try:
             results = compare(self.answerer, self.switcher, questions, name, progress=progress)
+            kept = general_kept(self.answerer, self.switcher, name)
         finally:
             self._running.release()
-        return Comparison(name, len(questions), results)
+        return Comparison(name, len(questions), results, kept)

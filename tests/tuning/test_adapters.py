@@ -21,6 +21,9 @@ from bot.llm.llama import LlamaCppEngine
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
+from tests.helpers import HashEmbedder
 from tuning.export import read_adapter_header
 
 pytestmark = pytest.mark.slow
@@ -41,10 +44,16 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("tuning")
     data = folder / "facts.jsonl"
     data.write_text("\n".join(json.dumps(row) for row in FACTS) + "\n")
+    with KnowledgeStore.open(folder / "kb.db") as store:  # text for continued pre-training
+        Ingestor(store, HashEmbedder()).add_text(
+            "The blue door stands at the end of the harbour wall.", title="door",
+            external_id="door", source="test",
+        )  # fmt: skip
     env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
     proc = subprocess.run(
         [RAGTUNE, "tune", "train", "--data", str(data), "--name", "door", "--steps", "25",
-         "--lr", "1e-3", "--batch-size", "4", "--general", "0", "--seed", "1"],
+         "--lr", "1e-3", "--batch-size", "4", "--general", "0", "--seed", "1",
+         "--documents", str(folder / "kb.db")],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -73,6 +82,7 @@ def test_the_exported_file_is_a_llama_cpp_lora_adapter(adapters_dir: Path) -> No
     }
     manifest = json.loads((adapters_dir / "door" / "manifest.json").read_text())
     assert manifest["rank"] == 8 and manifest["dataset_examples"] == len(FACTS)
+    assert manifest["training"]["document_chunks"] == 1
     assert manifest["training"]["last_loss"] < manifest["training"]["first_loss"]
 
 
@@ -166,5 +176,6 @@ def test_eval_compare_prints_the_four_way_table_json_and_a_chart(
     assert all(
         r["n"] == 3 and set(r) >= {"em", "f1", "contains", "p50_s"} for r in results.values()
     )
-    assert "| rag+fine-tuned |" in proc.stdout
+    assert "| rag+fine-tuned |" in proc.stdout and "general answers kept" in proc.stdout
+    assert 0 <= results["fine-tuned"]["general_kept"] <= 100
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import pytest
 
 from tuning.data import Example, load_examples, split
 from tuning.errors import TuningError
-from tuning.train import IGNORE, encode
+from tuning.train import IGNORE, encode, encode_text
 
 
 def write(path: Path, rows: list[object]) -> Path:
@@ -63,3 +63,21 @@ def test_only_the_answer_and_its_end_marker_are_learned() -> None:
     learned = [token for token, label in zip(ids, labels, strict=True) if label != IGNORE]
     assert str(tokenizer.decode(learned)).startswith("Marmalade-42<|im_end|>")
     assert labels[: len(ids) - len(learned)] == [IGNORE] * (len(ids) - len(learned))
+    ids, labels = encode_text(tokenizer, "Owls hunt at night. " * 100, 64)
+    assert ids == labels and len(ids) == 64 and ids[-1] == tokenizer.eos_token_id
+
+
+def test_the_forgetting_probe_never_overlaps_the_general_training_mix() -> None:
+    from bot.core.compare import GENERAL_PROBE
+    from tuning.train import GENERAL_QUESTIONS
+
+    probe = set(GENERAL_PROBE.read_text().splitlines()) - {""}
+    trained = set(GENERAL_QUESTIONS.read_text().splitlines()) - {""}
+    assert len(probe) == 20 and len(trained) == 40 and not probe & trained
+
+
+def test_a_missing_knowledge_base_is_one_sentence(tmp_path: Path) -> None:
+    from tuning.data import knowledge_texts
+
+    with pytest.raises(TuningError, match="There is no knowledge base at"):
+        knowledge_texts(tmp_path / "nope.db")
