@@ -346,20 +346,28 @@ class BotAPIEmulator:
         return self._new_message(params, str(params.get("text", "")))
 
     def _api_sendPhoto(self, params: JSON) -> JSON:
-        photo = params.get("photo")
-        if not isinstance(photo, bytes) or not photo:
-            raise _BadRequestError("there is no photo in the request")
+        return self._new_file_message(params, "photo")
+
+    def _api_sendDocument(self, params: JSON) -> JSON:
+        return self._new_file_message(params, "document")
+
+    def _new_file_message(self, params: JSON, kind: str) -> JSON:
+        data = params.get(kind)
+        if not isinstance(data, bytes) or not data:
+            raise _BadRequestError(f"there is no {kind} in the request")
         chat_id = int(params["chat_id"])
         message_id = next(self._message_ids)
+        self.files[f"{kind}-{message_id}"] = data  # the bot could fetch it back with getFile
+        attachment = {"file_id": f"{kind}-{message_id}", "file_unique_id": f"u{kind}-{message_id}",
+                      "file_size": len(data)}  # fmt: skip
         message = {
             "message_id": message_id,
             "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
             "from": BOT_USER,
-            "photo": [{"file_id": f"photo-{message_id}", "file_unique_id": f"p{message_id}",
-                       "width": 960, "height": 540, "file_size": len(photo)}],
+            kind: [{**attachment, "width": 960, "height": 540}] if kind == "photo" else attachment,
             "caption": str(params.get("caption", "")),
-        }  # fmt: skip
+        }
         self._messages[(chat_id, message_id)] = message
         return message
 

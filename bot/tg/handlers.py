@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 SERVICES = "services"
 LAST_ANSWER = "last_answer"
 # Streaming: drafts in private chats at most every 1.5 s, edits in groups at most every 3 s
-# (Telegram's limits are per chat), and only when the text grew by a few words.
+# (Telegram's limits are per chat), and only when the text grew by a few words. A Bot API server
+# without drafts (an older self-hosted one) gets edits in private chats too, every 1.5 s.
 DRAFT_INTERVAL_S = 1.5
 GROUP_EDIT_INTERVAL_S = 3.0
+PRIVATE_EDIT_INTERVAL_S = 1.5
 MIN_GROWTH_CHARS = 20
 
 WELCOME = (
@@ -261,7 +263,8 @@ class LiveMessage:
     def __init__(self, context: ContextTypes.DEFAULT_TYPE, question: Message, *, private: bool):
         self.bot = context.bot
         self.question = question
-        self.private = private
+        self.drafts = private  # until the server refuses them
+        self.edit_interval = PRIVATE_EDIT_INTERVAL_S if private else GROUP_EDIT_INTERVAL_S
         self.shown = ""
         self.last = 0.0
         self.placeholder: Message | None = None
@@ -270,14 +273,20 @@ class LiveMessage:
         """Show `text` if enough time passed and it grew meaningfully."""
         now = time.monotonic()
         grown = len(text.strip()) - len(self.shown) >= MIN_GROWTH_CHARS
-        if self.private:
-            if grown and now - self.last >= DRAFT_INTERVAL_S:
-                self.shown, self.last = text.strip(), now
+        if self.drafts:
+            if not grown or now - self.last < DRAFT_INTERVAL_S:
+                return
+            try:
                 await self.bot.send_message_draft(
-                    self.question.chat_id, self.question.message_id, self.shown[:4096]
+                    self.question.chat_id, self.question.message_id, text.strip()[:4096]
                 )
-            return
-        if grown and (self.placeholder is None or now - self.last >= GROUP_EDIT_INTERVAL_S):
+            except TelegramError as exc:
+                log.info("drafts refused (%s); streaming by edits instead", type(exc).__name__)
+                self.drafts = False
+            else:
+                self.shown, self.last = text.strip(), now
+                return
+        if grown and (self.placeholder is None or now - self.last >= self.edit_interval):
             self.shown, self.last = text.strip(), now
             if self.placeholder is None:
                 self.placeholder = await self.question.reply_text(self.shown[:4096])
@@ -289,7 +298,7 @@ class LiveMessage:
         for number, part in enumerate(parts):
             if number == 0 and self.placeholder is not None:
                 # The final edit respects the interval too.
-                await asyncio.sleep(max(0.0, self.last + GROUP_EDIT_INTERVAL_S - time.monotonic()))
+                await asyncio.sleep(max(0.0, self.last + self.edit_interval - time.monotonic()))
                 await _send(self.placeholder.edit_text, part)
             else:
                 await _send(self.question.reply_text, part)

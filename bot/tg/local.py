@@ -78,9 +78,9 @@ def buttons(message: JSON) -> list[JSON]:
 
 def shown(message: JSON) -> str:
     """A bot message as the terminal shows it: plain text, then its numbered buttons."""
-    if "photo" in message:
-        size = message["photo"][-1].get("file_size", 0)
-        return f"bot> [image, {size} bytes] {message.get('caption', '')}"
+    if "photo" in message or "document" in message:
+        attached = message.get("document") or message["photo"][-1]
+        return f"bot> [file, {attached.get('file_size', 0)} bytes] {message.get('caption', '')}"
     text = f"bot> {terminal_text(str(message.get('text', '')))}"
     labels = [f"[{n}: {b['text']}]" for n, b in enumerate(buttons(message), start=1)]
     return f"{text}\n     {' '.join(labels)}" if labels else text

@@ -658,3 +658,27 @@ def test_eval_sends_the_four_way_table_and_a_chart_and_leaves_the_users_adapter_
     probe = [None, faq] * 20  # the forgetting probe: base, then adapter, per question
     assert engine.adapters_used == [None, None, faq, faq, None, None, faq, faq, *probe, None]
     assert "general answers kept (F1 vs the base model, held-out probe): 100.0" in report
+
+
+def test_without_drafts_private_answers_stream_by_edits_every_1_5_seconds(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.append(Fault("sendMessageDraft", 400, times=1000))  # an older Bot API server
+    engine = ScriptedEngine(["Tallinn " * 100 + "[1]"], delay_s=0.04)  # ~4 s of streaming
+
+    def scenario() -> None:
+        emulator.send_text("Capital of Estonia?", user_id=USER)
+        emulator.wait_for(
+            lambda: any("Sources" in str(c.params.get("text"))
+                        for c in emulator.sent("editMessageText", USER)),
+            timeout=30,
+        )  # fmt: skip
+
+    run_bot(settings, scripted_services(tmp_path, engine), scenario)
+    assert len(emulator.sent("sendMessageDraft", USER)) == 1  # refused once, then not tried again
+    (placeholder,) = emulator.sent("sendMessage", USER)
+    edits = emulator.sent("editMessageText", USER)
+    assert len(edits) >= 2
+    times = [placeholder.at] + [e.at for e in edits]
+    assert all(b - a >= 1.45 for a, b in itertools.pairwise(times)), times
+    assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
