@@ -5,7 +5,8 @@ questions of the first 200 passages, then `ragtune eval compare` scores base, fi
 RAG + fine-tuned on questions it never saw — about the same passages, and about 40 passages it
 never saw at all.
 
-Run: `python -m bench.rag_vs_ft [QUESTIONS_PER_SET] [EPOCHS]` (about 20 minutes on 2 cores).
+Run: `python -m bench.rag_vs_ft [QUESTIONS_PER_SET] [EPOCHS] [reuse]` (about 20 minutes on 2
+cores; `reuse` keeps an existing dev-qa adapter instead of training it again).
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ def main() -> None:
     """Split, train, compare twice, report."""
     per_set = sys.argv[1] if len(sys.argv) > 1 else "100"
     epochs = sys.argv[2] if len(sys.argv) > 2 else "2"
+    reuse = len(sys.argv) > 3 and sys.argv[3] == "reuse"
     train, same, other = split()
-    trained = ragtune("tune", "train", "--data", str(train), "--name", ADAPTER,
-                      "--epochs", epochs, "--replace")  # fmt: skip
+    results: dict[str, object] = {}
+    if not (reuse and (REPO_ROOT / "data" / "adapters" / ADAPTER).is_dir()):
+        trained = ragtune("tune", "train", "--data", str(train), "--name", ADAPTER,
+                          "--epochs", epochs, "--replace")  # fmt: skip
+        results["train"] = trained.strip().splitlines()[0]
     FIGURES.mkdir(exist_ok=True)
-    results: dict[str, object] = {"train": trained.strip().splitlines()[0]}
     corpus = str(DEV_EVAL_DIR / "corpus.jsonl")
     for label, questions in (("same passages", same), ("other passages", other)):
         chart = FIGURES / f"rag_vs_ft_{label.replace(' ', '_')}.png"

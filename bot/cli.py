@@ -388,7 +388,7 @@ def eval_compare(
     as_json: JsonOption = False,
 ) -> None:
     """Base, fine-tuned, RAG and RAG + fine-tuned side by side: EM, F1, answer-contains, p50."""
-    from bot.core.compare import GENERAL_PROBE, MODES, compare, general_kept, table
+    from bot.core.compare import GENERAL_PROBE, MODES, compare, general_knowledge, table
     from bot.core.compare import plot as plot_chart
     from knowledge.evaluation import load_questions
 
@@ -405,14 +405,15 @@ def eval_compare(
             switcher = services.build_adapter_switcher(settings, answerer.worker)
             results = compare(answerer, switcher, asked, adapter, progress=lambda: bar.update(1))
             _status(f"forgetting probe: {GENERAL_PROBE.name}, base vs {adapter}")
-            kept = general_kept(answerer, switcher, adapter)
-    typer.echo(table(results, kept))
+            general = general_knowledge(answerer, switcher, adapter)
+    typer.echo(table(results, general))
     if plot is not None:
         plot_chart(results, plot, f"{questions.name}, {len(asked)} questions, adapter {adapter}")
         typer.echo(f"chart: {plot}")
     if as_json:
         keyed: dict[str, dict[str, float | int]] = {n: s.as_dict() for n, s in results.items()}
-        keyed["fine-tuned"]["general_kept"] = round(kept, 2)
+        keyed["base"]["general"] = round(general[0], 2)
+        keyed["fine-tuned"]["general"] = round(general[1], 2)
         _print_json(keyed)
 
 

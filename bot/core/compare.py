@@ -9,14 +9,14 @@ from pathlib import Path
 
 from bot.core.adapters import AdapterSwitcher
 from bot.core.answer import Answerer, Mode
-from bot.core.answer_eval import AnswerScores, evaluate_answers, strip_citations, token_f1
+from bot.core.answer_eval import AnswerScores, evaluate_answers
 from bot.llm.adapters import AdapterError
 from knowledge.errors import KnowledgeError
 from knowledge.evaluation import EvalQuestion, load_questions
 
-GENERAL_PROBE = Path(__file__).with_name("general_probe.txt")
-"""General questions no adapter trains on (tuning mixes in a different list): forgetting shows
-as fine-tuned answers drifting from the base model's own."""
+GENERAL_PROBE = Path(__file__).with_name("general_probe.jsonl")
+"""20 general-knowledge questions with answers that no adapter trains on (tuning mixes in a
+different list): forgetting shows as the fine-tuned model answering fewer of them."""
 
 # (name in tables and JSON, answering mode, whether the adapter is applied)
 MODES: tuple[tuple[str, Mode, bool], ...] = (
@@ -48,31 +48,30 @@ def compare(
     return results
 
 
-def general_kept(answerer: Answerer, switcher: AdapterSwitcher, adapter: str) -> float:
-    """Mean token F1 (×100) of the adapter's answers against the base model's, on the probe.
-
-    100 means the adapter left general answers as they were; low values mean forgetting.
-    """
+def general_knowledge(
+    answerer: Answerer, switcher: AdapterSwitcher, adapter: str
+) -> tuple[float, float]:
+    """Answer-contains (×100) on the general probe: (base model, with the adapter)."""
     path = switcher.resolve(adapter).path
-    questions = [q for q in GENERAL_PROBE.read_text().splitlines() if q.strip()]
-    total = 0.0
-    for question in questions:
-        before = strip_citations(answerer.ask(question, mode=Mode.BASE, adapter=None).text)
-        after = strip_citations(answerer.ask(question, mode=Mode.BASE, adapter=path).text)
-        total += token_f1(after, [before]) if before.strip() else float(not after.strip())
-    return 100 * total / len(questions)
+    probe = load_questions(GENERAL_PROBE)
+    base = evaluate_answers(answerer, probe, mode=Mode.BASE, adapter=None)
+    tuned = evaluate_answers(answerer, probe, mode=Mode.BASE, adapter=path)
+    return base.contains, tuned.contains
 
 
-def table(results: dict[str, AnswerScores], kept: float | None = None) -> str:
-    """A Markdown table of the comparison (and the forgetting probe's figure)."""
+def table(results: dict[str, AnswerScores], general: tuple[float, float] | None = None) -> str:
+    """A Markdown table of the comparison (and the forgetting probe's figures)."""
     lines = [
         "| mode | EM | F1 | answer-contains | p50 latency |",
         "| --- | --- | --- | --- | --- |",
     ]
     for name, s in results.items():
         lines.append(f"| {name} | {s.em:.1f} | {s.f1:.1f} | {s.contains:.1f} | {s.p50_s:.2f} s |")
-    if kept is not None:
-        lines.append(f"\ngeneral answers kept (F1 vs the base model, held-out probe): {kept:.1f}")
+    if general is not None:
+        lines.append(
+            f"\ngeneral-knowledge probe (20 held-out questions, answer-contains): "
+            f"base {general[0]:.1f}, fine-tuned {general[1]:.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -110,7 +109,8 @@ class Comparison:
     adapter: str
     questions: int
     results: dict[str, AnswerScores]
-    general_kept: float
+    general: tuple[float, float]
+    """General-knowledge probe, answer-contains: (base, fine-tuned)."""
 
 
 class ComparisonRunner:
@@ -150,7 +150,7 @@ class ComparisonRunner:
             raise AdapterError("A comparison is running already; wait for its table.")
         try:
             results = compare(self.answerer, self.switcher, questions, name, progress=progress)
-            kept = general_kept(self.answerer, self.switcher, name)
+            general = general_knowledge(self.answerer, self.switcher, name)
         finally:
             self._running.release()
-        return Comparison(name, len(questions), results, kept)
+        return Comparison(name, len(questions), results, general)

@@ -349,7 +349,7 @@ async def eval_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         await message.reply_photo(chart.read_bytes(), caption="EM, F1 and answer-contains")
     report = (
         f"<b>Adapter {html.escape(done.adapter)}</b>, {done.questions} questions per mode\n"
-        f"<pre>{html.escape(table(done.results, done.general_kept))}</pre>"
+        f"<pre>{html.escape(table(done.results, done.general))}</pre>"
     )
     if status is None:
         await message.reply_text(report, parse_mode=ParseMode.HTML)

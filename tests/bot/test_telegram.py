@@ -655,9 +655,9 @@ def test_eval_sends_the_four_way_table_and_a_chart_and_leaves_the_users_adapter_
     (photo,) = emulator.sent("sendPhoto", ADMIN)
     assert photo.params["photo"][:8] == b"\x89PNG\r\n\x1a\n"
     # Each mode named its adapter per answer; the user's answer ran with the default (none).
-    probe = [None, faq] * 20  # the forgetting probe: base, then adapter, per question
+    probe = [None] * 20 + [faq] * 20  # the forgetting probe: base, then with the adapter
     assert engine.adapters_used == [None, None, faq, faq, None, None, faq, faq, *probe, None]
-    assert "general answers kept (F1 vs the base model, held-out probe): 100.0" in report
+    assert "general-knowledge probe (20 held-out questions, answer-contains): base 0.0, " in report
 
 
 def test_without_drafts_private_answers_stream_by_edits_every_1_5_seconds(

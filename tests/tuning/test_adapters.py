@@ -176,6 +176,6 @@ def test_eval_compare_prints_the_four_way_table_json_and_a_chart(
     assert all(
         r["n"] == 3 and set(r) >= {"em", "f1", "contains", "p50_s"} for r in results.values()
     )
-    assert "| rag+fine-tuned |" in proc.stdout and "general answers kept" in proc.stdout
-    assert 0 <= results["fine-tuned"]["general_kept"] <= 100
+    assert "| rag+fine-tuned |" in proc.stdout and "general-knowledge probe" in proc.stdout
+    assert 0 <= results["fine-tuned"]["general"] <= 100 and 0 <= results["base"]["general"] <= 100
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

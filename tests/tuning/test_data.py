@@ -71,7 +71,7 @@ def test_the_forgetting_probe_never_overlaps_the_general_training_mix() -> None:
     from bot.core.compare import GENERAL_PROBE
     from tuning.train import GENERAL_QUESTIONS
 
-    probe = set(GENERAL_PROBE.read_text().splitlines()) - {""}
+    probe = {json.loads(line)["question"] for line in GENERAL_PROBE.read_text().splitlines()}
     trained = set(GENERAL_QUESTIONS.read_text().splitlines()) - {""}
     assert len(probe) == 20 and len(trained) == 40 and not probe & trained
 
