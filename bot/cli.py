@@ -212,6 +212,32 @@ def kb_reindex(db: DbOption = None) -> None:
     typer.echo(f"re-embedded {done} chunks")
 
 
+@kb_cli.command("backup")
+def kb_backup(
+    path: Annotated[Path, typer.Argument(help="The new backup file.")], db: DbOption = None
+) -> None:
+    """A consistent copy of the live knowledge base, checked before it is kept."""
+    from knowledge.backup import backup
+
+    with _store(db) as store:
+        info = backup(store.conn, path)
+    typer.echo(f"backed up {info.documents} documents, {info.chunks} chunks to {info.path} "
+               f"({info.bytes / 1e6:.1f} MB, integrity ok)")  # fmt: skip
+
+
+@kb_cli.command("restore")
+def kb_restore(
+    path: Annotated[Path, typer.Argument(help="A file made by `kb backup` or /backup.")],
+    db: DbOption = None,
+) -> None:
+    """Replace the knowledge base with a checked backup (the current one is backed up first)."""
+    from knowledge.backup import restore
+
+    target = db or get_settings().db
+    info = restore(path, target)
+    typer.echo(f"restored {info.documents} documents, {info.chunks} chunks into {target}")
+
+
 CorpusOption = Annotated[Path, typer.Option(help="corpus.jsonl (id, title, text).", exists=True)]
 QuestionsOption = Annotated[
     Path, typer.Option(help="questions.jsonl (id, question, answers, positive_ids).", exists=True)

@@ -83,8 +83,20 @@ def migrate(conn: Connection) -> int:
             f"This database has schema version {current}, newer than this ragtune understands "
             f"({len(MIGRATIONS)}): upgrade ragtune to open it."
         )
+    if 0 < current < len(MIGRATIONS):
+        _backup_before_migrating(conn, current)
     for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
         with transaction(conn):
             step(conn)
             conn.execute(f"PRAGMA user_version = {number}")
     return len(MIGRATIONS)
+
+
+def _backup_before_migrating(conn: Connection, version: int) -> None:
+    """A checked copy of the old schema beside the database, in case a migration goes wrong."""
+    from knowledge.backup import backup, database_path, timestamped
+
+    path = database_path(conn)
+    backup(
+        conn, timestamped(path.parent / "backups", f"{path.stem}-schema-v{version}"), whole=False
+    )

@@ -10,6 +10,7 @@ from bot.core.adapters import AdapterSwitcher
 from bot.core.compare import Comparison, ComparisonRunner
 from bot.llm.adapters import Adapter, AdapterError
 from bot.state import StateStore
+from knowledge.backup import BackupInfo, backup, database_path, timestamped
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
 from knowledge.reindex import reindex
 from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
@@ -123,6 +124,13 @@ class AdminService:
                     progress(done, total)
 
             return reindex(self.store, self.ingestor.embedder, progress=step)
+
+    def backup(self, user_id: int | None) -> BackupInfo:
+        """A checked copy of the knowledge base in `backups/` beside it."""
+        self.check(user_id, "backup")
+        with self._lock:
+            path = database_path(self.store.conn)
+            return backup(self.store.conn, timestamped(path.parent / "backups", path.stem))
 
     def list_adapters(self, user_id: int | None) -> tuple[list[Adapter], str | None]:
         """The adapters there are, and the active one's name."""

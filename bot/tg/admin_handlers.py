@@ -310,6 +310,30 @@ async def adapter(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await _refuse(update, exc)
 
 
+# The Bot API takes uploads up to 50 MB; a bigger backup stays on disk and is named instead.
+MAX_UPLOAD_BYTES = 50_000_000
+
+
+async def backup_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/backup: a checked copy of the knowledge base, sent as a file when it fits."""
+    message = update.effective_message
+    if message is None:
+        return
+    try:
+        info = await asyncio.to_thread(_admin(context).backup, _user_id(update))
+    except (NotAdminError, KnowledgeError) as exc:
+        await _refuse(update, exc)
+        return
+    summary = (
+        f"Backup of {info.documents} documents, {info.chunks} chunks "
+        f"({info.bytes / 1e6:.1f} MB, integrity ok), saved as {info.path.name}."
+    )
+    if info.bytes > MAX_UPLOAD_BYTES:
+        await message.reply_text(f"{summary} Too big to send here; it is at {info.path}.")
+        return
+    await message.reply_document(info.path.read_bytes(), filename=info.path.name, caption=summary)
+
+
 async def eval_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/eval [NAME]: base, fine-tuned, RAG and RAG + fine-tuned on the configured questions."""
     message = update.effective_message
@@ -365,6 +389,7 @@ def add_admin_handlers(application: Application) -> None:  # type: ignore[type-a
     application.add_handler(CommandHandler("reindex", reindex))
     application.add_handler(CommandHandler("adapter", adapter))
     application.add_handler(CommandHandler("eval", eval_command))
+    application.add_handler(CommandHandler("backup", backup_command))
     application.add_handler(CommandHandler("stats", stats))
     application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:\d+$"))
     application.add_handler(CallbackQueryHandler(forget_button, pattern=r"^forget:"))

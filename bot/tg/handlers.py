@@ -57,6 +57,7 @@ ADMIN_COMMANDS = [
     BotCommand("reindex", "re-embed every chunk"),
     BotCommand("adapter", "list or switch LoRA adapters"),
     BotCommand("eval", "compare base, fine-tuned, RAG and both"),
+    BotCommand("backup", "a checked copy of the knowledge base"),
     BotCommand("stats", "knowledge base, model, queue, users today"),
 ]
 ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."

@@ -235,3 +235,20 @@ def test_chat_talks_to_the_real_bot_through_the_emulator(tmp_path: Path) -> None
     assert "No file at /no/such/file.txt" in out
     with KnowledgeStore.open(tmp_path / "kb.db") as store:
         assert len(store.list_documents()) == 1  # "Keep it" kept it
+
+
+def test_kb_backup_and_restore_round_trip(tmp_path: Path, docs: Path) -> None:
+    db = str(tmp_path / "kb.db")
+    assert invoke("kb", "add", str(docs / "tea.txt"), "--db", db)[0] == 0
+    code, out, _ = invoke("kb", "backup", str(tmp_path / "copy.db"), "--db", db)
+    assert code == 0 and "backed up 1 documents" in out and "integrity ok" in out
+    assert invoke("kb", "forget", "1", "--db", db)[0] == 0
+    code, out, _ = invoke("kb", "restore", str(tmp_path / "copy.db"), "--db", db)
+    assert code == 0 and "restored 1 documents" in out
+    with KnowledgeStore.open(db) as store:
+        assert [d.title for d in store.list_documents()] == ["tea"]
+    (tmp_path / "junk.db").write_bytes(b"junk")
+    proc = subprocess.run([RAGTUNE, "kb", "restore", str(tmp_path / "junk.db"), "--db", db],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {tmp_path / 'junk.db'} is not an SQLite database."

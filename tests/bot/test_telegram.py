@@ -207,10 +207,11 @@ def test_non_admins_change_nothing_and_are_audited(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
     def scenario() -> None:
-        for command in ("/add sneaky text", "/forget 1", "/docs", "/stats", "/reindex"):
+        for command in ("/add sneaky text", "/forget 1", "/docs", "/stats", "/reindex",
+                        "/backup", "/adapter off", "/eval"):  # fmt: skip
             emulator.send_text(command, user_id=USER)
         emulator.send_document(b"sneaky file", "notes.txt", user_id=USER)
-        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 6)
+        emulator.wait_for(lambda: len(texts(emulator, USER)) >= 9)
 
     run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
     assert documents(tmp_path) == ["estonia"]
@@ -225,6 +226,9 @@ def test_non_admins_change_nothing_and_are_audited(
         "docs",
         "stats",
         "reindex",
+        "backup",
+        "adapter",
+        "eval",
         "upload-request",
     }
     assert {u for u, _ in refused} == {USER}
@@ -682,3 +686,20 @@ def test_without_drafts_private_answers_stream_by_edits_every_1_5_seconds(
     times = [placeholder.at] + [e.at for e in edits]
     assert all(b - a >= 1.45 for a, b in itertools.pairwise(times)), times
     assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
+
+
+def test_backup_sends_a_checked_copy_of_the_knowledge_base(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/backup", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(emulator.sent("sendDocument", ADMIN)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    (sent,) = emulator.sent("sendDocument", ADMIN)
+    assert sent.params["document"][:16] == b"SQLite format 3\x00"
+    assert str(sent.params["caption"]).startswith("Backup of 1 documents, 1 chunks")
+    copy = tmp_path / "received.db"
+    copy.write_bytes(sent.params["document"])
+    with KnowledgeStore.open(copy) as store:
+        assert [d.title for d in store.list_documents()] == ["estonia"]
