@@ -207,10 +207,10 @@ def build_application(
 ) -> Application:  # type: ignore[type-arg]
     """The PTB Application: heavy services open in post_init and close in post_shutdown."""
     from telegram import BotCommandScopeChat
-    from telegram.ext import AIORateLimiter
     from telegram.ext import Application as PTBApplication
 
     from bot.tg.handlers import ADMIN_COMMANDS, SERVICES, USER_COMMANDS, add_handlers
+    from bot.tg.retry import RetryingRateLimiter
 
     token = settings.telegram_bot_token
     if token is None:
@@ -241,9 +241,10 @@ def build_application(
         .base_file_url(settings.telegram_file_url)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
-        # Keeps within Telegram's flood limits and, on a 429, waits retry_after before retrying:
-        # no call reaches that chat before its retry time.
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        # Keeps within Telegram's flood limits and, on a 429, waits retry_after before retrying
+        # (no call reaches that chat before its retry time); 5xx and timeouts get 3 attempts
+        # with exponential backoff.
+        .rate_limiter(RetryingRateLimiter(max_retries=3))
         # Updates are handled concurrently, so /cancel and "one at a time" replies are not
         # stuck behind a running answer; the model worker still runs one generation at a time.
         .concurrent_updates(64)

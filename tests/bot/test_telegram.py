@@ -114,7 +114,13 @@ def run_bot(
 
 
 def texts(emulator: BotAPIEmulator, chat_id: int) -> list[str]:
+    """Every sendMessage text the bot attempted to a chat (refused calls included)."""
     return [str(c.params["text"]) for c in emulator.sent("sendMessage", chat_id)]
+
+
+def delivered(emulator: BotAPIEmulator, chat_id: int) -> list[str]:
+    """The messages that reached a chat, as they read now."""
+    return [str(m.get("text", "")) for m in emulator.messages(chat_id)]
 
 
 def test_start_greets(settings: Settings, emulator: BotAPIEmulator, tmp_path: Path) -> None:
@@ -703,3 +709,55 @@ def test_backup_sends_a_checked_copy_of_the_knowledge_base(
     copy.write_bytes(sent.params["document"])
     with KnowledgeStore.open(copy) as store:
         assert [d.title for d in store.list_documents()] == ["estonia"]
+
+
+def test_a_5xx_is_retried_with_backoff_and_the_answer_still_arrives(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.append(Fault("sendMessage", 502, times=1))
+
+    def scenario() -> None:
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(delivered(emulator, USER)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(["Tallinn [1]"])), scenario)
+    failed, succeeded = emulator.sent("sendMessage", USER)
+    assert succeeded.at - failed.at >= 0.45  # backed off before trying again
+    assert delivered(emulator, USER)[0].startswith("Tallinn [1]")
+
+
+def test_persistent_5xx_ends_in_a_clear_failure_and_the_bot_keeps_serving(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    emulator.faults.append(Fault("sendMessage", 500, times=3))  # every attempt at the answer
+
+    def scenario() -> None:
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: APOLOGY in delivered(emulator, USER), timeout=30)
+        emulator.send_text("/start", user_id=USER)
+        emulator.wait_for(lambda: WELCOME in delivered(emulator, USER))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(["Tallinn [1]"])), scenario)
+    attempts = [c.at for c in emulator.sent("sendMessage", USER)
+                if str(c.params["text"]).startswith("Tallinn")]  # fmt: skip
+    assert len(attempts) == 3
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.45 and gaps[1] >= 0.95  # exponential backoff: 0.5 s, then 1 s
+    assert delivered(emulator, USER) == [APOLOGY, WELCOME]  # gave up, said so, still serving
+
+
+def test_polling_recovers_after_the_bot_api_server_comes_back(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/start", user_id=USER)
+        emulator.wait_for(lambda: bool(delivered(emulator, USER)))
+        port = emulator.port
+        emulator.stop()
+        time.sleep(2.0)  # the bot's polling meets refused connections meanwhile
+        emulator.start(port)
+        emulator.send_text("Capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: len(delivered(emulator, USER)) >= 2, timeout=40)
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine(["Tallinn [1]"])), scenario)
+    assert delivered(emulator, USER)[1].startswith("Tallinn [1]")
