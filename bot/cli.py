@@ -21,10 +21,10 @@ import typer
 from tqdm import tqdm
 
 from bot import app as services
-from bot.config import get_settings
+from bot.config import Settings, get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
-from bot.logs import redact_secrets
+from bot.logs import quiet_about, redact_secrets
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
@@ -562,6 +562,21 @@ def run() -> None:
     redact_secrets([token.get_secret_value(), secret])
     logging.getLogger().setLevel(logging.INFO)
     application = services.build_application(settings)
+    from telegram.error import InvalidToken
+
+    quiet_about(InvalidToken)  # said below in one line; PTB would add a traceback
+    try:
+        _serve(application, settings, secret)
+    except InvalidToken:
+        typer.echo(
+            "error: Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather).",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def _serve(application: Any, settings: Settings, secret: str) -> None:
+    """Poll, or serve the webhook, until stopped."""
     if settings.webhook_url:
         # Telegram sends the secret with every update; PTB refuses requests without it.
         application.run_webhook(

@@ -8,12 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bot.tg.emulator import BotAPIEmulator
+from knowledge.store import KnowledgeStore
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 TOKEN = "424242:RUN-test-token-never-printed"
@@ -120,3 +122,47 @@ def test_run_without_a_token_says_what_to_set_and_how_to_try_locally(tmp_path: P
     assert "TELEGRAM_BOT_TOKEN=123456789:AA" in proc.stderr and ".env" in proc.stderr
     assert "make chat" in proc.stderr and "/upload knowledge/examples/cafe_faq.md" in proc.stderr
     assert (Path(__file__).parents[2] / "knowledge/examples/cafe_faq.md").is_file()
+
+
+def start_and_fail(
+    env: dict[str, str], cwd: Path
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run([RAGTUNE, "run"], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    return proc, time.monotonic() - started
+
+
+@pytest.mark.parametrize("fault", ["missing model", "corrupt model", "newer schema", "bad token"])
+def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
+    tmp_path: Path, emulator: BotAPIEmulator, fault: str
+) -> None:
+    env = {
+        **os.environ,
+        "RAGTUNE_DB": str(tmp_path / "kb.db"),
+        "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "RAGTUNE_TELEGRAM_API_URL": emulator.base_url,
+        "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
+    }
+    expected = {
+        "missing model": "does not exist",
+        "corrupt model": "could not be loaded by llama.cpp",
+        "newer schema": "newer than this ragtune understands",
+        "bad token": "Telegram refused the bot token",
+    }[fault]
+    if fault == "missing model":
+        env["RAGTUNE_MODEL_PATH"] = str(tmp_path / "nope.gguf")
+    elif fault == "corrupt model":
+        (tmp_path / "bad.gguf").write_bytes(b"GGUF" + os.urandom(4096))
+        env["RAGTUNE_MODEL_PATH"] = str(tmp_path / "bad.gguf")
+    elif fault == "newer schema":
+        with KnowledgeStore.open(tmp_path / "kb.db") as store:
+            store.conn.execute("PRAGMA user_version = 999")
+    else:
+        env["TELEGRAM_BOT_TOKEN"] = "424242:not-the-token-the-server-knows"
+    proc, took = start_and_fail(env, tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and took < 10, (proc.returncode, took, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert env["TELEGRAM_BOT_TOKEN"] not in proc.stderr + proc.stdout
