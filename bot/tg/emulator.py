@@ -323,7 +323,9 @@ class BotAPIEmulator:
 
     def _new_message(self, params: JSON, text: str) -> JSON:
         chat_id = int(params["chat_id"])
-        if len(text) > 4096:
+        if (
+            len(text.encode("utf-16-le", "surrogatepass")) // 2 > 4096
+        ):  # Telegram counts UTF-16 units
             raise _BadRequestError("message is too long")
         if not text.strip():
             raise _BadRequestError("message text is empty")
@@ -373,7 +375,9 @@ class BotAPIEmulator:
 
     def _api_sendMessageDraft(self, params: JSON) -> bool:
         text = str(params.get("text", ""))
-        if len(text) > 4096:
+        if (
+            len(text.encode("utf-16-le", "surrogatepass")) // 2 > 4096
+        ):  # Telegram counts UTF-16 units
             raise _BadRequestError("message is too long")
         return True
 
@@ -382,7 +386,9 @@ class BotAPIEmulator:
         if key not in self._messages:
             raise _BadRequestError("message to edit not found")
         text = str(params.get("text", ""))
-        if len(text) > 4096:
+        if (
+            len(text.encode("utf-16-le", "surrogatepass")) // 2 > 4096
+        ):  # Telegram counts UTF-16 units
             raise _BadRequestError("message is too long")
         if params.get("parse_mode") == "HTML":
             _check_html(text)

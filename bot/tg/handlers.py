@@ -19,7 +19,7 @@ from bot.core.admin import AdminService
 from bot.core.answer import Answer, Answerer, Mode
 from bot.llm.worker import Job, QueueFullError
 from bot.state import StateStore
-from bot.tg.render import answer_html, sources_html, split_message
+from bot.tg.render import answer_html, preview, sendable, sources_html, split_message
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,10 @@ async def answer_question(
     message = update.effective_message
     user = update.effective_user
     assert message is not None
+    question = sendable(question).strip()  # control characters help no search and no model
+    if not question:
+        await message.reply_text("Please ask your question in words.")
+        return
     active = _active_jobs(context)
     user_id = user.id if user else message.chat_id
     if user_id in active:
@@ -279,7 +283,7 @@ class LiveMessage:
                 return
             try:
                 await self.bot.send_message_draft(
-                    self.question.chat_id, self.question.message_id, text.strip()[:4096]
+                    self.question.chat_id, self.question.message_id, preview(text)
                 )
             except TelegramError as exc:
                 log.info("drafts refused (%s); streaming by edits instead", type(exc).__name__)
@@ -290,9 +294,9 @@ class LiveMessage:
         if grown and (self.placeholder is None or now - self.last >= self.edit_interval):
             self.shown, self.last = text.strip(), now
             if self.placeholder is None:
-                self.placeholder = await self.question.reply_text(self.shown[:4096])
+                self.placeholder = await self.question.reply_text(preview(self.shown))
             else:
-                await self.placeholder.edit_text(self.shown[:4096])
+                await self.placeholder.edit_text(preview(self.shown))
 
     async def finish(self, parts: list[str]) -> None:
         """Send the final HTML parts (the first replaces the group placeholder)."""

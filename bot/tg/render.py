@@ -3,26 +3,58 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from bot.core.answer import Answer, Source
 
 TELEGRAM_LIMIT = 4096
+EMPTY_ANSWER = "(The model gave no answer; try asking another way.)"
+# C0 controls other than tab and newline, DEL, and lone surrogates: Telegram refuses or mangles
+# them, and a model can emit any of them.
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
+
+
+def utf16_length(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji can be two)."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
+
+
+def sendable(text: str) -> str:
+    """`text` without characters Telegram cannot take."""
+    return _UNSENDABLE.sub("", text)
+
+
+def _fit(text: str, limit: int) -> int:
+    """The longest prefix length (in code points) of `text` within `limit` UTF-16 units."""
+    end = min(len(text), limit)
+    while utf16_length(text[:end]) > limit:
+        end -= max(1, (utf16_length(text[:end]) - limit) // 2)
+    return end
+
+
+def preview(text: str, limit: int = TELEGRAM_LIMIT) -> str:
+    """A streamed draft or edit: plain text Telegram accepts, cut to the limit."""
+    clean = sendable(text).strip()
+    return clean[: _fit(clean, limit)]
 
 
 def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    """Split text into parts of at most `limit` characters, on paragraph, line or word breaks."""
+    """Split text into parts of at most `limit` UTF-16 units, on paragraph, line or word breaks."""
     parts: list[str] = []
     rest = text
-    while len(rest) > limit:
-        window = rest[:limit]
+    while utf16_length(rest) > limit:
+        window = rest[: _fit(rest, limit)]
+        limit_here = len(window)
         cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
-        if cut <= limit // 2:  # no break in the second half: cut hard,
-            cut = limit
+        if cut <= limit_here // 2:  # no break in the second half: cut hard,
+            cut = limit_here
             entity = window.rfind("&")
-            if entity > window.rfind(";"):  # but never inside an HTML entity such as &amp;
+            if entity > 0 and entity > window.rfind(";"):  # never inside an entity like &amp;
                 cut = entity
-        parts.append(rest[:cut].rstrip())
+        part = rest[:cut].rstrip()
+        if part:
+            parts.append(part)
         rest = rest[cut:].lstrip()
     if rest or not parts:
         parts.append(rest)
@@ -38,12 +70,13 @@ def sources_html(sources: Sequence[Source]) -> str:
 
 
 def answer_html(answer: Answer) -> list[str]:
-    """The final answer as HTML parts, each at most 4096 characters, sources at the end."""
-    body = html.escape(answer.text)
+    """The final answer as HTML parts, each within Telegram's limit, sources at the end."""
+    text = sendable(answer.text).strip() or EMPTY_ANSWER
+    body = html.escape(text)
     sources = sources_html(answer.shown_sources)
     parts = split_message(body, TELEGRAM_LIMIT)
     if sources:
-        if len(parts[-1]) + 2 + len(sources) <= TELEGRAM_LIMIT:
+        if utf16_length(parts[-1]) + 2 + utf16_length(sources) <= TELEGRAM_LIMIT:
             parts[-1] = f"{parts[-1]}\n\n{sources}"
         else:
             parts.extend(split_message(sources))
