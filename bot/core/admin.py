@@ -1,4 +1,4 @@
-"""Admin actions on the knowledge base. The admin check lives here, not in a menu."""
+"""Admin actions. The admin check lives here, not in a menu."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Page:
 
 
 class AdminService:
-    """Add, list, forget, reindex and count knowledge; every call checks the user and is audited."""
+    """Every admin action (knowledge, backups, adapters, comparisons): checked, then audited."""
 
     def __init__(
         self,
