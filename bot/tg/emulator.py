@@ -155,8 +155,10 @@ class BotAPIEmulator:
         chat_type: str = "private",
         first_name: str = "Ada",
         reply_to: JSON | None = None,
+        forwarded_from: int | None = None,
     ) -> JSON:
-        """A user sends a text message (commands are text starting with /)."""
+        """A user sends a text message (commands are text starting with /), or forwards one
+        first written by user `forwarded_from`."""
         chat_id = user_id if chat_id is None else chat_id
         message: JSON = {
             "message_id": next(self._message_ids),
@@ -172,6 +174,12 @@ class BotAPIEmulator:
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
         if reply_to is not None:
             message["reply_to_message"] = reply_to
+        if forwarded_from is not None:
+            message["forward_origin"] = {
+                "type": "user",
+                "date": int(time.time()),
+                "sender_user": {"id": forwarded_from, "is_bot": False, "first_name": "Admin"},
+            }
         return self._push({"message": message})
 
     def send_document(

@@ -761,3 +761,28 @@ def test_polling_recovers_after_the_bot_api_server_comes_back(
 
     run_bot(settings, scripted_services(tmp_path, ScriptedEngine(["Tallinn [1]"])), scenario)
     assert delivered(emulator, USER)[1].startswith("Tallinn [1]")
+
+
+def test_admin_commands_from_non_admins_in_groups_or_forwarded_from_an_admin_change_nothing(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    group = -400
+    attempts = ["/add group text", "/forget 1", "/reindex", "/backup", "/adapter off"]
+
+    def scenario() -> None:
+        for command in attempts:
+            emulator.send_text(command, user_id=USER, chat_id=group, chat_type="group")
+        for command in attempts:  # an admin's command, forwarded by someone else
+            emulator.send_text(command, user_id=USER, forwarded_from=ADMIN)
+        emulator.wait_for(
+            lambda: len(delivered(emulator, group)) + len(delivered(emulator, USER)) >= 10
+        )
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    replies = delivered(emulator, group) + delivered(emulator, USER)
+    assert len(replies) == 10 and all("for admins only" in r for r in replies), replies
+    assert documents(tmp_path) == ["estonia"]
+    with StateStore.open(tmp_path / "state.db") as state:
+        log = state.audit_log()
+    assert len([entry for entry in log if not entry[2]]) == 10
+    assert all(entry[0] == USER for entry in log)  # the sender counts, never the original author
