@@ -9,7 +9,9 @@ import asyncio
 import html
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ParseMode
@@ -32,6 +34,7 @@ from knowledge.ingest import Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES
 
 PROGRESS_INTERVAL_S = 3.0
+T = TypeVar("T")
 
 
 def _admin(context: ContextTypes.DEFAULT_TYPE) -> AdminService:
@@ -216,6 +219,37 @@ async def forget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
     await query.edit_message_text("Kept." if choice == "cancel" else f"Forgot document {choice}.")
 
 
+async def with_status(
+    message: Message, work: Callable[[], T], describe: Callable[[], str]
+) -> tuple[asyncio.Task[T], Message | None]:
+    """Run `work` in a thread; while it runs, show `describe()` in one status message, sent at
+    the first report and edited at most every 3 s, only when it changed (per-chat limits)."""
+    task = asyncio.create_task(asyncio.to_thread(work))
+    status: Message | None = None
+    shown = ""
+    while not task.done():
+        await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+        text = describe()
+        if task.done() or text == shown:
+            continue
+        if status is None:
+            status = await message.reply_text(text)
+        else:
+            await status.edit_text(text)
+        shown = text
+    return task, status
+
+
+async def reply_or_edit(
+    message: Message, status: Message | None, text: str, **options: Any
+) -> None:
+    """The final word: edit the status message if there was one, else reply."""
+    if status is None:
+        await message.reply_text(text, **options)
+    else:
+        await status.edit_text(text, **options)
+
+
 async def reindex(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/reindex: re-embed every chunk; a long run shows progress in one status message."""
     message = update.effective_message
@@ -226,29 +260,18 @@ async def reindex(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     def progress(done: int, total: int) -> None:
         latest.update(done=done, total=total)
 
-    work = asyncio.create_task(
-        asyncio.to_thread(_admin(context).reindex, _user_id(update), progress)
+    work, status = await with_status(
+        message,
+        lambda: _admin(context).reindex(_user_id(update), progress),
+        lambda: f"Reindexing: {latest['done']}/{latest['total']} chunks…",
     )
-    status: Message | None = None
-    shown = ""
-    while not work.done():
-        # One edit at most every 3 s, only when the count moved (Telegram's per-chat limits).
-        await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-        text = f"Reindexing: {latest['done']}/{latest['total']} chunks…"
-        if work.done() or text == shown:
-            continue
-        if status is None:
-            status = await message.reply_text(text)
-        else:
-            await status.edit_text(text)
-        shown = text
     try:
         final = f"Reindexed {work.result()} chunks."
     except NotAdminError as exc:
         final = str(exc)
     except KnowledgeError as exc:
         final = f"Reindex stopped: {exc}"
-    await (message.reply_text(final) if status is None else status.edit_text(final))
+    await reply_or_edit(message, status, final)
 
 
 async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -345,26 +368,15 @@ async def eval_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     def progress() -> None:
         answered["count"] += 1
 
-    work = asyncio.create_task(
-        asyncio.to_thread(_admin(context).compare, _user_id(update), name, progress)
+    work, status = await with_status(
+        message,
+        lambda: _admin(context).compare(_user_id(update), name, progress),
+        lambda: f"Comparing: {answered['count']} answers so far…",
     )
-    status: Message | None = None
-    shown = ""
-    while not work.done():
-        # One edit at most every 3 s, only when the count moved (Telegram's per-chat limits).
-        await asyncio.wait({work}, timeout=PROGRESS_INTERVAL_S)
-        text = f"Comparing: {answered['count']} answers so far…"
-        if work.done() or text == shown:
-            continue
-        if status is None:
-            status = await message.reply_text(text)
-        else:
-            await status.edit_text(text)
-        shown = text
     try:
         done = work.result()
     except (NotAdminError, ModelError) as exc:
-        await (message.reply_text(str(exc)) if status is None else status.edit_text(str(exc)))
+        await reply_or_edit(message, status, str(exc))
         return
     # The chart goes first, so the finished table is the last thing to arrive.
     with tempfile.TemporaryDirectory() as scratch:
@@ -375,10 +387,7 @@ async def eval_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
         f"<b>Adapter {html.escape(done.adapter)}</b>, {done.questions} questions per mode\n"
         f"<pre>{html.escape(table(done.results, done.general))}</pre>"
     )
-    if status is None:
-        await message.reply_text(report, parse_mode=ParseMode.HTML)
-    else:
-        await status.edit_text(report, parse_mode=ParseMode.HTML)
+    await reply_or_edit(message, status, report, parse_mode=ParseMode.HTML)
 
 
 def add_admin_handlers(application: Application) -> None:  # type: ignore[type-arg]
