@@ -385,6 +385,16 @@ def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
     assert queued and all(int(r.split()[3]) <= 4 for r in queued)
 
 
+def assert_streamed_by_edits(emulator: BotAPIEmulator, chat: int, *, min_gap_s: float) -> None:
+    """One placeholder, then at least two edits, spaced at least `min_gap_s`, ending in sources."""
+    (placeholder,) = emulator.sent("sendMessage", chat)
+    edits = emulator.sent("editMessageText", chat)
+    assert len(edits) >= 2
+    times = [placeholder.at] + [e.at for e in edits]
+    assert all(b - a >= min_gap_s for a, b in itertools.pairwise(times)), times
+    assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
+
+
 def test_group_answers_stream_by_edits_at_most_every_3_seconds(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
@@ -403,12 +413,7 @@ def test_group_answers_stream_by_edits_at_most_every_3_seconds(
         )
 
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
-    (placeholder,) = emulator.sent("sendMessage", group)
-    edits = emulator.sent("editMessageText", group)
-    assert len(edits) >= 2
-    times = [placeholder.at] + [e.at for e in edits]
-    assert all(b - a >= 2.95 for a, b in itertools.pairwise(times)), times
-    assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
+    assert_streamed_by_edits(emulator, group, min_gap_s=2.95)
 
 
 def test_a_follow_up_in_the_same_chat_sees_the_earlier_exchange(
@@ -686,12 +691,7 @@ def test_without_drafts_private_answers_stream_by_edits_every_1_5_seconds(
 
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
     assert len(emulator.sent("sendMessageDraft", USER)) == 1  # refused once, then not tried again
-    (placeholder,) = emulator.sent("sendMessage", USER)
-    edits = emulator.sent("editMessageText", USER)
-    assert len(edits) >= 2
-    times = [placeholder.at] + [e.at for e in edits]
-    assert all(b - a >= 1.45 for a, b in itertools.pairwise(times)), times
-    assert str(edits[-1].params["text"]).endswith("<i>Sources:</i>\n[1] estonia")
+    assert_streamed_by_edits(emulator, USER, min_gap_s=1.45)
 
 
 def test_backup_sends_a_checked_copy_of_the_knowledge_base(
