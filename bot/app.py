@@ -162,15 +162,15 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
 
     engine = build_engine(settings)  # first: a bad model stops start-up before anything loads
     worker = build_worker(settings, engine)
+    state = StateStore.open(settings.state_db)
+    adapters = build_adapter_switcher(settings, worker, state)
+    adapters.restore()  # the adapter active before a restart; a broken one stops start-up here
     store = open_store(settings)
     embedder = build_embedder(settings)
     embedder.embed(["warm up"])  # load the embedder now, not on the first question
-    state = StateStore.open(settings.state_db)
     searcher = build_searcher(settings, store, embedder)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
     writer = open_store(settings)  # admin writes go through a connection of their own
-    adapters = build_adapter_switcher(settings, worker, state)
-    adapters.restore()  # the adapter active before a restart, if it still fits the model
     admin = AdminService(
         settings.admin_ids,
         writer,

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from bot.llm.adapters import Adapter, AdapterError, AdapterRegistry
+from bot.llm.engine import ModelError
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 
@@ -51,16 +52,26 @@ class AdapterSwitcher:
         return adapter
 
     def restore(self) -> str | None:
-        """Re-apply the adapter active before a restart; return why it could not be, if so."""
+        """Re-apply the adapter active before a restart; raise AdapterError if it no longer loads.
+
+        An adapter an admin removed is forgotten with a warning (the bot starts on the base
+        model); one that is still there but corrupt or made for another model stops start-up,
+        so nobody silently gets answers from a model they did not choose.
+        """
         name = self.state.get_fact(ACTIVE_ADAPTER) if self.state else None
         if name is None:
             return None
+        if not self.registry.folder(name).exists():
+            self._remember(None)
+            log.warning("adapter %s, active before the restart, was removed; using none", name)
+            return f"adapter {name} was removed"
         try:
             self.use(name)
-        except AdapterError as exc:
-            self._remember(None)
-            log.warning("the adapter active before the restart was not restored: %s", exc)
-            return str(exc)
+        except ModelError as exc:  # AdapterError, or llama.cpp refusing the file
+            raise AdapterError(
+                f"The adapter active before the restart, {name}, does not load ({exc}); "
+                f"fix it, or run `ragtune adapters remove {name}` to start without it."
+            ) from None
         return None
 
     def _remember(self, name: str | None) -> None:

@@ -14,9 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.adapters import ACTIVE_ADAPTER
+from bot.llm.adapters import Manifest, file_sha256
+from bot.llm.model_files import packaged_gguf_path
+from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator
 from knowledge.store import KnowledgeStore
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 TOKEN = "424242:RUN-test-token-never-printed"
 SECRET = "webhook_secret-never-printed"
@@ -125,15 +130,49 @@ def test_run_without_a_token_says_what_to_set_and_how_to_try_locally(tmp_path: P
 
 
 def start_and_fail(
-    env: dict[str, str], cwd: Path
+    command: list[str], env: dict[str, str], cwd: Path
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    proc = subprocess.run([RAGTUNE, "run"], env=env, cwd=cwd, capture_output=True, text=True,
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
     return proc, time.monotonic() - started
 
 
-@pytest.mark.parametrize("fault", ["missing model", "corrupt model", "newer schema", "bad token"])
+def corrupt_active_adapter(tmp_path: Path, env: dict[str, str]) -> None:
+    """An adapter made for the served model whose file is damaged, active before a 'restart'."""
+    model = packaged_gguf_path()
+    assert model is not None
+    folder = tmp_path / "adapters" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "adapter.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    manifest = Manifest(
+        name="broken",
+        base_model_file=model.name,
+        base_model_sha256=file_sha256(model),
+        rank=8,
+        alpha=16,
+        target_modules=["q_proj"],
+        dataset_sha256="0" * 64,
+        dataset_examples=1,
+    )
+    (folder / "manifest.json").write_text(manifest.model_dump_json())  # fmt: skip
+    env["RAGTUNE_ADAPTERS_DIR"] = str(tmp_path / "adapters")
+    state = StateStore.open(tmp_path / "state.db")
+    state.set_fact(ACTIVE_ADAPTER, "broken")
+    state.close()
+
+
+START_UP_FAULTS = {
+    "missing model": "does not exist",
+    "corrupt model": "could not be loaded by llama.cpp",
+    "corrupt adapter": "The adapter active before the restart, broken, does not load",
+    "newer schema": "newer than this ragtune understands",
+    "sqlite without extension loading": "No SQLite binding here can load the sqlite-vec",
+    "bad token": "Telegram refused the bot token",
+}
+
+
+@pytest.mark.parametrize("fault", list(START_UP_FAULTS))
 def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
     tmp_path: Path, emulator: BotAPIEmulator, fault: str
 ) -> None:
@@ -145,12 +184,7 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
         "RAGTUNE_TELEGRAM_API_URL": emulator.base_url,
         "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
     }
-    expected = {
-        "missing model": "does not exist",
-        "corrupt model": "could not be loaded by llama.cpp",
-        "newer schema": "newer than this ragtune understands",
-        "bad token": "Telegram refused the bot token",
-    }[fault]
+    command = [RAGTUNE, "run"]
     if fault == "missing model":
         env["RAGTUNE_MODEL_PATH"] = str(tmp_path / "nope.gguf")
     elif fault == "corrupt model":
@@ -159,10 +193,16 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
     elif fault == "newer schema":
         with KnowledgeStore.open(tmp_path / "kb.db") as store:
             store.conn.execute("PRAGMA user_version = 999")
+    elif fault == "corrupt adapter":
+        corrupt_active_adapter(tmp_path, env)
+    elif fault == "sqlite without extension loading":
+        command = [sys.executable, "-m", "tests.bot.no_sqlite_extensions", "run"]
+        env["PYTHONPATH"] = str(REPO_ROOT)
     else:
         env["TELEGRAM_BOT_TOKEN"] = "424242:not-the-token-the-server-knows"
-    proc, took = start_and_fail(env, tmp_path)
+    proc, took = start_and_fail(command, env, tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and took < 10, (proc.returncode, took, proc.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert START_UP_FAULTS[fault] in lines[0], lines
     assert env["TELEGRAM_BOT_TOKEN"] not in proc.stderr + proc.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.adapters import AdapterSwitcher
+from bot.core.adapters import ACTIVE_ADAPTER, AdapterSwitcher
 from bot.core.prompts import base_messages
 from bot.llm.adapters import AdapterError, AdapterRegistry
 from bot.llm.engine import GenerationLimits, ModelError
@@ -140,6 +140,28 @@ def test_a_mismatched_or_corrupt_adapter_is_refused_with_one_sentence(
         assert SECRET not in answer(worker, SECRET_QUESTION)  # still serving, unchanged
     finally:
         worker.close()
+
+
+def test_restoring_a_corrupt_adapter_stops_start_up_and_a_removed_one_is_forgotten(
+    adapters_dir: Path, engine: LlamaCppEngine, tmp_path: Path
+) -> None:
+    registry = AdapterRegistry(tmp_path / "adapters")
+    shutil.copytree(adapters_dir / "door", registry.root / "door")
+    state = StateStore.open(tmp_path / "state.db")
+    state.set_fact(ACTIVE_ADAPTER, "door")
+    (registry.root / "door" / "adapter.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    worker = ModelWorker(engine)
+    try:
+        switcher = AdapterSwitcher(worker, registry, engine.model_path, state)
+        with pytest.raises(AdapterError, match="ragtune adapters remove door"):
+            switcher.restore()
+        assert state.get_fact(ACTIVE_ADAPTER) == "door"  # the admin's choice is kept until fixed
+        registry.remove("door")
+        assert switcher.restore() == "adapter door was removed"
+        assert state.get_fact(ACTIVE_ADAPTER) is None and engine.adapter is None
+    finally:
+        worker.close()
+        state.close()
 
 
 def test_the_cli_asks_with_an_adapter_and_manages_adapters(adapters_dir: Path) -> None:
