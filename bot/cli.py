@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import secrets
+import signal
 import sys
 import tempfile
 import urllib.parse
@@ -576,7 +577,13 @@ def run() -> None:
 
 
 def _serve(application: Any, settings: Settings, secret: str) -> None:
-    """Poll, or serve the webhook, until stopped."""
+    """Poll, or serve the webhook, until SIGINT/SIGTERM (answers in progress are cancelled)."""
+    from bot.tg.handlers import stop_gracefully
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # PTB runs on the current loop, with our stop handlers on it
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, stop_gracefully, application)
     if settings.webhook_url:
         # Telegram sends the secret with every update; PTB refuses requests without it.
         application.run_webhook(
@@ -585,9 +592,10 @@ def _serve(application: Any, settings: Settings, secret: str) -> None:
             url_path=urllib.parse.urlparse(settings.webhook_url).path.lstrip("/"),
             webhook_url=settings.webhook_url,
             secret_token=secret,
+            stop_signals=None,
         )
     else:
-        application.run_polling(drop_pending_updates=False)
+        application.run_polling(drop_pending_updates=False, stop_signals=None)
 
 
 @cli.command()

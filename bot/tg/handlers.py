@@ -63,6 +63,8 @@ ADMIN_COMMANDS = [
 ONE_AT_A_TIME = "I'm still answering your previous question; send /cancel to stop it."
 STOPPED = "Stopped."
 ACTIVE_JOBS = "active_jobs"
+STOPPING = "stopping"
+RESTARTING = "I'm restarting and could not finish this answer; please ask again in a minute."
 BUSY = "I'm busy with other questions right now; please try again shortly."
 APOLOGY = "Sorry, something went wrong while answering. Please try again."
 
@@ -168,6 +170,26 @@ def _active_jobs(context: ContextTypes.DEFAULT_TYPE) -> dict[int, Job | None]:
     return jobs
 
 
+def cancel_for_shutdown(application: Application) -> int:  # type: ignore[type-arg]
+    """Stop every answer being written (each user is told to ask again); return how many."""
+    application.bot_data[STOPPING] = True
+    jobs = [job for job in application.bot_data.get(ACTIVE_JOBS, {}).values() if job is not None]
+    for job in jobs:
+        job.cancel()
+    return len(jobs)
+
+
+def stop_gracefully(application: Application) -> None:  # type: ignore[type-arg]
+    """What a stop signal does: cancel the answers in progress, then stop PTB's loop.
+
+    Without the cancel, PTB's stop waits for every running handler, i.e. for whole answers
+    (up to RAGTUNE_GENERATION_TIMEOUT_S), and a service manager would kill the bot mid-write.
+    """
+    cancelled = cancel_for_shutdown(application)
+    log.info("stopping; %d answers in progress cancelled", cancelled)
+    application.stop_running()
+
+
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel: stop the answer being generated for this user."""
     user = update.effective_user
@@ -226,11 +248,16 @@ async def _answer(
     # Embedding and SQLite work run in a thread: the event loop is never blocked.
     prepared = await asyncio.to_thread(answerer.prepare, question, mode=Mode.RAG, chat_key=key)
     await typing
+    if context.bot_data.get(STOPPING):
+        await message.reply_text(RESTARTING)
+        return
     try:
         job = answerer.start(prepared)
     except QueueFullError:
         await message.reply_text(BUSY)  # not counted against the user's limits
         return
+    if job is not None:
+        active[user_id] = job  # from here on /cancel and a shutdown can stop it
     access = _services(context).access
     if access is not None:
         await asyncio.to_thread(access.record, user_id, chat.id)
@@ -239,14 +266,13 @@ async def _answer(
     completion = None
     live = LiveMessage(context, message, private=chat.type == ChatType.PRIVATE)
     if job is not None:
-        active[user_id] = job
         streamed = ""
         async for piece in job.apieces():
             streamed += piece
             await live.progress(streamed)
         completion = await asyncio.to_thread(job.result)
         if completion.finish_reason == "cancelled":
-            await message.reply_text(STOPPED)
+            await message.reply_text(RESTARTING if context.bot_data.get(STOPPING) else STOPPED)
             return
     answer = await asyncio.to_thread(answerer.finish, prepared, completion, chat_key=key)
     if context.chat_data is not None:

@@ -58,16 +58,19 @@ def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
 
 
 def answer_and_stop(
-    proc: subprocess.Popen[str], emulator: BotAPIEmulator, ask: object
+    proc: subprocess.Popen[str],
+    emulator: BotAPIEmulator,
+    ask: object,
+    stop: signal.Signals = signal.SIGINT,
 ) -> tuple[list[str], str]:
-    """Ask once the bot is up, wait for the answer, stop with Ctrl-C; (texts to user 5, log)."""
+    """Ask once the bot is up, wait for the answer, stop with `stop`; (texts to user 5, log)."""
     try:
         emulator.wait_for(lambda: bool(emulator.sent("setMyCommands")), timeout=120)
         assert callable(ask)
         ask()
         emulator.wait_for(lambda: bool(emulator.sent("sendMessage", 5)), timeout=120)
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         log, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, log[-3000:]
     return [str(c.params["text"]) for c in emulator.sent("sendMessage", 5)], log
@@ -110,7 +113,7 @@ def test_webhook_mode_checks_the_secret_token(tmp_path: Path, emulator: BotAPIEm
         emulator.send_text(QUESTION, user_id=5)  # posted with the secret the bot registered
         statuses["right"] = emulator.webhook_statuses[-1]
 
-    replies, log = answer_and_stop(proc, emulator, ask)
+    replies, log = answer_and_stop(proc, emulator, ask, stop=signal.SIGTERM)  # as systemd stops
     (registered,) = emulator.sent("setWebhook")
     assert registered.params["url"] == f"http://127.0.0.1:{port}/telegram"
     assert registered.params["secret_token"] == SECRET

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot.app import build_application
 from bot.config import Settings
 from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
@@ -24,7 +26,16 @@ from bot.llm.engine import GenerationLimits
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator, Fault, SentCall
-from bot.tg.handlers import APOLOGY, BUSY, ONE_AT_A_TIME, STOPPED, WELCOME, BotServices
+from bot.tg.handlers import (
+    APOLOGY,
+    BUSY,
+    ONE_AT_A_TIME,
+    RESTARTING,
+    STOPPED,
+    WELCOME,
+    BotServices,
+    stop_gracefully,
+)
 from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
@@ -383,6 +394,42 @@ def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
     assert len(engine.history) == 20 - busy
     queued = [r for u in users for r in replies(u) if r.startswith("You are number")]
     assert queued and all(int(r.split()[3]) <= 4 for r in queued)
+
+
+def test_a_stop_in_the_middle_of_answers_cancels_them_tells_the_users_and_exits_promptly(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    """The same path as SIGTERM in `ragtune run`: PTB's run_polling, stopped by stop_gracefully."""
+    engine = ScriptedEngine(["word " * 400] * 3, delay_s=0.02)  # ~8 s each unless cancelled
+    application = build_application(settings, scripted_services(tmp_path, engine))
+    loop = asyncio.new_event_loop()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        application.run_polling(stop_signals=None, close_loop=False, poll_interval=0, timeout=1)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    users = (201, 202, 203)
+    try:
+        emulator.wait_for(lambda: bool(emulator.sent("setMyCommands")), timeout=30)
+        for user in users:  # one is answered, two wait in the queue
+            emulator.send_text("What is the capital of Estonia?", user_id=user)
+        assert engine.started.wait(10)
+        emulator.wait_for(lambda: all(texts(emulator, u) for u in users[1:]))  # "number N"
+    finally:
+        stop_asked = time.monotonic()
+        loop.call_soon_threadsafe(stop_gracefully, application)
+        server.join(timeout=30)
+    took = time.monotonic() - stop_asked
+    loop.close()
+    assert not server.is_alive() and took < 3.0, took
+    assert len(engine.history) == 1  # the queued questions never reached the model
+    for user in users:
+        assert texts(emulator, user)[-1] == RESTARTING
+    state = StateStore.open(tmp_path / "state.db")
+    assert all(not state.recent_turns(f"tg:{u}", 4) for u in users)  # no half answer remembered
+    state.close()
 
 
 def assert_streamed_by_edits(emulator: BotAPIEmulator, chat: int, *, min_gap_s: float) -> None:
