@@ -67,13 +67,30 @@ class Job:
         self.position = position
         """Jobs ahead of this one when it was queued (0 = next to run)."""
         self._cancel = threading.Event()
+        self._started = False
+        self._state = threading.Lock()  # orders `cancel` against the worker picking the job up
         self._pieces: queue.Queue[object] = queue.Queue()
         self.completion: Future[Completion] = Future()
         self.submitted = time.perf_counter()
 
     def cancel(self) -> None:
-        """Stop at the next token (or never start, if still queued)."""
-        self._cancel.set()
+        """Stop at the next token; a job still queued finishes at once and never starts."""
+        with self._state:
+            self._cancel.set()
+            if self._started or self.completion.done():
+                return
+        self._pieces.put(_DONE)
+        self.completion.set_result(
+            Completion("", 0, "cancelled", time.perf_counter() - self.submitted, None, 0.0)
+        )
+
+    def begin(self) -> bool:
+        """Mark the job as running (model thread); False when it was cancelled while queued."""
+        with self._state:
+            if self._cancel.is_set():
+                return False
+            self._started = True
+            return True
 
     @property
     def cancelled(self) -> bool:
@@ -130,6 +147,11 @@ class ModelWorker:
         self._applied: Path | None = None  # what the engine has now (model thread only)
         self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
         self._thread.start()
+
+    @property
+    def capacity(self) -> int:
+        """Answers that can be in hand at once: one running plus a full queue."""
+        return self._queue.maxsize + 1
 
     @property
     def waiting(self) -> int:
@@ -210,6 +232,8 @@ class ModelWorker:
             work.done.set_exception(exc)
 
     def _execute(self, job: Job) -> None:
+        if not job.begin():
+            return  # cancelled while queued: `cancel` already finished it
         started = time.perf_counter()
         deadline = started + job.limits.timeout_s
         text: list[str] = []
@@ -220,13 +244,12 @@ class ModelWorker:
             return job.cancelled or time.perf_counter() > deadline
 
         try:
-            if not job.cancelled:
-                self._apply(self.default_adapter if job.adapter == DEFAULT_ADAPTER else job.adapter)
-                for piece in self.engine.stream(job.messages, job.limits, should_stop):
-                    if first is None:
-                        first = time.perf_counter() - started
-                    text.append(piece)
-                    job._pieces.put(piece)
+            self._apply(self.default_adapter if job.adapter == DEFAULT_ADAPTER else job.adapter)
+            for piece in self.engine.stream(job.messages, job.limits, should_stop):
+                if first is None:
+                    first = time.perf_counter() - started
+                text.append(piece)
+                job._pieces.put(piece)
             if job.cancelled:
                 reason = "cancelled"
             elif time.perf_counter() > deadline:

@@ -67,6 +67,8 @@ STOPPING = "stopping"
 RESTARTING = "I'm restarting and could not finish this answer; please ask again in a minute."
 BUSY = "I'm busy with other questions right now; please try again shortly."
 APOLOGY = "Sorry, something went wrong while answering. Please try again."
+NOTICES = "notices"
+NOTICE_INTERVAL_S = 10.0
 
 
 @dataclass
@@ -190,6 +192,36 @@ def stop_gracefully(application: Application) -> None:  # type: ignore[type-arg]
     application.stop_running()
 
 
+class NoticeThrottle:
+    """Says the same notice ("busy", "one at a time") to a user at most once per interval.
+
+    Under a flood every reply counts against Telegram's ~30 messages/s for the whole bot; a user
+    who sends five messages in a row learns nothing from five identical notices.
+    """
+
+    def __init__(self, interval_s: float = NOTICE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last: dict[tuple[int, str], float] = {}
+
+    def due(self, user_id: int, notice: str) -> bool:
+        """True (and remembered) when `notice` was not given to `user_id` within the interval."""
+        now = time.monotonic()
+        if len(self._last) > 10_000:  # forget the old ones; the dict stays small
+            self._last = {k: t for k, t in self._last.items() if now - t < self.interval_s}
+        if now - self._last.get((user_id, notice), -self.interval_s) < self.interval_s:
+            return False
+        self._last[(user_id, notice)] = now
+        return True
+
+
+async def _notify(
+    context: ContextTypes.DEFAULT_TYPE, message: Message, user_id: int, notice: str
+) -> None:
+    throttle: NoticeThrottle = context.bot_data.setdefault(NOTICES, NoticeThrottle())
+    if throttle.due(user_id, notice):
+        await message.reply_text(notice)
+
+
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/cancel: stop the answer being generated for this user."""
     user = update.effective_user
@@ -215,17 +247,23 @@ async def answer_question(
         return
     active = _active_jobs(context)
     user_id = user.id if user else message.chat_id
+    # Cheap refusals first: under a flood most messages end here, before any database read.
     if user_id in active:
-        await message.reply_text(ONE_AT_A_TIME)
+        await _notify(context, message, user_id, ONE_AT_A_TIME)
         return
-    access = _services(context).access
-    if access is not None:
-        refusal = await asyncio.to_thread(access.refusal, user_id, message.chat_id)
-        if refusal is not None:
-            await message.reply_text(refusal)
-            return
-    active[user_id] = None
+    services = _services(context)
+    if len(active) >= services.answerer.worker.capacity:
+        # Every place is taken by questions being checked, retrieved or answered: say so at
+        # once rather than spend a search on a question the queue could not take.
+        await _notify(context, message, user_id, BUSY)
+        return
+    active[user_id] = None  # one question at a time per user, from the access check on
     try:
+        if services.access is not None:
+            refusal = await asyncio.to_thread(services.access.refusal, user_id, message.chat_id)
+            if refusal is not None:
+                await message.reply_text(refusal)
+                return
         await _answer(update, context, question, active, user_id)
     finally:
         active.pop(user_id, None)
@@ -253,8 +291,8 @@ async def _answer(
         return
     try:
         job = answerer.start(prepared)
-    except QueueFullError:
-        await message.reply_text(BUSY)  # not counted against the user's limits
+    except QueueFullError:  # taken by other work (an /eval); not counted against the user
+        await _notify(context, message, user_id, BUSY)
         return
     if job is not None:
         active[user_id] = job  # from here on /cancel and a shutdown can stop it

@@ -499,6 +499,7 @@ def test_restricted_access_admits_only_the_allowlist(
     def scenario() -> None:
         emulator.send_text("Capital of Estonia?", user_id=stranger)
         emulator.send_text("Capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, stranger)))  # one question at a time
         emulator.send_text("/ask Capital of Estonia?", user_id=stranger, chat_id=group,
                            chat_type="group")  # fmt: skip
         emulator.wait_for(

@@ -47,8 +47,11 @@ def test_cancel_stops_between_tokens_and_skips_queued_jobs() -> None:
     engine = ScriptedEngine(["word " * 200, "never"], delay_s=0.01)
     worker = ModelWorker(engine, max_queue=4)
     running, waiting = worker.submit(HELLO, LIMITS), worker.submit(HELLO, LIMITS)
-    waiting.cancel()
     assert engine.started.wait(5)
+    waiting.cancel()
+    # A queued job is finished by the cancel itself, not when its turn comes (~2 s from now).
+    assert waiting.result(timeout=0.05).finish_reason == "cancelled"
+    assert list(waiting.pieces()) == []
     time.sleep(0.05)
     running.cancel()
     done = running.result(timeout=2)
