@@ -21,6 +21,7 @@ from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
+from knowledge.sandbox import ParseLimits
 from knowledge.search import HybridSearcher, SearchSettings
 from knowledge.store import KnowledgeStore
 
@@ -55,6 +56,11 @@ def build_ingestor(
         overlap_chars=settings.chunk_overlap_chars,
         max_bytes=settings.max_document_bytes,
         embed_batch=settings.ingest_batch_chunks,
+        parse_limits=ParseLimits(
+            memory_mb=settings.parse_memory_mb,
+            cpu_s=settings.parse_cpu_s,
+            max_chars=settings.parse_max_chars,
+        ),
     )
 
 

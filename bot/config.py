@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     max_document_bytes: int = Field(
         20_000_000, ge=1, description="Largest file accepted for ingest, in bytes."
     )
+    parse_memory_mb: int = Field(
+        1024, ge=64, description="Memory a file's parser (a child process) may use, in MB."
+    )
+    parse_cpu_s: int = Field(30, ge=1, description="CPU seconds a file's parser may use.")
+    parse_max_chars: int = Field(
+        10_000_000, ge=1, description="Characters of text one file may yield."
+    )
     search_k: int = Field(5, ge=1, description="Chunks returned by a search.")
     search_candidates: int = Field(
         40,

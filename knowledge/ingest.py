@@ -15,6 +15,7 @@ from knowledge.chunking import Chunk, chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import BadDocumentError
 from knowledge.parsers import SUPPORTED_SUFFIXES, ParsedDocument, parse_bytes, parse_file
+from knowledge.sandbox import ParseLimits, parse_isolated
 from knowledge.store import DocumentWrite, KnowledgeStore
 
 
@@ -115,6 +116,7 @@ class Ingestor:
         overlap_chars: int = 100,
         max_bytes: int = 20_000_000,
         embed_batch: int = 2048,
+        parse_limits: ParseLimits | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -125,6 +127,7 @@ class Ingestor:
         # embed as fast as one big batch would (sentence-transformers sorts a call's texts by
         # length, so bigger calls pad less; 256 ran at 0.83x raw encode here, 2048 at ~0.95x).
         self.embed_batch = embed_batch
+        self.parse_limits = parse_limits or ParseLimits()
         store.bind_embedder(embedder.model_id, embedder.dimension)
 
     def add_paths(
@@ -152,15 +155,19 @@ class Ingestor:
         """Ingest an uploaded file's bytes (`name` picks the parser)."""
         if len(data) > self.max_bytes:
             raise BadDocumentError(f"{name} is over the {self.max_bytes / 1e6:.1f} MB limit.")
-        docs = parse_bytes(data, name)
+        docs = self._parse(data, name)
         sources = [SourceDocument(source, d.external_id or external_id, d, len(data)) for d in docs]
         return self._ingest(sources, added_by, None)
+
+    def _parse(self, data: bytes, name: str) -> list[ParsedDocument]:
+        """Files are untrusted: parsed in a child process with memory, CPU and output limits."""
+        return parse_isolated(data, name, self.parse_limits)
 
     def _read_files(self, paths: Iterable[Path]) -> Iterator[SourceDocument | DocumentResult]:
         for path in iter_files(paths):
             source = str(path.resolve())
             try:
-                docs = parse_file(path, self.max_bytes)
+                docs = parse_file(path, self.max_bytes, self._parse)
             except (BadDocumentError, OSError) as exc:
                 message = str(exc) if isinstance(exc, BadDocumentError) else f"{path}: {exc}"
                 yield DocumentResult(source, source, Outcome.FAILED, error=message)

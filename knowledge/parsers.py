@@ -39,6 +39,68 @@ class ParsedDocument:
         return "\n\n".join(parts)
 
 
+MAX_PDF_PAGES = 2_000
+"""More pages than this is refused before any text is extracted."""
+MAX_UNPACKED_BYTES = 200_000_000
+"""A DOCX (a zip) that unpacks to more than this is refused unopened: a zip bomb."""
+MAX_ARCHIVE_MEMBERS = 10_000
+
+# What a file's first bytes say it is, for refusing e.g. a PDF sent as .txt.
+_SIGNATURES = {
+    b"%PDF-": "a PDF",
+    b"PK\x03\x04": "a ZIP archive (DOCX, XLSX...)",
+    b"\x7fELF": "a program",
+    b"MZ": "a Windows program",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x1f\x8b": "a gzip archive",
+    b"Rar!": "a RAR archive",
+    b"7z\xbc\xaf": "a 7z archive",
+    b"\xd0\xcf\x11\xe0": "an old Office file (DOC, XLS)",
+}
+_TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".jsonl"})
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _kind(data: bytes) -> str | None:
+    """What the leading bytes say the file is (None: no known binary signature)."""
+    return next((kind for magic, kind in _SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def check_contents(data: bytes, name: str) -> None:
+    """Refuse bytes that are not what the extension of `name` says, or a zip bomb."""
+    suffix = Path(name).suffix.lower()
+    kind = _kind(data)
+    if suffix == ".pdf":
+        if b"%PDF-" not in data[:1024]:
+            raise BadDocumentError(f"{name} is not a PDF ({kind or 'no PDF header'}).")
+    elif suffix == ".docx":
+        if not data.startswith(b"PK\x03\x04"):
+            raise BadDocumentError(f"{name} is not a DOCX file ({kind or 'not a ZIP archive'}).")
+        _check_archive(data, name)
+    elif suffix in _TEXT_SUFFIXES and not data.startswith(_UTF16_BOMS):
+        if kind is not None:
+            raise BadDocumentError(f"{name} is {kind}, not {suffix} text; nothing was read.")
+        if b"\0" in data[:65536]:
+            raise BadDocumentError(f"{name} holds binary data, not {suffix} text.")
+
+
+def _check_archive(data: bytes, name: str) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise BadDocumentError(f"{name} is not a readable DOCX file ({exc}).") from None
+    # zipfile never returns more than a member's declared size, so the headers can be trusted.
+    unpacked = sum(member.file_size for member in members)
+    if len(members) > MAX_ARCHIVE_MEMBERS or unpacked > MAX_UNPACKED_BYTES:
+        raise BadDocumentError(
+            f"{name} unpacks to {unpacked / 1e6:,.0f} MB in {len(members)} parts, over the "
+            f"{MAX_UNPACKED_BYTES / 1e6:,.0f} MB limit; it looks like a zip bomb."
+        )
+
+
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n\s*\n\s*")
 
@@ -132,12 +194,16 @@ def parse_html(data: bytes, name: str) -> list[ParsedDocument]:
 def parse_pdf(data: bytes, name: str) -> list[ParsedDocument]:
     """PDF: a section per page (headed "page N"), title from metadata or the file name."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PyPdfError
 
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise BadDocumentError(f"{name} is password-protected; send an unprotected copy.")
+        if (pages := len(reader.pages)) > MAX_PDF_PAGES:
+            raise BadDocumentError(
+                f"{name} has {pages:,} pages, over the {MAX_PDF_PAGES:,}-page limit; split it."
+            )
         sections = [
             Section(f"page {number}", page.extract_text() or "")
             for number, page in enumerate(reader.pages, start=1)
@@ -145,7 +211,12 @@ def parse_pdf(data: bytes, name: str) -> list[ParsedDocument]:
         meta_title = reader.metadata.title if reader.metadata else None
     except BadDocumentError:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except LimitReachedError:
+        raise BadDocumentError(
+            f"{name} holds a stream that unpacks past pypdf's safety limit; it looks like a "
+            "decompression bomb."
+        ) from None
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise BadDocumentError(f"{name} is not a readable PDF ({exc}).") from None
     return [_document(meta_title or Path(name).stem, sections, name)]
 
@@ -222,11 +293,15 @@ def parse_bytes(data: bytes, name: str) -> list[ParsedDocument]:
         )
     if not data.strip():
         raise BadDocumentError(f"{name} is empty.")
+    check_contents(data, name)
     return parser(data, name)
 
 
-def parse_file(path: Path, max_bytes: int) -> list[ParsedDocument]:
-    """Parse `path`, refusing it before reading when it is larger than `max_bytes`."""
+Parser = Callable[[bytes, str], list[ParsedDocument]]
+
+
+def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[ParsedDocument]:
+    """Parse `path` with `parse` (default `parse_bytes`); refuse it unread if over `max_bytes`."""
     if path.suffix.lower() not in PARSERS:
         return parse_bytes(b"", path.name)  # raises the unsupported-type error
     size = path.stat().st_size
@@ -235,4 +310,4 @@ def parse_file(path: Path, max_bytes: int) -> list[ParsedDocument]:
             f"{path.name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
             "(RAGTUNE_MAX_DOCUMENT_BYTES)."
         )
-    return parse_bytes(path.read_bytes(), path.name)
+    return (parse or parse_bytes)(path.read_bytes(), path.name)

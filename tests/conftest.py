@@ -93,3 +93,17 @@ def dev_store(
         report = Ingestor(store, real_embedder).add_paths([dev_eval_dir / "corpus.jsonl"])
         assert len(report.results) == 240 and not report.failures
         yield store
+
+
+@pytest.fixture(scope="session")
+def hostile() -> dict[str, bytes]:
+    """Hostile documents, built once (the bombs take ~1.5 s each)."""
+    from tests import hostile_files as build
+
+    return {
+        "docx zip bomb": build.docx_zip_bomb(),
+        "pdf decompression bomb": build.pdf_decompression_bomb(),
+        "pdf 5000 pages": build.pdf(5000, text="Page"),
+        "pdf password": build.pdf_with_password("The ferry leaves at noon."),
+        "pdf broken xref": build.pdf_with_broken_xref("The ferry leaves at noon."),
+    }

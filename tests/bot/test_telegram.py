@@ -41,6 +41,7 @@ from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
 from tests.helpers import HashEmbedder, ScriptedEngine, consistent_chunk_count
+from tests.hostile_files import CANARIES, HTML_WITH_SCRIPTS
 
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
 ADMIN, USER = 1, 5
@@ -73,6 +74,7 @@ def scripted_services(
     alert_chats: tuple[int, ...] = (),
     adapters: tuple[AdapterRegistry, Path] | None = None,
     eval_questions: Path | None = None,
+    max_bytes: int = MAX_BYTES,
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -92,7 +94,8 @@ def scripted_services(
         )  # fmt: skip
         switcher = AdapterSwitcher(worker, *adapters, state) if adapters else None
         admin = AdminService(
-            (ADMIN,), writer, Ingestor(writer, embedder), state, max_bytes=MAX_BYTES,
+            (ADMIN,), writer, Ingestor(writer, embedder, max_bytes=max_bytes), state,
+            max_bytes=max_bytes,
             adapters=switcher,
             comparisons=ComparisonRunner(answerer, switcher, eval_questions, 20)
             if switcher else None,
@@ -310,6 +313,60 @@ def test_oversized_uploads_are_refused_before_download(
     (reply,) = texts(emulator, ADMIN)
     assert "over the 0.2 MB limit; nothing was added" in reply
     assert not emulator.sent("getFile") and documents(tmp_path) == ["estonia"]
+
+
+def knowledge_snapshot(tmp_path: Path) -> tuple[object, ...]:
+    """Everything a refused upload must leave as it was."""
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        docs = [(d.id, d.external_id, d.title, d.content_hash) for d in store.list_documents()]
+        return tuple(docs), store.row_ids()
+
+
+def test_hostile_uploads_are_refused_or_read_within_limits_and_the_bot_keeps_serving(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, hostile: dict[str, bytes]
+) -> None:
+    uploads = [  # (the sender's file name, bytes, what the admin is told)
+        ("EVIL-zip-bomb.docx", hostile["docx zip bomb"], "it looks like a zip bomb"),
+        ("EVIL-bomb.pdf", hostile["pdf decompression bomb"], "looks like a decompression bomb"),
+        ("EVIL-5000-pages.pdf", hostile["pdf 5000 pages"], "5,000 pages, over the 2,000-page"),
+        ("EVIL-locked.pdf", hostile["pdf password"], "password-protected"),
+        ("EVIL-pdf-really.txt", hostile["pdf broken xref"], "is a PDF, not .txt text"),
+        ("EVIL-pdf-really.docx", hostile["pdf broken xref"], "is not a DOCX file (a PDF)"),
+        ("EVIL-png-really.md", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "is a PNG image"),
+        ("EVIL-broken-xref.pdf", hostile["pdf broken xref"], "Done: 1 chunks added"),
+        ("../../EVIL-scripts.html", HTML_WITH_SCRIPTS, "Done: 1 chunks added"),
+    ]
+    engine = ScriptedEngine(["Tallinn [1]"])
+
+    def final_status() -> str:
+        edits = [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
+        return edits[-1] if edits and edits[-1].startswith(("Nothing", "Done")) else ""
+
+    def scenario() -> None:
+        for name, data, expected in uploads:
+            before = knowledge_snapshot(tmp_path)
+            done = len(emulator.sent("editMessageText", ADMIN))
+            emulator.send_document(data, name, user_id=ADMIN)
+            emulator.wait_for(
+                lambda done=done: (
+                    len(emulator.sent("editMessageText", ADMIN)) > done + 1 and bool(final_status())
+                ),
+                timeout=60,
+            )
+            assert expected in final_status(), (name, final_status())
+            if final_status().startswith("Nothing was added"):
+                assert knowledge_snapshot(tmp_path) == before, name  # not one row changed
+        emulator.send_text("What is the capital of Estonia?", user_id=USER)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)))
+
+    run_bot(settings, scripted_services(tmp_path, engine, max_bytes=2_000_000), scenario)
+    assert texts(emulator, USER)[-1].startswith("Tallinn [1]")  # still serving
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        stored = [(d.external_id, d.title, d.source) for d in store.list_documents()]
+        text = " ".join(c.text for d in store.list_documents() for c in store.document_chunks(d.id))
+    assert len(stored) == 3 and "EVIL" not in repr(stored)  # names never from the sender
+    assert "lentil" in text and "ferry leaves at noon" in text
+    assert not any(canary in text for canary in CANARIES)  # no script, style or handler text
 
 
 def documents_with_ids(tmp_path: Path) -> list[tuple[int, str]]:

@@ -1,0 +1,123 @@
+"""Parse untrusted files in a child process with memory, CPU-time and output limits.
+
+A hostile PDF or DOCX can make a parser allocate gigabytes or spin for minutes; in a child
+process that costs the child, never the bot. The child sets its own rlimits before it reads a
+byte (no `preexec_fn`, which is unsafe in a threaded parent) and answers with JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from knowledge.errors import BadDocumentError
+from knowledge.parsers import ParsedDocument, Section, parse_bytes
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    """What one file's parsing may use (see RAGTUNE_PARSE_* settings)."""
+
+    memory_mb: int = 1024
+    """Address space of the child process."""
+    cpu_s: int = 30
+    """CPU seconds of the child process."""
+    max_chars: int = 10_000_000
+    """Characters of text a file may yield (~20,000 chunks)."""
+
+    @property
+    def wall_s(self) -> float:
+        """Wall-clock limit: the CPU limit plus room for a busy machine."""
+        return self.cpu_s * 2 + 10
+
+
+def parse_isolated(
+    data: bytes, name: str, limits: ParseLimits | None = None
+) -> list[ParsedDocument]:
+    """Parse like `parse_bytes`, in a limited child process; failures are BadDocumentError."""
+    limits = limits or ParseLimits()
+    command = [sys.executable, "-m", "knowledge.sandbox", name,
+               str(limits.memory_mb), str(limits.cpu_s), str(limits.max_chars)]  # fmt: skip
+    try:
+        child = subprocess.run(
+            command, input=data, capture_output=True, timeout=limits.wall_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise BadDocumentError(
+            f"{name} took over {limits.wall_s:.0f} s to read; nothing was added."
+        ) from None
+    if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise BadDocumentError(
+            f"{name} needed more than {limits.cpu_s} s of CPU time to read (RAGTUNE_PARSE_CPU_S)."
+        )
+    try:
+        reply: dict[str, Any] = json.loads(child.stdout)
+    except ValueError:
+        raise BadDocumentError(
+            f"{name} could not be read: the reader stopped ({_exit(child.returncode)}) without "
+            f"an answer, most likely over the {limits.memory_mb} MB memory limit "
+            "(RAGTUNE_PARSE_MEMORY_MB)."
+        ) from None
+    if "error" in reply:
+        raise BadDocumentError(str(reply["error"]))
+    return [_document(row) for row in reply["documents"]]
+
+
+def _exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"signal {signal.Signals(-returncode).name}"
+    return f"exit status {returncode}"
+
+
+def _document(row: dict[str, Any]) -> ParsedDocument:
+    return ParsedDocument(
+        title=str(row["title"]),
+        sections=tuple(Section(str(h), str(t)) for h, t in row["sections"]),
+        external_id=row["external_id"],
+    )
+
+
+def _limit_self(memory_mb: int, cpu_s: int) -> None:
+    """Limits on this (child) process: memory, CPU (SIGXCPU, then SIGKILL), no files written."""
+    memory = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+
+def _child(name: str, memory_mb: int, cpu_s: int, max_chars: int) -> dict[str, Any]:
+    _limit_self(memory_mb, cpu_s)
+    data = sys.stdin.buffer.read()
+    try:
+        documents = parse_bytes(data, name)
+    except BadDocumentError as exc:
+        return {"error": str(exc)}
+    except MemoryError:
+        return {
+            "error": f"{name} needs more than {memory_mb} MB of memory to read "
+            "(RAGTUNE_PARSE_MEMORY_MB); nothing was added."
+        }
+    except Exception as exc:  # a parser bug on odd input: refuse the file, say what broke
+        return {"error": f"{name} could not be read ({type(exc).__name__}: {exc})."[:500]}
+    if (chars := sum(len(d.text) for d in documents)) > max_chars:
+        return {
+            "error": f"{name} holds {chars:,} characters of text, over the {max_chars:,} limit "
+            "(RAGTUNE_PARSE_MAX_CHARS)."
+        }
+    return {"documents": [_row(d) for d in documents]}
+
+
+def _row(document: ParsedDocument) -> dict[str, Any]:
+    sections = [[s.heading, s.text] for s in document.sections]
+    return {"title": document.title, "external_id": document.external_id, "sections": sections}
+
+
+if __name__ == "__main__":
+    file_name, memory, cpu, chars = sys.argv[1], *map(int, sys.argv[2:5])
+    reply = _child(file_name, memory, cpu, chars)
+    sys.stdout.write(json.dumps(reply))
