@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Sequence
@@ -9,12 +10,22 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from bot.core.prompts import NOT_COVERED, base_messages, rag_messages, source_block
+from bot.core.guard import echoes_prompt, quote_source
+from bot.core.prompts import (
+    BASE_SYSTEM,
+    NOT_COVERED,
+    RAG_SYSTEM,
+    WITHHELD,
+    base_messages,
+    rag_messages,
+    source_block,
+)
 from bot.llm.engine import GenerationLimits, Message
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
 from bot.state import StateStore, Turn
 from knowledge.search import SearchHit
 
+log = logging.getLogger(__name__)
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 # Words that make a question lean on the previous one ("and when did it open?"). Not "there":
 # "is there parking?" is a question of its own; neither is every short question a follow-up.
@@ -152,14 +163,21 @@ class Answerer:
         sources: list[Source] = []
         blocks: list[str] = []
         budget = self.settings.context_tokens
+        dropped = 0
         for hit in hits:
-            block = source_block(len(sources) + 1, hit.chunk.title, hit.chunk.text)
+            # Retrieved text is data: sentences that address the model never reach it.
+            title, dropped_title = quote_source(hit.chunk.title)
+            text, dropped_text = quote_source(hit.chunk.text)
+            dropped += dropped_title + dropped_text
+            block = source_block(len(sources) + 1, title, text)
             cost = self.worker.engine.count_tokens(block)
             if sources and cost > budget:
                 break  # the best source always goes in; later ones only if they fit
             budget -= cost
             sources.append(Source(len(sources) + 1, hit))
             blocks.append(block)
+        if dropped:
+            log.info("left out %d instruction-like sentences of the sources", dropped)
         return PreparedAnswer(question, mode, rag_messages(question, blocks, history), sources)
 
     def start(
@@ -179,6 +197,9 @@ class Answerer:
     ) -> Answer:
         """Build the Answer and remember the exchange."""
         text = prepared.refusal or (completion.text.strip() if completion else "")
+        if echoes_prompt(text, (RAG_SYSTEM, BASE_SYSTEM)):
+            log.info("withheld a reply that repeated the system prompt")
+            text = WITHHELD
         answer = Answer(
             text, prepared.mode, prepared.sources, cited_sources(text, prepared.sources), completion
         )

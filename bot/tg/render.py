@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 
 from bot.core.answer import Answer, Source
+from bot.core.guard import untappable_commands
 
 TELEGRAM_LIMIT = 4096
 EMPTY_ANSWER = "(The model gave no answer; try asking another way.)"
@@ -35,7 +36,7 @@ def _fit(text: str, limit: int) -> int:
 
 def preview(text: str, limit: int = TELEGRAM_LIMIT) -> str:
     """A streamed draft or edit: plain text Telegram accepts, cut to the limit."""
-    clean = sendable(text).strip()
+    clean = untappable_commands(sendable(text).strip())
     return clean[: _fit(clean, limit)]
 
 
@@ -71,7 +72,7 @@ def sources_html(sources: Sequence[Source]) -> str:
 
 def answer_html(answer: Answer) -> list[str]:
     """The final answer as HTML parts, each within Telegram's limit, sources at the end."""
-    text = sendable(answer.text).strip() or EMPTY_ANSWER
+    text = untappable_commands(sendable(answer.text).strip()) or EMPTY_ANSWER
     body = html.escape(text)
     sources = sources_html(answer.shown_sources)
     parts = split_message(body, TELEGRAM_LIMIT)

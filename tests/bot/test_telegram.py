@@ -342,17 +342,17 @@ def test_hostile_uploads_are_refused_or_read_within_limits_and_the_bot_keeps_ser
         edits = [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
         return edits[-1] if edits and edits[-1].startswith(("Nothing", "Done")) else ""
 
+    def finished(edits_before: int) -> bool:  # "Reading…" and then the outcome
+        return len(emulator.sent("editMessageText", ADMIN)) > edits_before + 1 and bool(
+            final_status()
+        )
+
     def scenario() -> None:
         for name, data, expected in uploads:
             before = knowledge_snapshot(tmp_path)
             done = len(emulator.sent("editMessageText", ADMIN))
             emulator.send_document(data, name, user_id=ADMIN)
-            emulator.wait_for(
-                lambda done=done: (
-                    len(emulator.sent("editMessageText", ADMIN)) > done + 1 and bool(final_status())
-                ),
-                timeout=60,
-            )
+            emulator.wait_for(partial(finished, done), timeout=60)
             assert expected in final_status(), (name, final_status())
             if final_status().startswith("Nothing was added"):
                 assert knowledge_snapshot(tmp_path) == before, name  # not one row changed
