@@ -14,7 +14,7 @@ import pytest
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder
+from tests.helpers import HashEmbedder, secrets_in
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -107,3 +107,22 @@ def hostile() -> dict[str, bytes]:
         "pdf password": build.pdf_with_password("The ferry leaves at noon."),
         "pdf broken xref": build.pdf_with_broken_xref("The ferry leaves at noon."),
     }
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Fail any test whose logs (INFO and up) or output hold one of the suite's known secrets.
+
+    Every bot in the suite runs with tests.helpers.KNOWN_TOKEN; tests that run `ragtune` as a
+    process print its output, so it is grepped here too.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    phase = [content for title, content in report.sections if title.endswith(f" {report.when}")]
+    captured = "\n".join(phase)
+    if leaked := secrets_in(captured):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{len(leaked)} known secret(s) appeared in the {report.when} phase's logs or output "
+            "(not shown here, so as not to print them again)"
+        )

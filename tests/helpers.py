@@ -107,3 +107,15 @@ class ScriptedEngine:
                 return
             time.sleep(self.delay_s)
             yield word if number == 0 else f" {word}"
+
+
+# Every bot in the suite runs with these; conftest greps every test's logs and output for them.
+KNOWN_TOKEN = "424242:KNOWN-token-that-must-never-be-printed"
+REFUSED_TOKEN = "424242:not-the-token-the-server-knows"
+WEBHOOK_SECRET = "webhook_secret-never-printed"
+SECRETS = (KNOWN_TOKEN, REFUSED_TOKEN, WEBHOOK_SECRET)
+
+
+def secrets_in(text: str) -> list[str]:
+    """The known secrets that appear in `text` (also percent-encoded, as in URLs)."""
+    return [s for s in SECRETS if s in text or s.replace(":", "%3A") in text]

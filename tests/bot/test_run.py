@@ -20,11 +20,12 @@ from bot.llm.model_files import packaged_gguf_path
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator
 from knowledge.store import KnowledgeStore
+from tests.helpers import KNOWN_TOKEN, REFUSED_TOKEN, WEBHOOK_SECRET
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
-TOKEN = "424242:RUN-test-token-never-printed"
-SECRET = "webhook_secret-never-printed"
+TOKEN = KNOWN_TOKEN
+SECRET = WEBHOOK_SECRET
 QUESTION = "What is the capital of Estonia?"
 
 pytestmark = pytest.mark.slow
@@ -72,6 +73,7 @@ def answer_and_stop(
     finally:
         proc.send_signal(stop)
         log, _ = proc.communicate(timeout=60)
+        print(log)  # conftest greps every test's output for the token
     assert proc.returncode == 0, log[-3000:]
     return [str(c.params["text"]) for c in emulator.sent("sendMessage", 5)], log
 
@@ -138,6 +140,7 @@ def start_and_fail(
     started = time.monotonic()
     proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
+    print(proc.stdout, proc.stderr)  # conftest greps every test's output for the token
     return proc, time.monotonic() - started
 
 
@@ -202,7 +205,7 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
         command = [sys.executable, "-m", "tests.bot.no_sqlite_extensions", "run"]
         env["PYTHONPATH"] = str(REPO_ROOT)
     else:
-        env["TELEGRAM_BOT_TOKEN"] = "424242:not-the-token-the-server-knows"
+        env["TELEGRAM_BOT_TOKEN"] = REFUSED_TOKEN
     proc, took = start_and_fail(command, env, tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 1 and took < 10, (proc.returncode, took, proc.stderr[-2000:])

@@ -40,7 +40,7 @@ from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder, ScriptedEngine, consistent_chunk_count
+from tests.helpers import KNOWN_TOKEN, HashEmbedder, ScriptedEngine, consistent_chunk_count
 from tests.hostile_files import CANARIES, HTML_WITH_SCRIPTS
 
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
@@ -50,7 +50,7 @@ MAX_BYTES = 200_000
 
 @pytest.fixture
 def emulator() -> Iterator[BotAPIEmulator]:
-    started = BotAPIEmulator()
+    started = BotAPIEmulator(token=KNOWN_TOKEN)
     started.start()
     yield started
     started.stop()

@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.answer import Answerer, AnswerSettings
+from bot.llm.engine import GenerationLimits
+from bot.llm.llama import LlamaCppEngine
+from bot.llm.model_files import packaged_gguf_path
+from bot.llm.worker import ModelWorker
 from knowledge.chunking import chunk_document
 from knowledge.connection import connect
 from knowledge.ingest import content_hash
 from knowledge.parsers import parse_bytes
+from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
+from tests.helpers import HashEmbedder
 from tests.knowledge.crash_child import write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +64,27 @@ def stored_hashes(db: Path) -> set[str]:
     """Content hashes of the stored documents."""
     with KnowledgeStore.open(db) as store:
         return {d.content_hash for d in store.list_documents()}
+
+
+def answers_after_the_crashes(db: Path) -> None:
+    """What a restarted bot does: open the knowledge base, retrieve, answer with the real model."""
+    model = packaged_gguf_path()
+    assert model is not None
+    with KnowledgeStore.open(db) as store:
+        stored = store.embedding_model
+        assert stored is not None
+        searcher = HybridSearcher(store, HashEmbedder(model_id=stored.model_id))
+        worker = ModelWorker(LlamaCppEngine(model))
+        try:
+            settings = AnswerSettings(min_similarity=-1, limits=GenerationLimits(max_tokens=32))
+            answer = Answerer(worker, searcher, settings=settings).ask(
+                "At what pressure does valve 5-5 open?"  # 5-5: the hash embedder ignores order
+            )
+        finally:
+            worker.close()
+            searcher.close()
+    assert answer.completion is not None and answer.completion.tokens > 0
+    assert answer.sources and answer.sources[0].hit.chunk.title == "Manual 5"
 
 
 def run_and_kill(args: list[str], after_lines: int) -> bool:
@@ -103,6 +131,7 @@ def test_kill_minus_nine_during_ingest_and_replace(tmp_path: Path) -> None:
         cwd=REPO_ROOT, check=True, capture_output=True,
     )  # fmt: skip
     assert check_consistent(db, versions) == 30
+    answers_after_the_crashes(db)
 
 
 @pytest.mark.slow
@@ -115,11 +144,17 @@ def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
         cwd=REPO_ROOT, check=True, capture_output=True,
     )  # fmt: skip
     versions = expected_versions(corpus)
-    for round_number in range(KILLS // 2):
-        run_and_kill(["reindex", str(db), f"test/hash-{round_number}"], random.randint(0, 20))
+    killed = 0
+    for round_number in range(KILLS):
+        killed += run_and_kill(
+            ["reindex", str(db), f"test/hash-{round_number}"], random.randint(0, 20)
+        )
         assert check_consistent(db, versions) == 30
         with KnowledgeStore.open(db) as store:
             model = store.embedding_model
             assert model is not None
-            assert model.model_id in {"test/hash-embedder", *(f"test/hash-{i}" for i in range(20))}
+            known = {"test/hash-embedder", *(f"test/hash-{i}" for i in range(KILLS))}
+            assert model.model_id in known
             assert len(store._vector_tables()) == 1
+    assert killed >= KILLS * 3 // 4, "most runs must really be killed mid-reindex"
+    answers_after_the_crashes(db)
