@@ -10,13 +10,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup run chat test lint types pytest bench fmt clean
+.PHONY: help setup run chat test lint types pytest bench fmt clean soak
 
 help:
 	@echo "make run    set up, then start the bot"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make chat   talk to the bot from the terminal, no Telegram token needed"
 	@echo "make bench  run the benchmarks in bench/ (figures for the README)"
+	@echo "make soak   the reliability tests, longer (more kill -9s, floods, hostile texts)"
 	@echo "make clean  remove the virtual environment and caches"
 
 # llama-cpp-python builds llama.cpp from source, with two changes:
@@ -86,6 +87,9 @@ bench: setup
 	$(BIN)/python -m bench.answer_latency
 	$(BIN)/python -m bench.bot_latency
 	$(BIN)/python -m bench.adapter_swap
+
+soak: setup
+	$(BIN)/python -m bench.soak
 
 fmt: setup
 	$(BIN)/ruff format .
