@@ -59,7 +59,7 @@ def quote_source(text: str) -> tuple[str, int]:
             dropped += 1
         elif sentence.strip():
             kept.append(sentence.strip())
-    return " ".join(kept).replace('"""', "'''"), dropped
+    return " ".join(kept), dropped
 
 
 def _words(text: str) -> list[str]:

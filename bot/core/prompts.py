@@ -19,7 +19,9 @@ NOT_COVERED = "The knowledge base does not cover this question."
 
 def source_block(number: int, title: str, text: str) -> str:
     """One numbered source as the model sees it: quoted, so it reads as data, not as orders."""
-    return f'[{number}] {title}: """{text}"""'
+    # Plain double quotes: with triple quotes the 135M model found 38.5 % of dev answers
+    # instead of 45 % (200 questions); the quoting is a hint, quote_source is the defence.
+    return f'[{number}] {title}: "{text}"'
 
 
 WITHHELD = "I can't share my instructions."

@@ -49,9 +49,7 @@ def test_rag_numbers_sources_and_keeps_the_cited_ones(searcher: HybridSearcher) 
     assert answer.cited[0].hit.chunk.title == "estonia"
     system, user = engine.history[0]
     assert system["content"] == RAG_SYSTEM
-    assert user["content"].startswith(
-        'Sources:\n[1] estonia: """The capital of Estonia is Tallinn.'
-    )
+    assert user["content"].startswith('Sources:\n[1] estonia: "The capital of Estonia is Tallinn.')
     assert user["content"].endswith("Question: What is the capital of Estonia?")
 
 
