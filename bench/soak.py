@@ -17,7 +17,8 @@ import time
 
 from bench.common import REPO_ROOT, report
 
-FIGURE = re.compile(r"^(kill -9 during|flood |adversarial texts:).*$", re.M)
+# pytest -q may put its progress dots in front of a printed line.
+FIGURE = re.compile(r"^[.sFE]*((?:kill -9 during|flood |adversarial texts:).*)$", re.M)
 
 
 def run_tests(path: str, env: dict[str, str]) -> tuple[bool, list[str], float]:

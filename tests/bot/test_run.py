@@ -208,6 +208,7 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
         env["TELEGRAM_BOT_TOKEN"] = REFUSED_TOKEN
     proc, took = start_and_fail(command, env, tmp_path)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    print(f"start-up with {fault}: exit {proc.returncode} after {took:.1f} s")
     assert proc.returncode == 1 and took < 10, (proc.returncode, took, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert START_UP_FAULTS[fault] in lines[0], lines
