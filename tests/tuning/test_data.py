@@ -27,7 +27,9 @@ def test_qa_and_eval_formats_with_contexts_from_a_corpus(tmp_path: Path) -> None
     first, second, third = load_examples(data, corpus)
     assert first == Example("Q1?", "A1")
     assert second == Example("Q2?", "A2", "Owls hunt.", "Owls")
-    assert second.reply() == "A2 [1]" and "[1] Owls: Owls hunt." in second.messages()[-1]["content"]
+    assert (
+        second.reply() == "A2 [1]" and '[1] Owls: "Owls hunt."' in second.messages()[-1]["content"]
+    )
     assert third.context == "Given passage." and first.messages()[-1]["content"] == "Q1?"
 
 
