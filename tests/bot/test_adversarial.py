@@ -74,14 +74,6 @@ def test_a_thousand_adversarial_answers_render_within_limits_and_lose_nothing() 
           "0 refused")  # fmt: skip
 
 
-@pytest.fixture
-def emulator() -> Iterator[BotAPIEmulator]:
-    started = BotAPIEmulator(token=KNOWN_TOKEN)
-    started.start()
-    yield started
-    started.stop()
-
-
 def test_hostile_model_output_and_user_text_through_the_bot(
     emulator: BotAPIEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ USERS = int(os.environ.get("RAGTUNE_FLOOD_USERS", "50"))
 MESSAGES = int(os.environ.get("RAGTUNE_FLOOD_MESSAGES", "5"))
 QUESTIONS = ["What is the capital of Estonia?", "Is Tallinn's old town medieval?",
              "Where is Tallinn?", "Tell me about Estonia.", "What is Tallinn?"]  # fmt: skip
-
-
-@pytest.fixture
-def emulator() -> Iterator[BotAPIEmulator]:
-    started = BotAPIEmulator(token=TOKEN)
-    started.start()
-    yield started
-    started.stop()
 
 
 def kilobytes(pid: int, field: str) -> int:

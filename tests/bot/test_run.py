@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +28,6 @@ SECRET = WEBHOOK_SECRET
 QUESTION = "What is the capital of Estonia?"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def emulator() -> Iterator[BotAPIEmulator]:
-    started = BotAPIEmulator(token=TOKEN)
-    started.start()
-    yield started
-    started.stop()
 
 
 def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:

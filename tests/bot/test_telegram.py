@@ -40,20 +40,12 @@ from bot.tg.local import running_bot
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.helpers import KNOWN_TOKEN, HashEmbedder, ScriptedEngine, consistent_chunk_count
+from tests.helpers import HashEmbedder, ScriptedEngine, consistent_chunk_count
 from tests.hostile_files import CANARIES, HTML_WITH_SCRIPTS
 
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
 ADMIN, USER = 1, 5
 MAX_BYTES = 200_000
-
-
-@pytest.fixture
-def emulator() -> Iterator[BotAPIEmulator]:
-    started = BotAPIEmulator(token=KNOWN_TOKEN)
-    started.start()
-    yield started
-    started.stop()
 
 
 @pytest.fixture
