@@ -30,20 +30,24 @@ QUESTION = "What is the capital of Estonia?"
 pytestmark = pytest.mark.slow
 
 
-def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
-    """Environment of a bot with a token, pointed at the emulator, with one fact in its KB."""
-    (tmp_path / "estonia.txt").write_text(
-        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
-    )
-    env = {
+def run_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
+    """Environment of a bot with the known token, pointed at the emulator, its files in tmp_path."""
+    return {
         **os.environ,
         "RAGTUNE_DB": str(tmp_path / "kb.db"),
         "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "RAGTUNE_TELEGRAM_API_URL": emulator.base_url,
         "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
-        "RAGTUNE_ADMIN_IDS": "1",
     }
+
+
+def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
+    """`run_env` with an admin and one fact in the knowledge base."""
+    (tmp_path / "estonia.txt").write_text(
+        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+    )
+    env = run_env(tmp_path, emulator) | {"RAGTUNE_ADMIN_IDS": "1"}
     subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
                    capture_output=True)  # fmt: skip
     return env
@@ -173,14 +177,7 @@ START_UP_FAULTS = {
 def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
     tmp_path: Path, emulator: BotAPIEmulator, fault: str
 ) -> None:
-    env = {
-        **os.environ,
-        "RAGTUNE_DB": str(tmp_path / "kb.db"),
-        "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "RAGTUNE_TELEGRAM_API_URL": emulator.base_url,
-        "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
-    }
+    env = run_env(tmp_path, emulator)
     command = [RAGTUNE, "run"]
     if fault == "missing model":
         env["RAGTUNE_MODEL_PATH"] = str(tmp_path / "nope.gguf")
