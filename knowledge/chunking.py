@@ -18,6 +18,10 @@ _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st sr jr vs etc e.g i.e no fig approx dept est inc ltd co gen col lt".split()
 )
 HEADING_SEPARATOR = " › "
+# A section with less text than a tenth of a chunk says too little to be retrieved alone; runs
+# of such sections are merged into shared chunks, their headings kept in the text. (A file of
+# 500 one-word sections made 500 chunks; real sections, a FAQ answer, are longer than this.)
+TINY_SECTION_FRACTION = 10
 
 
 def embedding_input(heading: str, text: str) -> str:
@@ -104,17 +108,47 @@ def _pack(sentences: list[str], max_chars: int, overlap_chars: int) -> list[str]
     return chunks
 
 
+def _sections(document: ParsedDocument, max_chars: int) -> list[tuple[str, str]]:
+    """(heading, text) to chunk: each section, with runs of tiny ones merged up to a chunk."""
+    out: list[tuple[str, str]] = []
+    run: list[tuple[str, str, str]] = []  # tiny sections waiting: (heading, text, inline text)
+
+    def flush() -> None:
+        if len(run) == 1:  # a tiny section alone keeps its own heading
+            out.append(run[0][:2])
+        elif run:
+            out.append((document.title, "\n".join(inline for _, _, inline in run)))
+        run.clear()
+
+    for section in document.sections:
+        heading = document.title
+        inline = section.text
+        if section.heading and section.heading != document.title:
+            heading = f"{document.title}{HEADING_SEPARATOR}{section.heading}"
+            inline = f"{section.heading}: {section.text}"
+        if len(section.text) * TINY_SECTION_FRACTION >= max_chars:
+            flush()
+            out.append((heading, section.text))
+            continue
+        if run and sum(len(i) + 1 for _, _, i in run) + len(inline) > max_chars:
+            flush()
+        run.append((heading, section.text, inline))
+    flush()
+    return out
+
+
 def chunk_document(
     document: ParsedDocument, *, max_chars: int = 500, overlap_chars: int = 100
 ) -> list[Chunk]:
-    """Split every section into overlapping sentence-aligned chunks headed by title › section."""
+    """Split every section into overlapping sentence-aligned chunks headed by title › section.
+
+    Runs of tiny sections share chunks (see TINY_SECTION_FRACTION), so a file's chunk count
+    grows with its text, not with its number of headings.
+    """
     if max_chars < 50 or not 0 <= overlap_chars < max_chars:
         raise ValueError("chunk size must be >= 50 and overlap smaller than the chunk size")
     chunks: list[Chunk] = []
-    for section in document.sections:
-        heading = document.title
-        if section.heading and section.heading != document.title:
-            heading = f"{document.title}{HEADING_SEPARATOR}{section.heading}"
-        for text in _pack(split_sentences(section.text), max_chars, overlap_chars):
-            chunks.append(Chunk(position=len(chunks), heading=heading, text=text))
+    for heading, text in _sections(document, max_chars):
+        for packed in _pack(split_sentences(text), max_chars, overlap_chars):
+            chunks.append(Chunk(position=len(chunks), heading=heading, text=packed))
     return chunks

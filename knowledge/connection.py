@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -68,23 +69,54 @@ def driver() -> ModuleType:
     )
 
 
-def connect(path: Path | str, *, busy_timeout_ms: int = 10_000) -> Connection:
-    """Open `path` with sqlite-vec loaded, WAL journaling, full sync and autocommit mode."""
-    module = driver()
-    if str(path) != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _open(target: str, *, uri: bool = False) -> Connection:
+    """A driver connection with sqlite-vec loaded and the database's own SQL distrusted."""
     # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly what
     # the code says it is. check_same_thread=False: the bot hands the connection to a worker
     # thread; callers serialise access themselves.
-    conn: Connection = module.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn: Connection = driver().connect(
+        target, isolation_level=None, check_same_thread=False, uri=uri
+    )
     conn.enable_load_extension(True)
     sqlite_vec.load(conn)
     conn.enable_load_extension(False)
+    # Views and triggers stored in a file may not call functions with side effects: a database
+    # is data, and one that came from elsewhere (a backup) must not run code in ours.
+    conn.execute("PRAGMA trusted_schema = OFF")
+    return conn
+
+
+def connect(path: Path | str, *, busy_timeout_ms: int = 10_000, wal: bool = True) -> Connection:
+    """Open `path` with sqlite-vec loaded, WAL journaling, full sync and autocommit mode.
+
+    `wal=False` keeps the file's journal mode: for private copies (backups), whose page size
+    SQLite can only change outside WAL mode.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = _open(str(path))
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    if wal:
+        conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a committed document survives power loss, not just a killed process.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def database_file(conn: Connection) -> Path | None:
+    """The file behind a connection's main database (None for an in-memory one)."""
+    for _, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main" and file:
+            return Path(file)
+    return None
+
+
+def connect_read_only(path: Path) -> Connection:
+    """Open an existing file for reading only: nothing, not even the journal mode, changes."""
+    quoted = urllib.parse.quote(str(path.resolve()))
+    conn = _open(f"file:{quoted}?mode=ro", uri=True)
+    conn.execute("PRAGMA query_only = ON")
     return conn
 
 
@@ -94,10 +126,24 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # Also when COMMIT itself failed (a full disk): a transaction left open would make
+        # every later BEGIN fail, long after the disk has room again.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """True when `error` is the driver saying the disk is full or the file cannot be written."""
+    if not isinstance(error, driver().DatabaseError):
+        return False
+    message = str(error).lower()
+    return any(
+        phrase in message
+        for phrase in ("disk is full", "disk i/o error", "readonly database", "unable to open")
+    )
 
 
 def versions() -> dict[str, str]:

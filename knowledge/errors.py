@@ -23,3 +23,11 @@ class DocumentNotFoundError(KnowledgeError):
 
 class NewerSchemaError(KnowledgeError):
     """The database was written by a newer ragtune."""
+
+
+class ConcurrentWriteError(KnowledgeError):
+    """Another writer changed the document after this write was planned: plan it again."""
+
+
+class ReindexRunningError(KnowledgeError):
+    """Another reindex of the same knowledge base is running."""

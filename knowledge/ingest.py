@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,10 +14,20 @@ import numpy as np
 
 from knowledge.chunking import Chunk, chunk_document
 from knowledge.embeddings import Embedder
-from knowledge.errors import BadDocumentError
-from knowledge.parsers import SUPPORTED_SUFFIXES, ParsedDocument, parse_bytes, parse_file
+from knowledge.errors import BadDocumentError, ConcurrentWriteError
+from knowledge.parsers import (
+    SUPPORTED_SUFFIXES,
+    ParsedDocument,
+    parse_bytes,
+    parse_file,
+    printable,
+)
 from knowledge.sandbox import ParseLimits, parse_isolated
-from knowledge.store import DocumentWrite, KnowledgeStore
+from knowledge.store import DocumentInfo, DocumentWrite, EmbeddingModel, KnowledgeStore
+
+# A write planned on a document that another writer changed meanwhile is planned again; only
+# a document rewritten this often in a row, while this one is being written, is given up on.
+WRITE_ATTEMPTS = 5
 
 
 class Outcome(StrEnum):
@@ -77,11 +88,15 @@ class SourceDocument:
 class _Pending:
     document: SourceDocument
     content_hash: str
-    chunks: list[Chunk]
+    planned_on: frozenset[int]
     keep: list[tuple[int, int]]
     remove: list[int]
     new: list[Chunk]
     replacing: bool
+
+
+MayReplace = Callable[[DocumentInfo], str | None]
+"""Given a stored document an ingest would replace: None to allow it, or why not (a sentence)."""
 
 
 def content_hash(document: ParsedDocument) -> str:
@@ -89,16 +104,48 @@ def content_hash(document: ParsedDocument) -> str:
     return hashlib.sha256(document.text.encode("utf-8")).hexdigest()
 
 
-def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Expand folders (recursively, sorted, supported types only, hidden files skipped)."""
+def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path | str]:
+    """Expand folders (recursively, sorted, supported types only, hidden files skipped).
+
+    Links that lead out of a folder are not followed unless `follow_links`: a sentence saying
+    so is yielded in their place (someone's link must not pull in files they did not mean).
+    """
     for path in paths:
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and child.suffix.lower() in SUPPORTED_SUFFIXES:
-                    yield child
-        else:
+        if not path.is_dir():
             yield path
+            continue
+        root = path.resolve()
+        seen = {root}
+        for folder, folders, files in os.walk(path, followlinks=follow_links):
+            here = Path(folder)
+            for name in sorted(folders):
+                child = here / name
+                target = child.resolve()
+                linked = child.is_symlink()
+                if linked and not (follow_links or target.is_relative_to(root)):
+                    yield _link_out(child, path)
+                # Not walked: hidden folders, links (unless followed), a folder seen already.
+                if name.startswith(".") or (linked and not follow_links) or target in seen:
+                    folders.remove(name)
+                seen.add(target)
+            folders.sort()
+            for name in sorted(files):
+                child = here / name
+                if name.startswith(".") or child.suffix.lower() not in SUPPORTED_SUFFIXES:
+                    continue
+                if child.is_symlink() and not (
+                    follow_links or child.resolve().is_relative_to(root)
+                ):
+                    yield _link_out(child, path)
+                elif child.is_file():
+                    yield child
+
+
+def _link_out(link: Path, root: Path) -> str:
+    return (
+        f"{printable(str(link))} links outside {printable(str(root))}; skipped "
+        "(--follow-links includes such files)."
+    )
 
 
 Progress = Callable[[DocumentResult], object]
@@ -116,6 +163,7 @@ class Ingestor:
         overlap_chars: int = 100,
         max_bytes: int = 20_000_000,
         embed_batch: int = 2048,
+        max_chunks: int = 5_000,
         parse_limits: ParseLimits | None = None,
     ) -> None:
         self.store = store
@@ -127,7 +175,10 @@ class Ingestor:
         # embed as fast as one big batch would (sentence-transformers sorts a call's texts by
         # length, so bigger calls pad less; 256 ran at 0.83x raw encode here, 2048 at ~0.95x).
         self.embed_batch = embed_batch
+        self.max_chunks = max_chunks
+        """A document that would make more chunks than this is refused before any embedding."""
         self.parse_limits = parse_limits or ParseLimits()
+        self.model = EmbeddingModel(embedder.model_id, embedder.dimension)
         store.bind_embedder(embedder.model_id, embedder.dimension)
 
     def add_paths(
@@ -136,9 +187,10 @@ class Ingestor:
         *,
         added_by: str | None = None,
         progress: Progress | None = None,
+        follow_links: bool = False,
     ) -> IngestReport:
         """Ingest files and folders; a bad file is reported and skipped, never half-written."""
-        return self._ingest(self._read_files(paths), added_by, progress)
+        return self._ingest(self._read_files(paths, follow_links), added_by, progress)
 
     def add_text(
         self, text: str, *, title: str, external_id: str, source: str, added_by: str | None = None
@@ -150,33 +202,52 @@ class Ingestor:
         return self._ingest([document], added_by, None).results[0]
 
     def add_bytes(
-        self, data: bytes, *, name: str, external_id: str, source: str, added_by: str | None = None
+        self,
+        data: bytes,
+        *,
+        name: str,
+        external_id: str,
+        source: str,
+        added_by: str | None = None,
+        may_replace: MayReplace | None = None,
     ) -> IngestReport:
-        """Ingest an uploaded file's bytes (`name` picks the parser)."""
+        """Ingest an uploaded file's bytes (`name` picks the parser).
+
+        `may_replace` guards documents stored already under an id the file names (a .jsonl
+        carries its own ids): those it refuses are reported and left as they are.
+        """
         if len(data) > self.max_bytes:
             raise BadDocumentError(f"{name} is over the {self.max_bytes / 1e6:.1f} MB limit.")
         docs = self._parse(data, name)
         sources = [SourceDocument(source, d.external_id or external_id, d, len(data)) for d in docs]
-        return self._ingest(sources, added_by, None)
+        return self._ingest(sources, added_by, None, may_replace)
 
     def _parse(self, data: bytes, name: str) -> list[ParsedDocument]:
         """Files are untrusted: parsed in a child process with memory, CPU and output limits."""
         return parse_isolated(data, name, self.parse_limits)
 
-    def _read_files(self, paths: Iterable[Path]) -> Iterator[SourceDocument | DocumentResult]:
-        for path in iter_files(paths):
-            source = str(path.resolve())
+    def _read_files(
+        self, paths: Iterable[Path], follow_links: bool
+    ) -> Iterator[SourceDocument | DocumentResult]:
+        for path in iter_files(paths, follow_links=follow_links):
+            if isinstance(path, str):  # a link not followed
+                yield DocumentResult(path, path, Outcome.FAILED, error=path)
+                continue
+            # File names are bytes on Linux: keep undecodable ones readable and storable.
+            source = printable(str(path.resolve()))
             try:
                 docs = parse_file(path, self.max_bytes, self._parse)
             except (BadDocumentError, OSError) as exc:
-                message = str(exc) if isinstance(exc, BadDocumentError) else f"{path}: {exc}"
-                yield DocumentResult(source, source, Outcome.FAILED, error=message)
+                message = str(exc) if isinstance(exc, BadDocumentError) else f"{source}: {exc}"
+                yield DocumentResult(source, source, Outcome.FAILED, error=printable(message))
                 continue
             for doc in docs:
                 size = len(doc.text.encode("utf-8")) if doc.external_id else path.stat().st_size
                 yield SourceDocument(source, doc.external_id or source, doc, size)
 
-    def _plan(self, document: SourceDocument) -> _Pending | DocumentResult:
+    def _plan(
+        self, document: SourceDocument, may_replace: MayReplace | None = None
+    ) -> _Pending | DocumentResult:
         digest = content_hash(document.parsed)
         existing = self.store.find_document(document.external_id)
         if existing is not None and existing.content_hash == digest:
@@ -184,13 +255,25 @@ class Ingestor:
                 document.source, document.external_id, Outcome.UNCHANGED, existing.id,
                 chunks_reused=existing.chunks,
             )  # fmt: skip
+        refusal = may_replace(existing) if existing is not None and may_replace else None
+        if refusal is not None:
+            return DocumentResult(
+                document.source, document.external_id, Outcome.FAILED, error=refusal
+            )
         chunks = chunk_document(
             document.parsed, max_chars=self.chunk_chars, overlap_chars=self.overlap_chars
         )
+        if len(chunks) > self.max_chunks:
+            return DocumentResult(
+                document.source, document.external_id, Outcome.FAILED,
+                error=f"{document.parsed.title} would make {len(chunks):,} chunks, over the limit "
+                f"of {self.max_chunks:,} per document (RAGTUNE_MAX_CHUNKS_PER_DOCUMENT); split "
+                "it into smaller files or raise the limit.",
+            )  # fmt: skip
         reusable: dict[str, list[int]] = defaultdict(list)
-        if existing is not None:
-            for old in self.store.document_chunks(existing.id):
-                reusable[old.hash].append(old.id)
+        old_chunks = self.store.document_chunks(existing.id) if existing is not None else []
+        for old in old_chunks:
+            reusable[old.hash].append(old.id)
         keep, new = [], []
         for chunk in chunks:
             if reusable[chunk.hash]:
@@ -198,13 +281,15 @@ class Ingestor:
             else:
                 new.append(chunk)
         remove = [chunk_id for ids in reusable.values() for chunk_id in ids]
-        return _Pending(document, digest, chunks, keep, remove, new, existing is not None)
+        planned_on = frozenset(c.id for c in old_chunks)
+        return _Pending(document, digest, planned_on, keep, remove, new, existing is not None)
 
     def _ingest(
         self,
         documents: Iterable[SourceDocument | DocumentResult],
         added_by: str | None,
         progress: Progress | None,
+        may_replace: MayReplace | None = None,
     ) -> IngestReport:
         report = IngestReport()
         # Results wait here with the documents still to embed, so the report keeps input order.
@@ -220,7 +305,7 @@ class Ingestor:
                 if isinstance(item, _Pending):
                     batch = vectors[offset : offset + len(item.new)]
                     offset += len(item.new)
-                    item = self._write(item, batch, added_by)
+                    item = self._write(item, batch, added_by, may_replace)
                 report.results.append(item)
                 if progress is not None:
                     progress(item)
@@ -233,7 +318,11 @@ class Ingestor:
             ):
                 flush()  # the same id twice: plan the second against the first, once written
                 waiting_chunks = 0
-            planned = document if isinstance(document, DocumentResult) else self._plan(document)
+            planned = (
+                document
+                if isinstance(document, DocumentResult)
+                else self._plan(document, may_replace)
+            )
             pending.append(planned)
             if isinstance(planned, _Pending):
                 waiting_chunks += len(planned.new)
@@ -243,28 +332,63 @@ class Ingestor:
         flush()
         return report
 
-    def _write(self, p: _Pending, vectors: np.ndarray, added_by: str | None) -> DocumentResult:
+    def _write(
+        self,
+        p: _Pending,
+        vectors: np.ndarray,
+        added_by: str | None,
+        may_replace: MayReplace | None,
+    ) -> DocumentResult:
+        """Write a planned document; if another writer got there first, plan it again."""
         doc = p.document
-        document_id = self.store.save_document(
-            DocumentWrite(
-                external_id=doc.external_id,
-                source=doc.source,
-                title=doc.parsed.title,
-                content_hash=p.content_hash,
-                size=doc.size,
-                added_by=added_by,
-                keep=p.keep,
-                remove=p.remove,
-                new=p.new,
-                vectors=vectors,
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                document_id = self.store.save_document(
+                    DocumentWrite(
+                        external_id=doc.external_id,
+                        source=doc.source,
+                        title=doc.parsed.title,
+                        content_hash=p.content_hash,
+                        size=doc.size,
+                        added_by=added_by,
+                        keep=p.keep,
+                        remove=p.remove,
+                        new=p.new,
+                        vectors=vectors,
+                        model=self.model,
+                        planned_on=p.planned_on,
+                    )
+                )
+            except ConcurrentWriteError:
+                replanned = self._plan(doc, may_replace)
+                if isinstance(replanned, DocumentResult):  # e.g. the other writer stored it
+                    return replanned
+                vectors = self._vectors_for(replanned.new, p.new, vectors)
+                p = replanned
+                continue
+            return DocumentResult(
+                doc.source,
+                doc.external_id,
+                Outcome.REPLACED if p.replacing else Outcome.ADDED,
+                document_id,
+                chunks_embedded=len(p.new),
+                chunks_reused=len(p.keep),
+                chunks_removed=len(p.remove),
             )
-        )
         return DocumentResult(
-            doc.source,
-            doc.external_id,
-            Outcome.REPLACED if p.replacing else Outcome.ADDED,
-            document_id,
-            chunks_embedded=len(p.new),
-            chunks_reused=len(p.keep),
-            chunks_removed=len(p.remove),
-        )
+            doc.source, doc.external_id, Outcome.FAILED,
+            error=f"{doc.external_id} kept being changed by another writer; try again.",
+        )  # fmt: skip
+
+    def _vectors_for(
+        self, chunks: list[Chunk], embedded: list[Chunk], vectors: np.ndarray
+    ) -> np.ndarray:
+        """Vectors for `chunks`, reusing those already made for `embedded`."""
+        known = {c.hash: vectors[n] for n, c in enumerate(embedded)}
+        missing = [c for c in chunks if c.hash not in known]
+        if missing:
+            fresh = self.embedder.embed([c.embed_text for c in missing])
+            known.update((c.hash, fresh[n]) for n, c in enumerate(missing))
+        if not chunks:
+            return np.zeros((0, self.model.dimension), np.float32)
+        return np.stack([known[c.hash] for c in chunks])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from knowledge.connection import Connection, transaction
@@ -59,6 +60,45 @@ def m001_initial(conn: Connection) -> None:
     )
 
 
+@migration
+def m002_unique_positions(conn: Connection) -> None:
+    """Every (document, position) at most once, enforced by the schema itself.
+
+    Two writers racing on one document used to store its chunks twice. Databases hurt by that
+    are repaired here: of each duplicated position the newest row stays (with its vector and
+    keywords), and a document whose copies differ gets an empty content hash, so the next
+    `kb add` of its source re-plans it instead of calling it unchanged.
+    """
+    # Each duplicated row, with whether it differs from the newest row at its position.
+    duplicates = conn.execute(
+        "SELECT c.id, c.document_id, c.hash != newest.hash FROM chunks c "
+        "JOIN chunks newest ON newest.id = (SELECT max(id) FROM chunks m "
+        "WHERE m.document_id = c.document_id AND m.position = c.position) "
+        "WHERE c.id != newest.id"
+    ).fetchall()
+    if duplicates:
+        ids = [(chunk_id,) for chunk_id, _, _ in duplicates]
+        row = conn.execute("SELECT value FROM meta WHERE key = 'vector_table'").fetchone()
+        if row is not None:
+            table = str(row[0])
+            if not re.fullmatch(r"vec_chunks_\d+", table):
+                raise ValueError(f"unexpected vector table name {table!r}")
+            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", ids)
+            floats = "vec_floats_" + table.removeprefix("vec_chunks_")
+            conn.executemany(f"DELETE FROM {floats} WHERE chunk_id = ?", ids)
+        conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", ids)
+        conn.executemany("DELETE FROM chunks WHERE id = ?", ids)
+        mixed = {(document_id,) for _, document_id, differs in duplicates if differs}
+        conn.executemany("UPDATE documents SET content_hash = '' WHERE id = ?", sorted(mixed))
+    _run_script(
+        conn,
+        """
+        DROP INDEX chunks_by_document;
+        CREATE UNIQUE INDEX chunks_by_position ON chunks(document_id, position);
+        """,
+    )
+
+
 def _run_script(conn: Connection, script: str) -> None:
     """Run `;`-separated statements inside the caller's transaction.
 
@@ -87,8 +127,11 @@ def migrate(conn: Connection) -> int:
         _backup_before_migrating(conn, current)
     for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
         with transaction(conn):
-            step(conn)
-            conn.execute(f"PRAGMA user_version = {number}")
+            # Another process may have opened the same file at the same moment and applied
+            # this step while we waited for the write lock.
+            if schema_version(conn) < number:
+                step(conn)
+                conn.execute(f"PRAGMA user_version = {number}")
     return len(MIGRATIONS)
 
 

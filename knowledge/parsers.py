@@ -300,14 +300,23 @@ def parse_bytes(data: bytes, name: str) -> list[ParsedDocument]:
 Parser = Callable[[bytes, str], list[ParsedDocument]]
 
 
+def printable(text: str) -> str:
+    """`text` with bytes that were not UTF-8 (in file names, command lines) shown as \\xNN.
+
+    Python keeps such bytes as lone surrogates, which SQLite, JSON and terminals all refuse.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[ParsedDocument]:
     """Parse `path` with `parse` (default `parse_bytes`); refuse it unread if over `max_bytes`."""
+    name = printable(path.name)
     if path.suffix.lower() not in PARSERS:
-        return parse_bytes(b"", path.name)  # raises the unsupported-type error
+        return parse_bytes(b"", name)  # raises the unsupported-type error
     size = path.stat().st_size
     if size > max_bytes:
         raise BadDocumentError(
-            f"{path.name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
+            f"{name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
             "(RAGTUNE_MAX_DOCUMENT_BYTES)."
         )
-    return (parse or parse_bytes)(path.read_bytes(), path.name)
+    return (parse or parse_bytes)(path.read_bytes(), name)

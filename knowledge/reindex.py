@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from knowledge.chunking import embedding_input
 from knowledge.embeddings import Embedder
 from knowledge.store import EmbeddingModel, KnowledgeStore
 
@@ -18,16 +17,23 @@ def reindex(
 ) -> int:
     """Re-embed all chunks with `embedder`; return how many. Search keeps working until the switch.
 
-    A process killed part-way leaves the old table live; the half-filled one is dropped the next
-    time the store opens.
+    Writers go on meanwhile: chunks they delete leave the new table with them, chunks they add
+    are embedded before the switch. One reindex at a time (a lock file beside the database); a
+    process killed part-way leaves the old table live, and the half-filled one is dropped by
+    the next reindex, or by the next store opened once no reindex holds the lock.
     """
-    table = store.create_vector_table(embedder.dimension)
-    done = 0
-    for batch in store.iter_chunks(batch_size):
-        texts = [embedding_input(c.heading, c.text) for c in batch]
-        store.fill_vector_table(table, [c.id for c in batch], embedder.embed(texts))
-        done += len(batch)
-        if progress is not None:
-            progress(len(batch))
-    store.switch_vector_table(table, EmbeddingModel(embedder.model_id, embedder.dimension))
+    with store.reindexing():
+        table = store.begin_reindex(embedder.dimension)
+        done = 0
+        for batch in store.iter_chunks(batch_size):
+            store.fill_vector_table(table, batch, embedder.embed([c.embed_text for c in batch]))
+            done += len(batch)
+            if progress is not None:
+                progress(len(batch))
+        # Catch up with what writers added meanwhile, so the switch itself embeds little.
+        while late := store.chunks_without_vectors(table, batch_size):
+            store.fill_vector_table(table, late, embedder.embed([c.embed_text for c in late]))
+        store.switch_vector_table(
+            table, EmbeddingModel(embedder.model_id, embedder.dimension), embedder.embed
+        )
     return done

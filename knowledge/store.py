@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from knowledge.chunking import Chunk
-from knowledge.connection import Connection, connect, transaction
+from knowledge.chunking import Chunk, embedding_input
+from knowledge.connection import Connection, connect, database_file, transaction
 from knowledge.embeddings import Vectors
-from knowledge.errors import DocumentNotFoundError, EmbedderMismatchError
+from knowledge.errors import (
+    ConcurrentWriteError,
+    DocumentNotFoundError,
+    EmbedderMismatchError,
+    ReindexRunningError,
+)
 from knowledge.keywords import segment_for_index
+from knowledge.locking import try_exclusive
 from knowledge.migrations import migrate
 
 VECTOR_TABLE_PREFIX = "vec_chunks_"
@@ -25,6 +32,8 @@ _VECTOR_TABLE_NAME = re.compile(rf"^{VECTOR_TABLE_PREFIX}\d+$")
 # with k times the rows scanned (k=400 over 100k rows: ~50 ms here), so 16 partitions x k=25
 # give 400 candidates for the cost of one k=25 scan (~5 ms). Changing it needs a reindex.
 COARSE_PARTITIONS = 16
+# meta key: the vector table a running reindex is filling (deletes reach it too).
+REINDEX_TABLE = "reindex_table"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,11 @@ class StoredChunk:
     external_id: str
     title: str
     source: str
+
+    @property
+    def embed_text(self) -> str:
+        """What its vector was made from (see `knowledge.chunking.embedding_input`)."""
+        return embedding_input(self.heading, self.text)
 
 
 @dataclass(frozen=True)
@@ -91,6 +105,9 @@ class DocumentWrite:
     remove: Sequence[int]  # existing chunk ids no longer present
     new: Sequence[Chunk]
     vectors: Vectors  # one row per chunk in `new`
+    model: EmbeddingModel  # the embedder `vectors` come from
+    planned_on: frozenset[int] = field(default_factory=frozenset)
+    """The document's chunk ids when this write was planned (empty: it did not exist)."""
 
 
 _CHUNK_COLUMNS = """
@@ -127,17 +144,50 @@ def _exact_table(vector_table: str) -> str:
     return EXACT_TABLE_PREFIX + vector_table.removeprefix(VECTOR_TABLE_PREFIX)
 
 
+def reindex_lock_path(database: Path) -> Path:
+    """The lock file a running reindex of `database` holds."""
+    return database.with_name(f"{database.name}.reindex-lock")
+
+
+def create_vector_generation(conn: Connection, name: str, dimension: int) -> None:
+    """Create one generation of the vector index: a vec0 table and its float table.
+
+    The vec0 table holds 1-bit quantised vectors for a fast coarse scan; the plain table beside
+    it holds the float vectors that re-score the candidates exactly (see `nearest_chunks`).
+    Point reads of floats from a vec0 table cost ~0.1 ms each here, from a plain table ~1 us.
+    """
+    if not _VECTOR_TABLE_NAME.match(name):
+        raise ValueError(f"not a vector table name: {name!r}")
+    conn.execute(
+        f"CREATE VIRTUAL TABLE {name} USING vec0("
+        f"part INTEGER PARTITION KEY, embedding bit[{int(dimension)}])"
+    )
+    conn.execute(
+        f"CREATE TABLE {_exact_table(name)} (chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
+    )
+
+
 class KnowledgeStore:
     """The knowledge base in one SQLite file: documents, chunks, vectors, keywords."""
 
-    def __init__(self, conn: Connection, *, keyword_reader: Connection | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        keyword_reader: Connection | None = None,
+        inspect_only: bool = False,
+    ) -> None:
         self.conn = conn
         # A second, read-only use connection lets the keyword query run on another core while
         # the vector scan runs on this one (SQLite releases the GIL while it steps). WAL mode
         # lets it read while `conn` writes; it sees committed documents only.
         self._keyword_reader = keyword_reader or conn
+        if inspect_only:  # a file being checked (a backup): it must not change
+            return
         migrate(conn)
-        self._drop_orphan_vector_tables()
+        with self._reindex_lock() as free:
+            if free:  # no reindex is running: what one left behind is abandoned
+                self.drop_abandoned_vector_tables()
 
     @classmethod
     def open(cls, path: Path | str) -> KnowledgeStore:
@@ -191,42 +241,36 @@ class KnowledgeStore:
 
     def bind_embedder(self, model_id: str, dimension: int) -> None:
         """Record the embedder on first use; refuse a different one afterwards."""
-        recorded = self.embedding_model
-        if recorded == EmbeddingModel(model_id, dimension):
+        if self.embedding_model == EmbeddingModel(model_id, dimension):
             return
-        if recorded is not None:
+        # Checked again inside the write: two processes may bind a new file at the same time.
+        with transaction(self.conn):
+            if self.embedding_model is None:
+                table = self._next_vector_table()
+                create_vector_generation(self.conn, table, dimension)
+                self._set_meta("embedding_model", model_id)
+                self._set_meta("embedding_dim", str(dimension))
+                self._set_meta("vector_table", table)
+            self._check_model(EmbeddingModel(model_id, dimension))
+
+    def _check_model(self, model: EmbeddingModel) -> None:
+        """Raise EmbedderMismatchError unless the live vectors come from `model`."""
+        recorded = self.embedding_model
+        if recorded != model:
             raise EmbedderMismatchError(
-                f"This knowledge base was built with {recorded.model_id} "
-                f"({recorded.dimension}-d), not {model_id} ({dimension}-d): run "
-                "`ragtune kb reindex` to re-embed it with the configured model."
+                f"This knowledge base was built with "
+                f"{recorded.model_id if recorded else 'no embedder'} "
+                f"({recorded.dimension if recorded else 0}-d), not {model.model_id} "
+                f"({model.dimension}-d): run `ragtune kb reindex` to re-embed it with the "
+                "configured model."
             )
-        table = self.create_vector_table(dimension)
-        with transaction(self.conn):
-            self._set_meta("embedding_model", model_id)
-            self._set_meta("embedding_dim", str(dimension))
-            self._set_meta("vector_table", table)
 
-    def create_vector_table(self, dimension: int) -> str:
-        """Create a new, empty vector index generation and return its name (not yet live).
+    def _next_vector_table(self) -> str:
+        existing = [int(n.removeprefix(VECTOR_TABLE_PREFIX)) for n in self.vector_tables()]
+        return f"{VECTOR_TABLE_PREFIX}{max(existing, default=0) + 1}"
 
-        A vec0 table holds 1-bit quantised vectors for a fast coarse scan; a plain table beside
-        it holds the float vectors that re-score the candidates exactly (see `nearest_chunks`).
-        Point reads of floats from a vec0 table cost ~0.1 ms each here, from a plain table ~1 us.
-        """
-        existing = [int(n.removeprefix(VECTOR_TABLE_PREFIX)) for n in self._vector_tables()]
-        name = f"{VECTOR_TABLE_PREFIX}{max(existing, default=0) + 1}"
-        with transaction(self.conn):
-            self.conn.execute(
-                f"CREATE VIRTUAL TABLE {name} USING vec0("
-                f"part INTEGER PARTITION KEY, embedding bit[{int(dimension)}])"
-            )
-            self.conn.execute(
-                f"CREATE TABLE {_exact_table(name)} "
-                "(chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
-            )
-        return name
-
-    def _vector_tables(self) -> list[str]:
+    def vector_tables(self) -> list[str]:
+        """Every generation of vector tables in the file (the live one and any unfinished)."""
         rows = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?",
             (VECTOR_TABLE_PREFIX + "%",),
@@ -237,14 +281,25 @@ class KnowledgeStore:
         self.conn.execute(f"DROP TABLE IF EXISTS {table}")
         self.conn.execute(f"DROP TABLE IF EXISTS {_exact_table(table)}")
 
-    def _drop_orphan_vector_tables(self) -> None:
-        """Drop vector tables left by an interrupted reindex (never the live ones)."""
+    def _reindex_lock(self) -> AbstractContextManager[bool]:
+        """Held by a running reindex; free means none is running (a killed one releases it)."""
+        path = database_file(self.conn)
+        if path is None:  # in memory: one connection, nobody else to race
+            return nullcontext(True)
+        return try_exclusive(reindex_lock_path(path))
+
+    def drop_abandoned_vector_tables(self) -> None:
+        """Drop the vector tables an interrupted reindex left.
+
+        Only while holding the reindex lock, or on a copy nobody else uses (a fresh backup).
+        """
         live = self.vector_table
-        orphans = [name for name in self._vector_tables() if name != live]
-        if orphans:
+        leftovers = [name for name in self.vector_tables() if name != live]
+        if leftovers or self._meta(REINDEX_TABLE) is not None:
             with transaction(self.conn):
-                for name in orphans:
+                for name in leftovers:
                     self._drop_vector_tables(name)
+                self.conn.execute("DELETE FROM meta WHERE key = ?", (REINDEX_TABLE,))
 
     def _insert_vectors(self, table: str, ids: Sequence[int], vectors: Vectors) -> None:
         blobs = [_blob(v) for v in vectors]
@@ -302,12 +357,27 @@ class KnowledgeStore:
         return [StoredChunk(*row) for row in rows]
 
     def save_document(self, write: DocumentWrite) -> int:
-        """Insert or replace a document and its chunks in one transaction; return its id."""
+        """Insert or replace a document and its chunks in one transaction; return its id.
+
+        The write applies only to the state it was planned on: if another writer changed the
+        document since (or the embedder was switched), it raises ConcurrentWriteError (or
+        EmbedderMismatchError) and writes nothing, so two writers never both add its chunks.
+        """
         if len(write.new) != len(write.vectors):
             raise ValueError("one vector per new chunk")
-        table = self._live_vector_table()
         now = _now()
         with transaction(self.conn):
+            self._check_model(write.model)
+            row = self.conn.execute(
+                "SELECT id, content_hash FROM documents WHERE external_id = ?",
+                (write.external_id,),
+            ).fetchone()
+            current = self._chunk_ids(int(row[0])) if row is not None else frozenset()
+            if current != write.planned_on or (row is not None and row[1] == write.content_hash):
+                raise ConcurrentWriteError(
+                    f"{write.external_id} was changed by another writer while this one was "
+                    "being prepared."
+                )
             (document_id,) = self.conn.execute(
                 "INSERT INTO documents(external_id, source, title, content_hash, bytes, added_by,"
                 " added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -326,11 +396,14 @@ class KnowledgeStore:
                     now,
                 ),
             ).fetchone()
-            self._delete_chunks(table, write.remove)
-            self.conn.executemany(
-                "UPDATE chunks SET position = ? WHERE id = ?",
-                [(position, chunk_id) for chunk_id, position in write.keep],
-            )
+            self._delete_chunks(write.remove)
+            # Two steps, because (document, position) is unique: kept chunks that swap places
+            # would collide half-way through one pass.
+            for sign, offset in ((-1, -1), (1, 0)):
+                self.conn.executemany(
+                    "UPDATE chunks SET position = ? WHERE id = ?",
+                    [(sign * position + offset, chunk_id) for chunk_id, position in write.keep],
+                )
             ids = [
                 self.conn.execute(
                     "INSERT INTO chunks(document_id, position, heading, text, hash) "
@@ -346,12 +419,19 @@ class KnowledgeStore:
                     for i, c in zip(ids, write.new, strict=True)
                 ],
             )
-            self._insert_vectors(table, ids, write.vectors)
+            self._insert_vectors(self._live_vector_table(), ids, write.vectors)
         return int(document_id)
 
-    def _delete_chunks(self, table: str | None, chunk_ids: Sequence[int]) -> None:
+    def _chunk_ids(self, document_id: int) -> frozenset[int]:
+        rows = self.conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))
+        return frozenset(int(i) for (i,) in rows)
+
+    def _delete_chunks(self, chunk_ids: Sequence[int] | frozenset[int]) -> None:
+        """Delete chunks with their keywords and vectors (in the live table and in the one a
+        running reindex fills, so that a chunk deleted now has no vector after its switch)."""
         params = [(i,) for i in chunk_ids]
-        if table is not None:
+        for table in {self.vector_table, self._meta(REINDEX_TABLE)} - {None}:
+            assert table is not None
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
             self.conn.executemany(f"DELETE FROM {_exact_table(table)} WHERE chunk_id = ?", params)
         self.conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", params)
@@ -359,14 +439,8 @@ class KnowledgeStore:
 
     def delete_document(self, document_id: int) -> None:
         """Remove a document with its chunks, vectors and keywords, in one transaction."""
-        chunk_ids = [
-            int(i)
-            for (i,) in self.conn.execute(
-                "SELECT id FROM chunks WHERE document_id = ?", (document_id,)
-            )
-        ]
         with transaction(self.conn):
-            self._delete_chunks(self.vector_table, chunk_ids)
+            self._delete_chunks(self._chunk_ids(document_id))
             deleted = self.conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
             if deleted.rowcount == 0:
                 raise DocumentNotFoundError(f"No document with id {document_id}.")
@@ -451,18 +525,62 @@ class KnowledgeStore:
             yield batch
             last = batch[-1].id
 
-    def fill_vector_table(self, table: str, ids: Sequence[int], vectors: Vectors) -> None:
-        """Add vectors to a not-yet-live table, in one transaction."""
-        with transaction(self.conn):
-            self._insert_vectors(table, ids, vectors)
+    @contextmanager
+    def reindexing(self) -> Iterator[None]:
+        """Hold the reindex lock for the block, or raise ReindexRunningError if it is taken."""
+        with self._reindex_lock() as free:
+            if not free:
+                raise ReindexRunningError(
+                    "Another reindex of this knowledge base is running; wait for it to finish."
+                )
+            yield
 
-    def switch_vector_table(self, table: str, model: EmbeddingModel) -> None:
-        """Make `table` live for `model` and drop the old one, in one transaction."""
+    def begin_reindex(self, dimension: int) -> str:
+        """Create the vector table a reindex fills (not yet live); call inside `reindexing`."""
+        self.drop_abandoned_vector_tables()  # ours to clean: we hold the reindex lock
+        with transaction(self.conn):
+            name = self._next_vector_table()
+            create_vector_generation(self.conn, name, dimension)
+            self._set_meta(REINDEX_TABLE, name)
+        return name
+
+    def fill_vector_table(
+        self, table: str, chunks: Sequence[StoredChunk], vectors: Vectors
+    ) -> None:
+        """Add vectors to a not-yet-live table, in one transaction, for the chunks that still
+        hold the text they were embedded from (a writer may have replaced one meanwhile)."""
+        with transaction(self.conn):
+            current = {c.id: c.hash for c in self.chunks_by_id([c.id for c in chunks]).values()}
+            fresh = [n for n, c in enumerate(chunks) if current.get(c.id) == c.hash]
+            self._insert_vectors(table, [chunks[n].id for n in fresh], vectors[fresh])
+
+    def chunks_without_vectors(self, table: str, limit: int) -> list[StoredChunk]:
+        """Chunks that `table` has no vector for yet (added while a reindex ran)."""
+        rows = self.conn.execute(
+            f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id "
+            f"WHERE c.id NOT IN (SELECT chunk_id FROM {_exact_table(table)}) ORDER BY c.id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [StoredChunk(*row) for row in rows]
+
+    def switch_vector_table(
+        self, table: str, model: EmbeddingModel, embed: Callable[[list[str]], Vectors]
+    ) -> None:
+        """Make `table` live for `model` and drop the old one, in one transaction.
+
+        Chunks written since the reindex last looked are embedded inside it, so the new table
+        holds exactly the chunks there are when it goes live.
+        """
         old = self.vector_table
         with transaction(self.conn):
+            late = self.chunks_without_vectors(table, limit=-1)
+            if late:
+                vectors = embed([c.embed_text for c in late])
+                self._insert_vectors(table, [c.id for c in late], vectors)
             self._set_meta("vector_table", table)
             self._set_meta("embedding_model", model.model_id)
             self._set_meta("embedding_dim", str(model.dimension))
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (REINDEX_TABLE,))
             if old is not None and old != table:
                 self._drop_vector_tables(old)
 
@@ -484,3 +602,33 @@ class KnowledgeStore:
     def count_rows(self) -> dict[str, int]:
         """Row counts of the chunk, keyword and vector tables (they must agree)."""
         return {name: len(ids) for name, ids in self.row_ids().items()}
+
+    def fts_options(self) -> set[str]:
+        """Options stored in the keyword index's config (only its format version, normally)."""
+        return {str(k) for (k,) in self.conn.execute("SELECT k FROM chunks_fts_config")}
+
+    def problems(self) -> list[str]:
+        """What breaks the knowledge base's invariants, one sentence each (empty: none).
+
+        Chunk, keyword and vector rows agree; every chunk belongs to a document; every document
+        has chunks at positions 0..n-1, each exactly once.
+        """
+        found = []
+        ids = self.row_ids()
+        if not ids["chunks"] == ids["keywords"] == ids["vectors"] == ids["exact_vectors"]:
+            counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in ids.items())
+            found.append(f"chunks without their keyword or vector rows ({counts})")
+        (orphans,) = self.conn.execute(
+            "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
+        ).fetchone()
+        if orphans:
+            found.append(f"{orphans} chunks of no document")
+        broken = self.conn.execute(
+            "SELECT d.external_id FROM documents d LEFT JOIN chunks c ON c.document_id = d.id "
+            "GROUP BY d.id HAVING count(c.id) = 0 OR count(DISTINCT c.position) != count(c.id) "
+            "OR min(c.position) != 0 OR max(c.position) != count(c.id) - 1"
+        ).fetchall()
+        if broken:
+            names = ", ".join(str(name) for (name,) in broken[:5])
+            found.append(f"{len(broken)} documents not whole (gaps or repeats: {names})")
+        return found

@@ -157,7 +157,7 @@ def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
             assert model is not None
             known = {"test/hash-embedder", *(f"test/hash-{i}" for i in range(KILLS))}
             assert model.model_id in known
-            assert len(store._vector_tables()) == 1
+            assert len(store.vector_tables()) == 1
     assert killed >= KILLS * 3 // 4, "most runs must really be killed mid-reindex"
     answers_after_the_crashes(db)
     print(f"kill -9 during reindex: {killed}/{KILLS} runs killed mid-reindex, 0 inconsistencies, "

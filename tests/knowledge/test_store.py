@@ -109,7 +109,7 @@ def test_a_different_embedder_is_refused_until_reindex(
     hits = HybridSearcher(store, other).search("widget 3 warranty", k=3)
     assert hits and hits[0].similarity > 0.3
     consistent_chunk_count(store)
-    assert store._vector_tables() == [store.vector_table]  # the old table is gone
+    assert store.vector_tables() == [store.vector_table]  # the old table is gone
 
 
 def test_half_built_vector_table_from_a_killed_reindex_is_dropped(tmp_path: Path) -> None:
@@ -117,9 +117,10 @@ def test_half_built_vector_table_from_a_killed_reindex_is_dropped(tmp_path: Path
     with KnowledgeStore.open(path) as store:
         _ingestor(store, HashEmbedder()).add_paths([_write(tmp_path / "a.txt", PARAGRAPHS)])
         live = store.vector_table
-        orphan = store.create_vector_table(32)
+        with store.reindexing():
+            orphan = store.begin_reindex(32)
     with KnowledgeStore.open(path) as store:
-        assert store._vector_tables() == [live]
+        assert store.vector_tables() == [live]
         assert orphan != live
 
 
