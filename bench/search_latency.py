@@ -20,7 +20,7 @@ from knowledge.chunking import Chunk, chunk_document
 from knowledge.embeddings import SentenceTransformerEmbedder, Vectors
 from knowledge.parsers import parse_bytes
 from knowledge.search import HybridSearcher
-from knowledge.store import DocumentWrite, KnowledgeStore
+from knowledge.store import DocumentWrite, EmbeddingModel, KnowledgeStore
 
 SIZES = (10_000, 100_000)
 QUERIES = 200
@@ -66,6 +66,7 @@ def build(path: Path, size: int, chunks: list[Chunk], vectors: np.ndarray) -> Ve
                     external_id=f"doc-{start}", source="bench", title="bench", content_hash="",
                     size=0, added_by=None, keep=(), remove=(), new=new,
                     vectors=matrix[start : start + len(new)],
+                    model=EmbeddingModel(FixedEmbedder.model_id, FixedEmbedder.dimension),
                 )
             )  # fmt: skip
     return matrix

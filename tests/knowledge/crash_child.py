@@ -1,17 +1,32 @@
-"""Child process for the kill -9 tests: ingests or reindexes, printing after every commit."""
+"""Child process for the kill -9 and race tests: ingests or reindexes, printing after every
+commit; `reindex DB MODEL --step` also stops after embedding each batch, before writing it,
+until a line arrives on stdin (so a test can change the knowledge base exactly there)."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from knowledge.embeddings import Vectors
 from knowledge.ingest import Ingestor
 from knowledge.reindex import reindex
 from knowledge.store import KnowledgeStore
 from tests.helpers import HashEmbedder
 
 DOCUMENTS = 30
+
+
+class SteppedEmbedder(HashEmbedder):
+    """Embeds, says so, then waits for the parent's go-ahead before the vectors are written."""
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """HashEmbedder's vectors, handed back once a line arrives on stdin."""
+        vectors = super().embed(texts)
+        print(f"embedded {len(texts)}", flush=True)
+        sys.stdin.readline()
+        return vectors
 
 
 def corpus(version: int) -> list[dict[str, str]]:
@@ -37,8 +52,9 @@ def write_corpus(path: Path, version: int) -> Path:
 
 
 def main() -> None:
-    """argv: ingest DB CORPUS | reindex DB MODEL_ID."""
+    """argv: ingest DB CORPUS | reindex DB MODEL_ID [--step]."""
     mode, db, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    stepped = sys.argv[4:] == ["--step"]
     with KnowledgeStore.open(db) as store:
         print("ready", flush=True)
         if mode == "ingest":
@@ -50,8 +66,8 @@ def main() -> None:
             ingestor = Ingestor(store, embedder, chunk_chars=200, overlap_chars=40, embed_batch=1)
             ingestor.add_paths([Path(arg)], progress=lambda r: print(r.external_id, flush=True))
         else:
-            reindex(store, HashEmbedder(model_id=arg), batch_size=16,
-                    progress=lambda n: print(n, flush=True))  # fmt: skip
+            embedder = (SteppedEmbedder if stepped else HashEmbedder)(model_id=arg)
+            reindex(store, embedder, batch_size=16, progress=lambda n: print(n, flush=True))
         print("done", flush=True)
 
 
