@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -162,30 +163,55 @@ def build_worker(settings: Settings, engine: ChatEngine) -> ModelWorker:
     return ModelWorker(engine, max_queue=settings.model_queue_size)
 
 
-def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], None]]:
-    """Everything the bot needs, opened once; returns the services and a function closing them."""
-    from bot.tg.handlers import BotServices
+@dataclass
+class LocalServices:
+    """What start-up opens before anything is asked of Telegram: all that can fail locally."""
 
+    worker: ModelWorker
+    state: StateStore
+    adapters: AdapterSwitcher
+    store: KnowledgeStore
+    writer: KnowledgeStore
+    embedder: SentenceTransformerEmbedder
+
+
+def open_local_services(settings: Settings) -> LocalServices:
+    """The model, both databases, the active adapter and the embedder's folder, checked.
+
+    Quick (about a second): loading the embedder itself waits for `finish_bot_services`.
+    """
     engine = build_engine(settings)  # first: a bad model stops start-up before anything loads
     worker = build_worker(settings, engine)
     state = StateStore.open(settings.state_db)
     adapters = build_adapter_switcher(settings, worker, state)
     adapters.restore()  # the adapter active before a restart; a broken one stops start-up here
     store = open_store(settings)
-    embedder = build_embedder(settings)
-    embedder.embed(["warm up"])  # load the embedder now, not on the first question
-    searcher = build_searcher(settings, store, embedder)
-    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
     writer = open_store(settings)  # admin writes go through a connection of their own
+    embedder = build_embedder(settings)
+    embedder.check()
+    return LocalServices(worker, state, adapters, store, writer, embedder)
+
+
+def finish_bot_services(
+    settings: Settings, local: LocalServices
+) -> tuple[BotServices, Callable[[], None]]:
+    """Everything else the bot needs (the embedder loaded, the model warm); returns the
+    services and a function closing them."""
+    from bot.tg.handlers import BotServices
+
+    worker, state, embedder = local.worker, local.state, local.embedder
+    embedder.embed(["warm up"])  # load the embedder now, not on the first question
+    searcher = build_searcher(settings, local.store, embedder)
+    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
     admin = AdminService(
         settings.admin_ids,
-        writer,
-        build_ingestor(settings, writer, embedder),
+        local.writer,
+        build_ingestor(settings, local.writer, embedder),
         state,
         max_bytes=settings.max_document_bytes,
-        adapters=adapters,
+        adapters=local.adapters,
         comparisons=ComparisonRunner(
-            answerer, adapters, settings.eval_questions, settings.eval_limit
+            answerer, local.adapters, settings.eval_questions, settings.eval_limit
         ),
     )
     worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
@@ -193,8 +219,8 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
     def close() -> None:
         worker.close()
         searcher.close()
-        store.close()
-        writer.close()
+        local.store.close()
+        local.writer.close()
         state.close()
 
     services = BotServices(
@@ -205,6 +231,11 @@ def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], No
         alert_chats=alert_chats(settings),
     )
     return services, close
+
+
+def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], None]]:
+    """Everything the bot needs, opened once; returns the services and a function closing them."""
+    return finish_bot_services(settings, open_local_services(settings))
 
 
 def build_application(

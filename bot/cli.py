@@ -11,7 +11,6 @@ import secrets
 import signal
 import sys
 import tempfile
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -22,10 +21,10 @@ import typer
 from tqdm import tqdm
 
 from bot import app as services
-from bot.config import Settings, get_settings
+from bot.config import get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
-from bot.logs import quiet_about, redact_secrets
+from bot.logs import redact_secrets
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
@@ -553,6 +552,11 @@ def _version(distribution: str) -> str:
 @cli.command()
 def run() -> None:
     """Start the Telegram bot (long polling, or a webhook); without a token, say what to set."""
+    from telegram.error import InvalidToken
+
+    from bot.tg.serve import Server
+    from bot.tg.webhook import WebhookConfig
+
     settings = get_settings()
     token = settings.telegram_bot_token
     if token is None:
@@ -562,40 +566,32 @@ def run() -> None:
     secret = secret or secrets.token_urlsafe(32)
     redact_secrets([token.get_secret_value(), secret])
     logging.getLogger().setLevel(logging.INFO)
-    application = services.build_application(settings)
-    from telegram.error import InvalidToken
-
-    quiet_about(InvalidToken)  # said below in one line; PTB would add a traceback
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    # Local faults (model, databases, adapter, embedder folder) first: they are said in one
+    # line even when Telegram cannot be reached, and nothing is asked of Telegram before.
+    local = services.open_local_services(settings)
+    application = services.build_application(
+        settings, lambda: services.finish_bot_services(settings, local)
+    )
+    webhook = (
+        WebhookConfig(settings.webhook_url, settings.webhook_listen, settings.webhook_port, secret)
+        if settings.webhook_url
+        else None
+    )
+    server = Server(application, settings.telegram_api_url, webhook)
+    loop = asyncio.new_event_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, server.stop)
     try:
-        _serve(application, settings, secret)
+        loop.run_until_complete(server.run())
     except InvalidToken:
         typer.echo(
             "error: Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather).",
             err=True,
         )
         raise typer.Exit(1) from None
-
-
-def _serve(application: Any, settings: Settings, secret: str) -> None:
-    """Poll, or serve the webhook, until SIGINT/SIGTERM (answers in progress are cancelled)."""
-    from bot.tg.handlers import stop_gracefully
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # PTB runs on the current loop, with our stop handlers on it
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop_signal, stop_gracefully, application)
-    if settings.webhook_url:
-        # Telegram sends the secret with every update; PTB refuses requests without it.
-        application.run_webhook(
-            listen=settings.webhook_listen,
-            port=settings.webhook_port,
-            url_path=urllib.parse.urlparse(settings.webhook_url).path.lstrip("/"),
-            webhook_url=settings.webhook_url,
-            secret_token=secret,
-            stop_signals=None,
-        )
-    else:
-        application.run_polling(drop_pending_updates=False, stop_signals=None)
+    finally:
+        loop.close()
 
 
 @cli.command()

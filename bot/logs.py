@@ -31,23 +31,3 @@ def redact_secrets(secrets: Iterable[str]) -> None:
     for handler in logging.getLogger().handlers:
         fmt = handler.formatter._fmt if handler.formatter else None
         handler.setFormatter(RedactingFormatter(fmt, kept))
-
-
-class ReportedElsewhere(logging.Filter):
-    """Drops records whose exception ragtune reports itself in one sentence (e.g. a bad token,
-    which PTB logs with a full traceback before raising it)."""
-
-    def __init__(self, *errors: type[BaseException]) -> None:
-        super().__init__()
-        self.errors = errors
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record except those carrying one of `errors`."""
-        error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, self.errors)
-
-
-def quiet_about(*errors: type[BaseException]) -> None:
-    """Install ReportedElsewhere on every root handler."""
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(ReportedElsewhere(*errors))

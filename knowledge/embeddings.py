@@ -67,17 +67,21 @@ class SentenceTransformerEmbedder:
         self._model: SentenceTransformer | None = None
         self._lock = threading.Lock()
 
+    def check(self) -> None:
+        """Raise KnowledgeError now if the folder holds no model (loading it takes seconds)."""
+        if (
+            not (self.model_dir / "modules.json").is_file()
+            and not (self.model_dir / "config.json").is_file()
+        ):
+            raise KnowledgeError(
+                f"No sentence-transformers model in {self.model_dir}: point "
+                "RAGTUNE_EMBEDDING_MODEL at a folder holding one."
+            )
+
     def _load(self) -> SentenceTransformer:
         with self._lock:
             if self._model is None:
-                if (
-                    not (self.model_dir / "modules.json").is_file()
-                    and not (self.model_dir / "config.json").is_file()
-                ):
-                    raise KnowledgeError(
-                        f"No sentence-transformers model in {self.model_dir}: point "
-                        "RAGTUNE_EMBEDDING_MODEL at a folder holding one."
-                    )
+                self.check()
                 # Never reach for a model hub: everything must already be on disk.
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 import torch

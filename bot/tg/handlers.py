@@ -181,17 +181,6 @@ def cancel_for_shutdown(application: Application) -> int:  # type: ignore[type-a
     return len(jobs)
 
 
-def stop_gracefully(application: Application) -> None:  # type: ignore[type-arg]
-    """What a stop signal does: cancel the answers in progress, then stop PTB's loop.
-
-    Without the cancel, PTB's stop waits for every running handler, i.e. for whole answers
-    (up to RAGTUNE_GENERATION_TIMEOUT_S), and a service manager would kill the bot mid-write.
-    """
-    cancelled = cancel_for_shutdown(application)
-    log.info("stopping; %d answers in progress cancelled", cancelled)
-    application.stop_running()
-
-
 class NoticeThrottle:
     """Says the same notice ("busy", "one at a time") to a user at most once per interval.
 

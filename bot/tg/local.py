@@ -38,22 +38,13 @@ async def running_bot(
 ) -> AsyncIterator[None]:
     """The real PTB Application, polling, for the duration of the block (post_init included)."""
     from bot.app import build_application
+    from bot.tg.serve import open_application
 
     application = build_application(settings, services)
-    await application.initialize()
-    if application.post_init is not None:
-        await application.post_init(application)
-    await application.start()
-    assert application.updater is not None
-    await application.updater.start_polling(poll_interval=0.0, timeout=1)
-    try:
+    async with open_application(application):
+        assert application.updater is not None
+        await application.updater.start_polling(poll_interval=0.0, timeout=1)
         yield
-    finally:
-        await application.updater.stop()
-        await application.stop()
-        await application.shutdown()
-        if application.post_shutdown is not None:
-            await application.post_shutdown(application)
 
 
 def terminal_text(message_html: str) -> str:

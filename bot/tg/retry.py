@@ -18,6 +18,7 @@ from tenacity import (
 
 log = logging.getLogger(__name__)
 Result = bool | dict[str, Any] | list[dict[str, Any]]
+OWN_BACKOFF = frozenset({"getUpdates", "getMe"})
 
 
 def is_transient(error: BaseException) -> bool:
@@ -36,7 +37,8 @@ class RetryingRateLimiter(AIORateLimiter):
     """AIORateLimiter (flood limits; on a 429 no call before retry_after) that also retries
     transient failures with exponential backoff, then lets the last error through.
 
-    getUpdates is left alone: PTB's polling loop has its own backoff and never gives up.
+    getUpdates and getMe are left alone: PTB's polling loop and `ragtune run`'s start-up
+    (bot/tg/serve.py) have their own backoff, never give up, and say so in one line.
     """
 
     def __init__(
@@ -57,7 +59,7 @@ class RetryingRateLimiter(AIORateLimiter):
         rate_limit_args: int | None,
     ) -> Result:
         """Run the call through flood control, retrying transient failures."""
-        if endpoint == "getUpdates":
+        if endpoint in OWN_BACKOFF:
             return await super().process_request(
                 callback, args, kwargs, endpoint, data, rate_limit_args
             )

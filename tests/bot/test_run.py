@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -201,3 +205,137 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert START_UP_FAULTS[fault] in lines[0], lines
     assert env["TELEGRAM_BOT_TOKEN"] not in proc.stderr + proc.stdout
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def post_big_body(url: str, secret: str | None, size: int) -> tuple[int, int]:
+    """POST `size` bytes as a careless or hostile client would; (status, bytes it got to send)."""
+    parts = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=10)
+    conn.putrequest("POST", parts.path)
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(size))
+    if secret is not None:
+        conn.putheader("X-Telegram-Bot-Api-Secret-Token", secret)
+    conn.endheaders()
+    sent, chunk = 0, b"x" * 1_000_000
+    try:
+        while sent < size:
+            conn.send(chunk[: size - sent])
+            sent += len(chunk[: size - sent])
+    except OSError:
+        pass  # the server hung up on the body: what we want
+    try:
+        status = conn.getresponse().status
+    except OSError:
+        status = 0
+    conn.close()
+    return status, sent
+
+
+def test_webhook_refuses_big_bodies_before_reading_them(
+    tmp_path: Path, emulator: BotAPIEmulator
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram"
+    env = bot_env(tmp_path, emulator) | {
+        "RAGTUNE_WEBHOOK_URL": url,
+        "RAGTUNE_WEBHOOK_PORT": str(port),
+        "RAGTUNE_WEBHOOK_SECRET": SECRET,
+    }
+    proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    results: dict[str, object] = {}
+
+    def ask() -> None:
+        emulator.wait_for(lambda: emulator.webhook_url is not None, timeout=30)
+        before = rss_mb(proc.pid)
+        results["no secret"] = [post_big_body(url, None, 50_000_000) for _ in range(6)]
+        results["wrong secret"] = post_big_body(url, "wrong", 50_000_000)
+        results["too big"] = post_big_body(url, SECRET, 50_000_000)
+        results["rss growth"] = rss_mb(proc.pid) - before
+        emulator.send_text(QUESTION, user_id=5)  # and a real update still gets its answer
+
+    replies, log = answer_and_stop(proc, emulator, ask, stop=signal.SIGTERM)
+    print(f"webhook: 6 x 50 MB without the secret -> {results['no secret']}, RSS growth "
+          f"{results['rss growth']:.1f} MB")  # fmt: skip
+    for status, sent in [*results["no secret"], results["wrong secret"]]:  # type: ignore[misc]
+        assert status == 403 and sent < 50_000_000
+    status, sent = results["too big"]  # type: ignore[misc]
+    assert status == 413 and sent < 50_000_000
+    assert float(results["rss growth"]) < 20  # type: ignore[arg-type]
+    assert "Tallinn" in replies[-1]
+    assert "Traceback" not in log and SECRET not in log and TOKEN not in log
+
+
+def closed_port_url() -> tuple[str, int]:
+    """A Bot API URL nothing listens on yet: what an unreachable Telegram looks like."""
+    port = free_port()
+    return f"http://127.0.0.1:{port}/bot", port
+
+
+def test_a_missing_model_is_reported_even_when_telegram_cannot_be_reached(
+    tmp_path: Path, emulator: BotAPIEmulator
+) -> None:
+    api_url, _ = closed_port_url()
+    env = run_env(tmp_path, emulator) | {
+        "RAGTUNE_TELEGRAM_API_URL": api_url,
+        "RAGTUNE_MODEL_PATH": str(tmp_path / "nope.gguf"),
+    }
+    proc, took = start_and_fail([RAGTUNE, "run"], env, tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and took < 10
+    assert len(lines) == 1 and "does not exist" in lines[0], lines
+
+
+def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    api_url, port = closed_port_url()
+    late = BotAPIEmulator(token=TOKEN)
+    env = {
+        **os.environ,
+        "RAGTUNE_DB": str(tmp_path / "kb.db"),
+        "RAGTUNE_STATE_DB": str(tmp_path / "state.db"),
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "RAGTUNE_TELEGRAM_API_URL": api_url,
+        "RAGTUNE_TELEGRAM_FILE_URL": api_url.replace("/bot", "/file/bot"),
+        "RAGTUNE_ADMIN_IDS": "1",
+    }
+    (tmp_path / "estonia.txt").write_text("The capital of Estonia is Tallinn.")
+    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    assert proc.stdout is not None
+    said: list[tuple[float, str]] = []
+    reader = threading.Thread(
+        target=lambda: said.extend((time.monotonic(), line) for line in proc.stdout or [])
+    )
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum("cannot be reached" in line for _, line in said) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None, said
+            time.sleep(0.1)
+        late.start(port=port)  # Telegram is back
+        replies, _ = answer_and_stop(proc, late, lambda: late.send_text(QUESTION, user_id=5))
+    finally:
+        late.stop()
+        reader.join(timeout=10)
+    log = "".join(line for _, line in said)
+    print(log)
+    tries = [(at, line) for at, line in said if "cannot be reached" in line]
+    assert all(api_url in line and TOKEN not in line for _, line in tries)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(tries)]
+    assert gaps[-1] > gaps[0], gaps  # backing off
+    assert "Traceback" not in log and TOKEN not in log
+    assert not [line for _, line in said if "WARNING" in line and "cannot be reached" not in line]
+    assert "Tallinn" in replies[-1]

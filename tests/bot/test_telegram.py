@@ -34,9 +34,9 @@ from bot.tg.handlers import (
     STOPPED,
     WELCOME,
     BotServices,
-    stop_gracefully,
 )
 from bot.tg.local import running_bot
+from bot.tg.serve import Server
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
@@ -448,17 +448,13 @@ def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
 def test_a_stop_in_the_middle_of_answers_cancels_them_tells_the_users_and_exits_promptly(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
-    """The same path as SIGTERM in `ragtune run`: PTB's run_polling, stopped by stop_gracefully."""
+    """The same path as SIGTERM in `ragtune run`: its Server, stopped by `Server.stop`."""
     engine = ScriptedEngine(["word " * 400] * 3, delay_s=0.02)  # ~8 s each unless cancelled
     application = build_application(settings, scripted_services(tmp_path, engine))
+    server = Server(application, settings.telegram_api_url, poll_timeout_s=1)
     loop = asyncio.new_event_loop()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        application.run_polling(stop_signals=None, close_loop=False, poll_interval=0, timeout=1)
-
-    server = threading.Thread(target=serve)
-    server.start()
+    serving = threading.Thread(target=loop.run_until_complete, args=(server.run(),))
+    serving.start()
     users = (201, 202, 203)
     try:
         emulator.wait_for(lambda: bool(emulator.sent("setMyCommands")), timeout=30)
@@ -468,11 +464,11 @@ def test_a_stop_in_the_middle_of_answers_cancels_them_tells_the_users_and_exits_
         emulator.wait_for(lambda: all(texts(emulator, u) for u in users[1:]))  # "number N"
     finally:
         stop_asked = time.monotonic()
-        loop.call_soon_threadsafe(stop_gracefully, application)
-        server.join(timeout=30)
+        loop.call_soon_threadsafe(server.stop)
+        serving.join(timeout=30)
     took = time.monotonic() - stop_asked
     loop.close()
-    assert not server.is_alive() and took < 3.0, took
+    assert not serving.is_alive() and took < 3.0, took
     assert len(engine.history) == 1  # the queued questions never reached the model
     for user in users:
         assert texts(emulator, user)[-1] == RESTARTING
