@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
+from knowledge.parsers import printable
 from knowledge.store import KnowledgeStore
 
 # No model hub, ever: the default models come from PyPI packages.
@@ -649,8 +651,24 @@ def main() -> None:
     try:
         cli()
     except (KnowledgeError, ModelError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(1)
+    except Exception as exc:
+        if (sentence := _storage_failure(exc)) is None:
+            raise
+        typer.echo(f"error: {sentence}", err=True)
+        sys.exit(1)
+
+
+def _storage_failure(error: Exception) -> str | None:
+    """One sentence for a full disk or an unwritable file (None for any other error)."""
+    from knowledge.connection import is_storage_failure
+
+    if is_storage_failure(error):
+        return f"a database could not be written ({error}); free some space, then try again."
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return f"could not write {printable(str(error.filename))}: {error.strerror}."
+    return None
 
 
 if __name__ == "__main__":

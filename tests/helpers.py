@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -119,3 +120,28 @@ SECRETS = (KNOWN_TOKEN, REFUSED_TOKEN, WEBHOOK_SECRET)
 def secrets_in(text: str) -> list[str]:
     """The known secrets that appear in `text` (also percent-encoded, as in URLs)."""
     return [s for s in SECRETS if s in text or s.replace(":", "%3A") in text]
+
+
+class SmallDisk:
+    """A small tmpfs that a test can fill up: a full disk, for real."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Write until the filesystem has no room left, down to the last byte."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (65536, 4096, 512, 1):
+                try:
+                    while os.write(fd, b"\0" * size):
+                        pass
+                except OSError:
+                    continue
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        """Make room again."""
+        self.filler.unlink(missing_ok=True)

@@ -12,11 +12,18 @@ from dataclasses import dataclass
 from telegram import BotCommand, Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
 from telegram.error import BadRequest, TelegramError
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 
 from bot.core.access import AccessPolicy
 from bot.core.admin import AdminService
-from bot.core.answer import Answer, Answerer, Mode
+from bot.core.answer import Answer, Answerer, Mode, PreparedAnswer
 from bot.llm.worker import Job, QueueFullError
 from bot.state import StateStore
 from bot.tg.render import answer_html, preview, sendable, sources_html, split_message
@@ -122,7 +129,7 @@ async def reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/sources: the sources behind the last answer in this chat."""
     message = update.effective_message
-    answer: Answer | None = (context.chat_data or {}).get(LAST_ANSWER)
+    answer = last_answer(update, context)
     if message is None:
         return
     if answer is None or not answer.shown_sources:
@@ -134,6 +141,18 @@ async def sources(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         lines.append(f"\n[{source.number}] {html.escape(chunk.text[:300])}")
     for part in split_message("\n".join(lines)):
         await message.reply_text(part, parse_mode=ParseMode.HTML)
+
+
+def remember_answer(update: Update, context: ContextTypes.DEFAULT_TYPE, answer: Answer) -> None:
+    """Keep the answer for /sources, scoped like memory: per chat, and per user in groups."""
+    if context.chat_data is not None:
+        context.chat_data.setdefault(LAST_ANSWER, {})[chat_key(update)] = answer
+
+
+def last_answer(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Answer | None:
+    """The answer this user last got in this chat (never another group member's)."""
+    answers: dict[str, Answer] = (context.chat_data or {}).get(LAST_ANSWER, {})
+    return answers.get(chat_key(update))
 
 
 async def ask_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -286,8 +305,23 @@ async def _answer(
     if job is not None:
         active[user_id] = job  # from here on /cancel and a shutdown can stop it
     access = _services(context).access
-    if access is not None:
-        await asyncio.to_thread(access.record, user_id, chat.id)
+    try:
+        if access is not None:
+            await asyncio.to_thread(access.record, user_id, chat.id)
+        await _deliver(update, context, prepared, job)
+    finally:
+        if job is not None:  # whatever failed on the way, the model's place is given back
+            job.cancel()
+
+
+async def _deliver(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, prepared: PreparedAnswer, job: Job | None
+) -> None:
+    """Say where the job is in the queue, stream it, send the final answer with its sources."""
+    message = update.effective_message
+    chat = update.effective_chat
+    assert message is not None and chat is not None
+    answerer = _services(context).answerer
     if job is not None and job.position > 0:
         await message.reply_text(f"You are number {job.position} in the queue.")
     completion = None
@@ -301,9 +335,10 @@ async def _answer(
         if completion.finish_reason == "cancelled":
             await message.reply_text(RESTARTING if context.bot_data.get(STOPPING) else STOPPED)
             return
-    answer = await asyncio.to_thread(answerer.finish, prepared, completion, chat_key=key)
-    if context.chat_data is not None:
-        context.chat_data[LAST_ANSWER] = answer
+    answer = await asyncio.to_thread(
+        answerer.finish, prepared, completion, chat_key=chat_key(update)
+    )
+    remember_answer(update, context, answer)
     await live.finish(answer_html(answer))
 
 
@@ -391,6 +426,20 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
             log.warning("could not apologise in %s: %s", where, type(exc).__name__)
 
 
+async def alert_degraded(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """After every update: tell the admins once per interval if the state could not be
+    written (a full disk), while the bot goes on answering without it."""
+    services: BotServices | None = context.bot_data.get(SERVICES)
+    alert = services.state.alert_due() if services else None
+    if services is None or alert is None:
+        return
+    for chat_id in services.alert_chats:
+        try:
+            await context.bot.send_message(chat_id, alert)
+        except TelegramError as exc:  # best effort; the log has it
+            log.warning("could not alert chat %s: %s", chat_id, type(exc).__name__)
+
+
 def describe_update(update: object) -> str:
     """Ids that locate an update in the logs (no text: messages are private)."""
     if not isinstance(update, Update):
@@ -415,4 +464,6 @@ def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
 
     add_admin_handlers(application)
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, text_message))
+    # Group 1 runs after the handler above, for every update.
+    application.add_handler(TypeHandler(object, alert_degraded), group=1)
     application.add_error_handler(on_error)

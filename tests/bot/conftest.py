@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from bot.config import Settings
 from bot.tg.emulator import BotAPIEmulator
 from tests.helpers import KNOWN_TOKEN
 
@@ -17,3 +19,13 @@ def emulator() -> Iterator[BotAPIEmulator]:
     started.start()
     yield started
     started.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: BotAPIEmulator, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Default settings pointed at the emulator, with the state database in tmp_path."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", emulator.token)
+    monkeypatch.setenv("RAGTUNE_TELEGRAM_API_URL", emulator.base_url)
+    monkeypatch.setenv("RAGTUNE_TELEGRAM_FILE_URL", emulator.base_file_url)
+    monkeypatch.setenv("RAGTUNE_STATE_DB", str(tmp_path / "state.db"))
+    return Settings(_env_file=None)

@@ -48,15 +48,6 @@ ADMIN, USER = 1, 5
 MAX_BYTES = 200_000
 
 
-@pytest.fixture
-def settings(tmp_path: Path, emulator: BotAPIEmulator, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", emulator.token)
-    monkeypatch.setenv("RAGTUNE_TELEGRAM_API_URL", emulator.base_url)
-    monkeypatch.setenv("RAGTUNE_TELEGRAM_FILE_URL", emulator.base_file_url)
-    monkeypatch.setenv("RAGTUNE_STATE_DB", str(tmp_path / "state.db"))
-    return Settings(_env_file=None)
-
-
 def scripted_services(
     tmp_path: Path,
     engine: ScriptedEngine,
@@ -67,6 +58,7 @@ def scripted_services(
     adapters: tuple[AdapterRegistry, Path] | None = None,
     eval_questions: Path | None = None,
     max_bytes: int = MAX_BYTES,
+    state_db: Path | None = None,
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
@@ -75,7 +67,7 @@ def scripted_services(
         embedder = HashEmbedder()
         (tmp_path / "estonia.txt").write_text(FACTS)
         Ingestor(store, embedder).add_paths([tmp_path / "estonia.txt"])
-        state = StateStore.open(tmp_path / "state.db")
+        state = StateStore.open(state_db or tmp_path / "state.db")
         writer = KnowledgeStore.open(tmp_path / "kb.db")
         worker = ModelWorker(engine, max_queue=queue)
         answerer = Answerer(
