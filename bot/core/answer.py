@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -32,6 +32,17 @@ _CITATION = re.compile(r"\[(\d{1,2})\]")
 _FOLLOW_UP_WORDS = frozenset("it its they them their he she his her this that these those".split())
 # Openings that continue the previous question ("and on Sundays?", "what about dogs?").
 _FOLLOW_UP_OPENINGS = ("and ", "what about ", "how about ", "also ")
+# Tokens the chat template adds around each message, and a margin for the count of the whole.
+_TOKENS_PER_MESSAGE = 8
+_PROMPT_MARGIN = 32
+
+
+def too_long(characters: int, allowed: int) -> str:
+    """The one sentence for a question that cannot fit in the model's context window."""
+    return (
+        f"Your question is too long for me ({characters:,} characters); please ask it in "
+        f"at most about {allowed:,} characters."
+    )
 
 
 class Mode(StrEnum):
@@ -145,13 +156,54 @@ class Answerer:
             return f"{previous} {question}"
         return question
 
+    def _prompt_tokens(self, messages: Sequence[Message]) -> int:
+        count = self.worker.engine.count_tokens
+        return sum(count(m["content"]) + _TOKENS_PER_MESSAGE for m in messages) + _PROMPT_MARGIN
+
+    def _room(self) -> int:
+        """Prompt tokens the context window holds beside the longest answer."""
+        return self.worker.engine.context_window - self.settings.limits.max_tokens
+
+    def _question_refusal(self, question: str, mode: Mode) -> str | None:
+        """A refusal when the question alone (with the system prompt and, for RAG, the
+        sources' budget) would not fit in the context window; decided before any search."""
+        reserved = self._prompt_tokens(
+            base_messages("", []) if mode is Mode.BASE else rag_messages("", [], [])
+        )
+        if mode is Mode.RAG:
+            reserved += self.settings.context_tokens
+        allowed = self._room() - reserved
+        tokens = self.worker.engine.count_tokens(question)
+        if tokens <= allowed:
+            return None
+        return too_long(len(question), max(0, len(question) * allowed // tokens))
+
+    def _fitted(
+        self, question: str, build: Callable[[list[Message]], list[Message]], history: list[Message]
+    ) -> list[Message] | str:
+        """The prompt `build` makes with as much of `history` as fits, or a refusal."""
+        while True:
+            messages = build(history)
+            over = self._prompt_tokens(messages) - self._room()
+            if over <= 0:
+                return messages
+            if not history:
+                tokens = max(1, self.worker.engine.count_tokens(question))
+                return too_long(len(question), len(question) * max(0, tokens - over) // tokens)
+            history = history[2:]  # the oldest exchange goes first
+
     def prepare(
         self, question: str, *, mode: Mode = Mode.RAG, chat_key: str | None = None
     ) -> PreparedAnswer:
         """Retrieve and pack sources (RAG) or not (base); decide a refusal before generating."""
+        if (refusal := self._question_refusal(question, mode)) is not None:
+            return PreparedAnswer(question, mode, [], [], refusal=refusal)
         history = self._history(chat_key)
         if mode is Mode.BASE:
-            return PreparedAnswer(question, mode, base_messages(question, history), [])
+            fitted = self._fitted(question, lambda kept: base_messages(question, kept), history)
+            if isinstance(fitted, str):
+                return PreparedAnswer(question, mode, [], [], refusal=fitted)
+            return PreparedAnswer(question, mode, fitted, [])
         if self.retriever is None:
             raise ValueError("RAG mode needs a retriever")
         with self._search_lock:
@@ -178,7 +230,10 @@ class Answerer:
             blocks.append(block)
         if dropped:
             log.info("left out %d instruction-like sentences of the sources", dropped)
-        return PreparedAnswer(question, mode, rag_messages(question, blocks, history), sources)
+        fitted = self._fitted(question, lambda kept: rag_messages(question, blocks, kept), history)
+        if isinstance(fitted, str):  # only when the best source alone is over its budget
+            return PreparedAnswer(question, mode, [], [], refusal=fitted)
+        return PreparedAnswer(question, mode, fitted, sources)
 
     def start(
         self, prepared: PreparedAnswer, adapter: AdapterChoice = DEFAULT_ADAPTER

@@ -130,3 +130,34 @@ def test_squad_scoring(
 
 def test_normalisation_follows_squad() -> None:
     assert normalize_answer("  The  Eiffel-Tower, a landmark!") == "eiffeltower landmark"
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Why does this log fail? " + " ".join(f"{i * 7919:08x}" for i in range(445)),
+        "What is the capital of Estonia? " + "🏰🇪🇪" * 1_980,
+    ],
+    ids=["a pasted log", "emoji"],
+)
+def test_a_question_too_long_for_the_real_models_context_is_refused_in_one_sentence(
+    searcher: HybridSearcher, question: str
+) -> None:
+    from bot.app import build_engine
+    from bot.config import Settings
+
+    engine = build_engine(Settings(_env_file=None))  # the packaged model, 2,048 tokens
+    worker = ModelWorker(engine)
+    try:
+        answerer = Answerer(worker, searcher, settings=ANY_SIMILARITY)
+        assert len(question) >= 4_000 and engine.count_tokens(question) > 1_500
+        answer = answerer.ask(question)
+        assert answer.completion is None  # refused before the model (and before any search)
+        assert answer.text.startswith("Your question is too long for me (")
+        assert answer.text.count(".") == 1
+        allowed = int(answer.text.rsplit("about ", 1)[1].split(" ")[0].replace(",", ""))
+        shorter = question[:allowed]  # what the sentence allows is answered
+        fits = answerer.ask(shorter)
+        assert fits.completion is not None and fits.completion.tokens > 0
+    finally:
+        worker.close()

@@ -871,3 +871,20 @@ def test_admin_commands_from_non_admins_in_groups_or_forwarded_from_an_admin_cha
         log = state.audit_log()
     assert len([entry for entry in log if not entry[2]]) == 10
     assert all(entry[0] == USER for entry in log)  # the sender counts, never the original author
+
+
+def test_a_question_longer_than_the_context_gets_one_sentence_not_an_apology(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["Tallinn [1]"])
+    long_question = "What is the capital of Estonia? " + "Please explain in detail. " * 600
+
+    def scenario() -> None:
+        emulator.send_text(long_question[:4096], user_id=5)
+        emulator.wait_for(lambda: bool(texts(emulator, 5)))
+
+    services = scripted_services(tmp_path, engine, alert_chats=(ADMIN,))
+    run_bot(settings, services, scenario)
+    (reply,) = texts(emulator, 5)
+    assert reply.startswith("Your question is too long for me (4,096 characters)"), reply
+    assert not engine.history and not texts(emulator, ADMIN)  # no model call, no alert
