@@ -57,6 +57,7 @@ def build_ingestor(
         overlap_chars=settings.chunk_overlap_chars,
         max_bytes=settings.max_document_bytes,
         embed_batch=settings.ingest_batch_chunks,
+        max_chunks=settings.max_chunks_per_document,
         parse_limits=ParseLimits(
             memory_mb=settings.parse_memory_mb,
             cpu_s=settings.parse_cpu_s,

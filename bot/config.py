@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     parse_max_chars: int = Field(
         10_000_000, ge=1, description="Characters of text one file may yield."
     )
+    max_chunks_per_document: int = Field(
+        5_000,
+        ge=1,
+        description="Chunks one document may make; a bigger one is refused before any embedding.",
+    )
     search_k: int = Field(5, ge=1, description="Chunks returned by a search.")
     search_candidates: int = Field(
         40,

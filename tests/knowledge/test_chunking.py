@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 from knowledge.chunking import chunk_document, split_sentences
-from knowledge.parsers import ParsedDocument, Section
+from knowledge.parsers import ParsedDocument, Section, parse_bytes
 
 SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(40)]
 
@@ -60,3 +61,29 @@ def test_overlong_sentences_and_unspaced_scripts_are_cut_to_size() -> None:
         chunks = chunk_document(_doc(text), max_chars=120, overlap_chars=0)
         assert all(len(c.text) <= 120 for c in chunks)
         assert "".join(c.text for c in chunks).replace(" ", "") == text.replace(" ", "")
+
+
+def test_runs_of_tiny_sections_share_chunks_and_keep_their_headings() -> None:
+    sections = tuple(Section(f"Rule {i}", f"word{i}") for i in range(500))  # a 5.8 KB file
+    chunks = chunk_document(ParsedDocument("Rules", sections))
+    assert len(chunks) <= 20
+    joined = " ".join(c.text for c in chunks)
+    assert all(f"Rule {i}: word{i}" in joined for i in range(500))  # nothing lost
+    assert all(len(c.text) <= 500 and c.heading == "Rules" for c in chunks)
+
+
+def test_sections_with_something_to_say_stay_chunks_of_their_own() -> None:
+    faq = (Path(__file__).parents[2] / "knowledge/examples/cafe_faq.md").read_bytes()
+    (document,) = parse_bytes(faq, "cafe_faq.md")
+    chunks = chunk_document(document)
+    assert [c.heading.split(" › ")[-1] for c in chunks] == [s.heading for s in document.sections]
+
+
+def test_a_lone_tiny_section_keeps_its_own_heading() -> None:
+    long_text = " ".join(SENTENCES[:8])
+    document = ParsedDocument(
+        "Manual", (Section("Intro", long_text), Section("Note", "Oil weekly."),
+                   Section("Parts", long_text))
+    )  # fmt: skip
+    headings = [c.heading for c in chunk_document(document)]
+    assert "Manual › Note" in headings

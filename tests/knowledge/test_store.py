@@ -217,3 +217,17 @@ def test_the_same_id_twice_in_one_batch_keeps_only_the_later_text(store: Knowled
     (doc,) = store.list_documents()
     assert [c.text for c in store.document_chunks(doc.id)] == ["Widgets are red."]
     assert consistent_chunk_count(store) == 1
+
+
+def test_a_document_over_the_chunk_limit_is_refused_before_any_embedding(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    embedder = HashEmbedder()
+    ingestor = Ingestor(store, embedder, chunk_chars=200, overlap_chars=0, max_chunks=10)
+    ingestor.add_paths([_write(tmp_path / "small.txt", PARAGRAPHS[:2])])
+    before, embedded = snapshot(store), embedder.embedded
+    report = ingestor.add_paths([_write(tmp_path / "big.txt", PARAGRAPHS * 3)])
+    (failure,) = report.failures
+    assert failure.error is not None
+    assert "over the limit of 10 per document (RAGTUNE_MAX_CHUNKS_PER_DOCUMENT)" in failure.error
+    assert snapshot(store) == before and embedder.embedded == embedded
