@@ -96,6 +96,10 @@ def _store(db: Path | None) -> Iterator[KnowledgeStore]:
 @kb_cli.command("add")
 def kb_add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders to add.", exists=True)],
+    follow_links: Annotated[
+        bool,
+        typer.Option("--follow-links", help="Also add files that links in a folder lead out to."),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Add or update documents (.txt .md .pdf .docx .html, .jsonl in the eval corpus format)."""
@@ -110,7 +114,9 @@ def kb_add(
                 if result.error:
                     bar.write(f"skipped: {result.error}", file=sys.stderr)
 
-            report = ingestor.add_paths(paths, added_by="cli", progress=progress)
+            report = ingestor.add_paths(
+                paths, added_by="cli", progress=progress, follow_links=follow_links
+            )
     counts = ", ".join(f"{report.count(o)} {o.value}" for o in Outcome)
     typer.echo(f"{counts}; {report.chunks_embedded} chunks embedded")
     if report.failures:
@@ -152,7 +158,7 @@ def kb_forget(
 ) -> None:
     """Remove a document and everything derived from it."""
     with _store(db) as store:
-        found = store.resolve_document(document)
+        found = store.resolve_document(printable(document))
         store.delete_document(found.id)
     typer.echo(f"forgot document {found.id} ({found.title}, {found.chunks} chunks)")
 
@@ -168,7 +174,7 @@ def kb_search(
     settings = get_settings()
     with _store(db) as store:
         searcher = services.build_searcher(settings, store, services.build_embedder(settings))
-        hits = searcher.search(query, k=k or settings.search_k)
+        hits = searcher.search(printable(query), k=k or settings.search_k)
     if as_json:
         _print_json([hit.as_dict() for hit in hits])
         return
@@ -334,7 +340,8 @@ def ask(
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question with the local model, streaming it, then list the sources."""
-    chat_key = f"terminal:{chat}" if chat else None
+    question = printable(question)
+    chat_key = f"terminal:{printable(chat)}" if chat else None
     with _answerer(mode, db, chat=chat_key is not None, adapter=adapter) as answerer:
         if reset and answerer.state is not None and chat_key is not None:
             answerer.state.reset(chat_key)

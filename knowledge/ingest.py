@@ -51,6 +51,7 @@ class DocumentResult:
     chunks_reused: int = 0
     chunks_removed: int = 0
     error: str | None = None
+    title: str = ""
 
 
 @dataclass
@@ -253,13 +254,14 @@ class Ingestor:
         if existing is not None and existing.content_hash == digest:
             return DocumentResult(
                 document.source, document.external_id, Outcome.UNCHANGED, existing.id,
-                chunks_reused=existing.chunks,
+                chunks_reused=existing.chunks, title=document.parsed.title,
             )  # fmt: skip
         refusal = may_replace(existing) if existing is not None and may_replace else None
         if refusal is not None:
             return DocumentResult(
-                document.source, document.external_id, Outcome.FAILED, error=refusal
-            )
+                document.source, document.external_id, Outcome.FAILED, error=refusal,
+                title=document.parsed.title,
+            )  # fmt: skip
         chunks = chunk_document(
             document.parsed, max_chars=self.chunk_chars, overlap_chars=self.overlap_chars
         )
@@ -268,7 +270,7 @@ class Ingestor:
                 document.source, document.external_id, Outcome.FAILED,
                 error=f"{document.parsed.title} would make {len(chunks):,} chunks, over the limit "
                 f"of {self.max_chunks:,} per document (RAGTUNE_MAX_CHUNKS_PER_DOCUMENT); split "
-                "it into smaller files or raise the limit.",
+                "it into smaller files or raise the limit.", title=document.parsed.title,
             )  # fmt: skip
         reusable: dict[str, list[int]] = defaultdict(list)
         old_chunks = self.store.document_chunks(existing.id) if existing is not None else []
@@ -374,6 +376,7 @@ class Ingestor:
                 chunks_embedded=len(p.new),
                 chunks_reused=len(p.keep),
                 chunks_removed=len(p.remove),
+                title=doc.parsed.title,
             )
         return DocumentResult(
             doc.source, doc.external_id, Outcome.FAILED,

@@ -341,8 +341,10 @@ class KnowledgeStore:
 
     def resolve_document(self, ref: str) -> DocumentInfo:
         """Find a document by numeric id or external id, or raise DocumentNotFoundError."""
-        found = self._documents("WHERE d.id = ?", (int(ref),)) if ref.isdigit() else []
-        found = found or self._documents("WHERE d.external_id = ?", (ref,))
+        number = ref.isascii() and ref.isdigit() and len(ref) < 19  # not "²" (isdigit says yes)
+        found = self._documents("WHERE d.id = ?", (int(ref),)) if number else []
+        storable = ref.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == ref
+        found = found or (self._documents("WHERE d.external_id = ?", (ref,)) if storable else [])
         if not found:
             raise DocumentNotFoundError(f"No document with id {ref!r}: see `ragtune kb list`.")
         return found[0]

@@ -15,6 +15,20 @@ from knowledge.ingest import DocumentResult, Ingestor, IngestReport
 from knowledge.reindex import reindex
 from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
 
+UPLOAD_SOURCE = "telegram:"
+"""Sources of documents made from uploaded files begin with this."""
+
+
+def _made_by_an_upload(existing: DocumentInfo) -> str | None:
+    """None when an upload may replace `existing`, else why not (one sentence)."""
+    if existing.source.startswith(UPLOAD_SOURCE):
+        return None
+    origin = "from the command line" if existing.added_by == "cli" else "with /add"
+    return (
+        f"{existing.external_id} exists already (added {origin}) and was left as it is; send "
+        "the file again with the caption /add replace to replace it."
+    )
+
 
 class NotAdminError(Exception):
     """The user is not an admin; the attempt was logged."""
@@ -72,21 +86,30 @@ class AdminService:
                 text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
             )
 
-    def add_file(self, user_id: int | None, data: bytes, *, name: str, key: str) -> IngestReport:
-        """Add an uploaded file (the parser is chosen by `name`'s extension)."""
-        admin = self.check(user_id, "upload", name)
+    def add_file(
+        self, user_id: int | None, data: bytes, *, name: str, key: str, replace: bool = False
+    ) -> IngestReport:
+        """Add an uploaded file (the parser is chosen by `name`'s extension).
+
+        An upload replaces only documents that uploads made, unless `replace`: a .jsonl names
+        its own ids, and one an admin added from the command line must not be overwritten by
+        accident.
+        """
+        admin = self.check(user_id, "upload", f"{name}{' replace' if replace else ''}")
         with self._lock:
             return self.ingestor.add_bytes(
-                data, name=name, external_id=key, source=f"telegram:{name}", added_by=f"tg:{admin}"
-            )
+                data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{name}",
+                added_by=f"tg:{admin}", may_replace=None if replace else _made_by_an_upload,
+            )  # fmt: skip
 
-    def documents(self, user_id: int | None, page: int, per_page: int = 10) -> Page:
-        """One page of documents."""
-        self.check(user_id, "docs")
+    def documents(self, user_id: int | None, page: str, per_page: int = 10) -> Page:
+        """One page of documents (`page` as typed: anything but a number means the first)."""
+        self.check(user_id, "docs", page[:40])
+        wanted = int(page) if page.isascii() and page.isdigit() else 1
         with self._lock:
             everything = self.store.list_documents()
         pages = max(1, -(-len(everything) // per_page))
-        number = min(max(page, 1), pages)
+        number = min(max(wanted, 1), pages)
         start = (number - 1) * per_page
         return Page(everything[start : start + per_page], number, pages)
 
@@ -96,11 +119,13 @@ class AdminService:
         with self._lock:
             return self.store.resolve_document(ref)
 
-    def forget(self, user_id: int | None, document_id: int) -> None:
-        """Remove a document (after confirmation)."""
-        self.check(user_id, "forget-confirmed", str(document_id))
+    def forget(self, user_id: int | None, ref: str) -> DocumentInfo:
+        """Remove a document (after confirmation); `ref` as it came, checked after the admin."""
+        self.check(user_id, "forget-confirmed", ref[:40])
         with self._lock:
-            self.store.delete_document(document_id)
+            found = self.store.resolve_document(ref)
+            self.store.delete_document(found.id)
+        return found
 
     def stats(self, user_id: int | None) -> StoreStats:
         """Sizes of the knowledge base."""

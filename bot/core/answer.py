@@ -161,8 +161,10 @@ class Answerer:
         return sum(count(m["content"]) + _TOKENS_PER_MESSAGE for m in messages) + _PROMPT_MARGIN
 
     def _room(self) -> int:
-        """Prompt tokens the context window holds beside the longest answer."""
-        return self.worker.engine.context_window - self.settings.limits.max_tokens
+        """Prompt tokens the context window holds beside the answer (llama.cpp shortens an
+        answer that would not fit, so at most half the window is kept for it)."""
+        window = self.worker.engine.context_window
+        return window - min(self.settings.limits.max_tokens, window // 2)
 
     def _question_refusal(self, question: str, mode: Mode) -> str | None:
         """A refusal when the question alone (with the system prompt and, for RAG, the

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,7 +16,8 @@ from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
-from telegram.constants import ParseMode
+from telegram.constants import ChatType, ParseMode
+from telegram.error import TelegramError
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -30,9 +33,10 @@ from bot.core.compare import plot, table
 from bot.llm.engine import ModelError
 from bot.tg.handlers import SERVICES, BotServices
 from knowledge.errors import KnowledgeError
-from knowledge.ingest import Outcome
+from knowledge.ingest import IngestReport, Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES
 
+log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 3.0
 T = TypeVar("T")
 
@@ -53,17 +57,27 @@ async def _refuse(update: Update, error: Exception) -> None:
 
 
 async def add(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/add <text>, or /add as a reply to a message: that text becomes a document."""
+    """/add <text>, or /add as a reply to a message (its text) or to a file (its contents)."""
     message = update.effective_message
     if message is None:
         return
     replied = message.reply_to_message
+    if (
+        replied is not None
+        and replied.document is not None
+        and (not context.args or context.args == [REPLACE])
+    ):
+        await _add_file(update, context, replied, replace=context.args == [REPLACE])
+        return
     text = " ".join(context.args or []).strip() or (replied.text or "" if replied else "")
     admin = _admin(context)
     try:
         if not text:
             admin.check(_user_id(update), "add")
-            await message.reply_text("Usage: /add <text>, or reply /add to a message.")
+            await message.reply_text(
+                "Usage: /add <text>, or reply /add to a message or a file "
+                "(/add replace to let a file replace documents it did not make)."
+            )
             return
         source_id = replied.message_id if replied and not context.args else message.message_id
         key = f"tg:{message.chat_id}:{source_id}"
@@ -79,12 +93,32 @@ async def add(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     )
 
 
+REPLACE = "replace"
+_CAPTION_COMMAND = re.compile(r"^/add(?:@\w+)?(?:\s+(\S+))?\s*$", re.IGNORECASE)
+
+
 async def upload(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """A document sent by an admin: size checked before download, then parsed and added."""
+    """A file sent to the bot: in private, an admin's file is added; in groups, only a file
+    sent with the caption /add (or answered with /add), so that sharing a file in a group never
+    makes it searchable by everyone."""
     message = update.effective_message
-    document = message.document if message else None
-    if message is None or document is None:
+    chat = update.effective_chat
+    if message is None or message.document is None or chat is None:
         return
+    caption = _CAPTION_COMMAND.match(message.caption or "")
+    if chat.type != ChatType.PRIVATE and caption is None:
+        return  # a file shared among people, not given to the bot
+    replace = caption is not None and (caption.group(1) or "").lower() == REPLACE
+    await _add_file(update, context, message, replace=replace)
+
+
+async def _add_file(
+    update: Update, context: ContextTypes.DEFAULT_TYPE, carrier: Message, *, replace: bool
+) -> None:
+    """Check, download and add the file `carrier` holds; say what was added."""
+    message = update.effective_message
+    document = carrier.document
+    assert message is not None and document is not None
     admin = _admin(context)
     # The sender's file name only picks the parser; what is stored is named by Telegram's id.
     suffix = PurePath(document.file_name or "").suffix.lower()
@@ -105,24 +139,49 @@ async def upload(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         )
         return
     status = await message.reply_text("Downloading…")
-    data = bytes(await (await context.bot.get_file(document.file_id)).download_as_bytearray())
+    try:
+        data = bytes(await (await context.bot.get_file(document.file_id)).download_as_bytearray())
+    except TelegramError as exc:
+        # PTB calls a 404 on a download "InvalidToken"; it is the file that is gone.
+        log.warning("download of an upload failed: %s: %s", type(exc).__name__, exc)
+        await status.edit_text(
+            "I could not download that file from Telegram (it may have expired); nothing was "
+            "added. Please send it again."
+        )
+        return
     await status.edit_text("Reading and indexing…")
     try:
         report = await asyncio.to_thread(
-            admin.add_file, _user_id(update), data,
-            name=f"upload{suffix}", key=f"tg-file:{document.file_unique_id}",
+            admin.add_file, _user_id(update), data, name=f"upload{suffix}",
+            key=f"tg-file:{document.file_unique_id}", replace=replace,
         )  # fmt: skip
     except (NotAdminError, KnowledgeError) as exc:
         await status.edit_text(f"Nothing was added: {exc}")
         return
+    await status.edit_text(upload_summary(report))
+
+
+def upload_summary(report: IngestReport, listed: int = 5) -> str:
+    """What an upload added, replaced, kept and skipped, naming the documents."""
     counts = {o: report.count(o) for o in Outcome}
-    await status.edit_text(
+    lines = [
         f"Done: {report.chunks_embedded} chunks added, "
         f"{sum(r.chunks_reused for r in report.results)} unchanged, "
         f"{sum(r.chunks_removed for r in report.results)} replaced "
         f"({counts[Outcome.ADDED]} new, {counts[Outcome.REPLACED]} updated, "
         f"{counts[Outcome.UNCHANGED]} unchanged documents)."
-    )
+    ]
+    changed = [r for r in report.results if r.outcome in (Outcome.ADDED, Outcome.REPLACED)]
+    lines += [
+        f"{r.outcome.value.capitalize()}: {r.document_id}. {r.title[:60]}" for r in changed[:listed]
+    ]
+    if len(changed) > listed:
+        lines.append(f"… and {len(changed) - listed} more (see /docs).")
+    for failure in report.failures[:listed]:
+        lines.append(f"Skipped: {failure.error}")
+    if len(report.failures) > listed:
+        lines.append(f"… and {len(report.failures) - listed} more skipped.")
+    return "\n".join(lines)
 
 
 def _docs_page(page: Page) -> tuple[str, InlineKeyboardMarkup | None]:
@@ -144,7 +203,7 @@ async def docs(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     if message is None:
         return
-    wanted = int(context.args[0]) if context.args and context.args[0].isdigit() else 1
+    wanted = context.args[0] if context.args else "1"
     try:
         page = await asyncio.to_thread(_admin(context).documents, _user_id(update), wanted)
     except NotAdminError as exc:
@@ -161,7 +220,7 @@ async def docs_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
         return
     try:
         page = await asyncio.to_thread(
-            _admin(context).documents, query.from_user.id, int(query.data.removeprefix("docs:"))
+            _admin(context).documents, query.from_user.id, query.data.removeprefix("docs:")
         )
     except NotAdminError as exc:
         # An alert to the presser only: the admin's message and its buttons stay as they were.
@@ -196,7 +255,8 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 
 async def forget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """The confirm button of /forget (checked again: a button press is no proof of anything)."""
+    """The confirm button of /forget (checked again: a button press is no proof of anything;
+    its data is parsed only after the admin check, so a forged one is refused and audited)."""
     query = update.callback_query
     if query is None or query.data is None:
         return
@@ -206,7 +266,7 @@ async def forget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         if choice == "cancel":
             admin.check(query.from_user.id, "forget-cancelled")
         else:
-            await asyncio.to_thread(admin.forget, query.from_user.id, int(choice))
+            found = await asyncio.to_thread(admin.forget, query.from_user.id, choice)
     except NotAdminError as exc:
         # An alert to the presser only: the admin's message and its buttons stay as they were.
         await query.answer(str(exc), show_alert=True)
@@ -216,7 +276,7 @@ async def forget_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
         await query.edit_message_text(str(exc))
         return
     await query.answer()
-    await query.edit_message_text("Kept." if choice == "cancel" else f"Forgot document {choice}.")
+    await query.edit_message_text("Kept." if choice == "cancel" else f"Forgot document {found.id}.")
 
 
 async def with_status(
@@ -400,6 +460,6 @@ def add_admin_handlers(application: Application) -> None:  # type: ignore[type-a
     application.add_handler(CommandHandler("eval", eval_command))
     application.add_handler(CommandHandler("backup", backup_command))
     application.add_handler(CommandHandler("stats", stats))
-    application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:\d+$"))
+    application.add_handler(CallbackQueryHandler(docs_button, pattern=r"^docs:"))
     application.add_handler(CallbackQueryHandler(forget_button, pattern=r"^forget:"))
     application.add_handler(MessageHandler(filters.Document.ALL, upload))

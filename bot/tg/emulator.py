@@ -62,6 +62,8 @@ class BotAPIEmulator:
         self.calls: list[SentCall] = []
         self.faults: list[Fault] = []
         self.files: dict[str, bytes] = {}
+        self.gone_files: set[str] = set()
+        """Files whose download answers 404 (Telegram keeps files for a limited time)."""
         self._updates: list[JSON] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
@@ -183,15 +185,29 @@ class BotAPIEmulator:
         return self._push({"message": message})
 
     def send_document(
-        self, data: bytes, file_name: str, *, user_id: int = 1001, caption: str | None = None
+        self,
+        data: bytes,
+        file_name: str,
+        *,
+        user_id: int = 1001,
+        caption: str | None = None,
+        chat_id: int | None = None,
+        chat_type: str = "private",
+        downloadable: bool = True,
     ) -> JSON:
-        """A user sends a file in a private chat; the bot can fetch it with getFile."""
+        """A user sends a file; the bot can fetch it with getFile (a 404 if not `downloadable`,
+        as for a file Telegram no longer has)."""
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = data
+        if not downloadable:
+            self.gone_files.add(file_id)
+        chat_id = user_id if chat_id is None else chat_id
         message: JSON = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": user_id, "type": "private", "first_name": "Ada"},
+            "chat": {"id": chat_id, "type": chat_type, "title": "group"}
+            if chat_type != "private"
+            else {"id": chat_id, "type": "private", "first_name": "Ada"},
             "from": {"id": user_id, "is_bot": False, "first_name": "Ada"},
             "document": {
                 "file_id": file_id,
@@ -202,6 +218,10 @@ class BotAPIEmulator:
         }
         if caption:
             message["caption"] = caption
+            if caption.startswith("/"):
+                length = len(caption.split()[0])
+                message["caption_entities"] = [{"type": "bot_command", "offset": 0,
+                                                "length": length}]  # fmt: skip
         return self._push({"message": message})
 
     def press_button(self, message: JSON, data: str, *, user_id: int = 1001) -> JSON:
@@ -475,8 +495,9 @@ def _handler_for(emulator: BotAPIEmulator) -> type[BaseHTTPRequestHandler]:
             prefix = f"/bot{emulator.token}/"
             file_prefix = f"/file/bot{emulator.token}/"
             if path.startswith(file_prefix):
-                data = emulator.files.get(path.removeprefix(file_prefix))
-                if data is None:
+                file_id = path.removeprefix(file_prefix)
+                data = emulator.files.get(file_id)
+                if data is None or file_id in emulator.gone_files:
                     self._reply(404, b"not found", "text/plain")
                 else:
                     self._reply(200, data, "application/octet-stream")

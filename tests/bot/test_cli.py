@@ -252,3 +252,58 @@ def test_kb_backup_and_restore_round_trip(tmp_path: Path, docs: Path) -> None:
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {tmp_path / 'junk.db'} is not an SQLite database."
+
+
+def run_cli(*args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """`ragtune` as a real process, arguments as raw bytes where a test needs invalid UTF-8."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGTUNE_")}
+    return subprocess.run([RAGTUNE, *args], cwd=cwd, env=env, capture_output=True, timeout=120,
+                          check=False)  # fmt: skip
+
+
+def one_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    lines = [line for line in proc.stderr.decode().splitlines() if line.startswith(("error", "Tr"))]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr.decode()[-2000:]
+    return lines[0]
+
+
+def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ferry.txt").write_text("The ferry leaves at noon.")
+    (folder / os.fsdecode(b"caf\xe9-latin1.txt")).write_text("The cafe opens at eight.")
+    (tmp_path / "private.txt").write_text("The vault code is 4242.")
+    (tmp_path / "private.txt").chmod(0o600)
+    (folder / "link.txt").symlink_to(tmp_path / "private.txt")  # out of the given folder
+    db = str(tmp_path / "kb.db")
+
+    added = run_cli("kb", "add", str(folder), "--db", db, cwd=tmp_path)
+    out, err = added.stdout.decode(), added.stderr.decode()
+    assert added.returncode == 1 and "2 added" in out and "1 failed" in out, out + err
+    assert "links outside" in err and "--follow-links" in err and "Traceback" not in err
+    with KnowledgeStore.open(db) as store:
+        sources = sorted(d.source for d in store.list_documents())
+        assert sources == sorted([str(folder / "caf\\xe9-latin1.txt"), str(folder / "ferry.txt")])
+        text = " ".join(c.text for b in store.iter_chunks() for c in b)
+        assert "4242" not in text
+
+    searched = run_cli("kb", "search", b"\xff", "--db", db, cwd=tmp_path)
+    assert searched.returncode == 0 and b"Traceback" not in searched.stderr
+    forgot = run_cli("kb", "forget", "²", "--db", db, cwd=tmp_path)
+    assert forgot.returncode == 1
+    assert one_error_line(forgot) == "error: No document with id '²': see `ragtune kb list`."
+    linked = run_cli("kb", "add", str(folder), "--follow-links", "--db", db, cwd=tmp_path)
+    assert linked.returncode == 0 and b"1 added" in linked.stdout
+
+
+def test_kb_restore_of_another_programs_database_is_refused_in_one_sentence(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    foreign = tmp_path / "contacts.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE contacts (name TEXT)")
+    restored = run_cli("kb", "restore", str(foreign), "--db", str(tmp_path / "kb.db"), cwd=tmp_path)
+    assert restored.returncode == 1
+    assert "is not a ragtune knowledge base" in one_error_line(restored)

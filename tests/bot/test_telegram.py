@@ -274,10 +274,11 @@ def test_an_admin_uploads_a_pdf_it_answers_from_it_and_after_forget_it_is_gone(
         emulator.wait_for(lambda: len(texts(emulator, USER)) >= 2)
 
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
-    assert (
+    done = next(text for text in edits() if text.startswith("Done"))
+    assert done.startswith(
         "Done: 1 chunks added, 0 unchanged, 0 replaced (1 new, 0 updated, 0 unchanged documents)."
-        in edits()
     )
+    assert done.endswith("Added: 2. Owls")  # says what was added
     before, after = texts(emulator, USER)
     assert "Owls hunt mice at night." in engine.history[0][-1]["content"]
     assert before.startswith("At night [1]") and before.endswith("[1] Owls › page 1")
