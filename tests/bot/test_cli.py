@@ -262,6 +262,7 @@ def run_cli(*args: str | bytes, cwd: Path) -> subprocess.CompletedProcess[bytes]
 
 
 def one_error_line(proc: subprocess.CompletedProcess[bytes]) -> str:
+    """The only `error:` line of a failed run (and no traceback)."""
     lines = [line for line in proc.stderr.decode().splitlines() if line.startswith(("error", "Tr"))]
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr.decode()[-2000:]
     return lines[0]
@@ -277,9 +278,8 @@ def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: P
     (folder / "link.txt").symlink_to(tmp_path / "private.txt")  # out of the given folder
     db = str(tmp_path / "kb.db")
 
-    added = run_cli("kb", "add", str(folder), "--db", db, cwd=tmp_path)
-    out, err = added.stdout.decode(), added.stderr.decode()
-    assert added.returncode == 1 and "2 added" in out and "1 failed" in out, out + err
+    code, out, err = invoke("kb", "add", str(folder), "--db", db)
+    assert code == 1 and "2 added" in out and "1 failed" in out, out + err
     assert "links outside" in err and "--follow-links" in err and "Traceback" not in err
     with KnowledgeStore.open(db) as store:
         sources = sorted(d.source for d in store.list_documents())
@@ -287,13 +287,13 @@ def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: P
         text = " ".join(c.text for b in store.iter_chunks() for c in b)
         assert "4242" not in text
 
-    searched = run_cli("kb", "search", b"\xff", "--db", db, cwd=tmp_path)
+    searched = run_cli("kb", "search", b"\xff", "--db", db, cwd=tmp_path)  # raw bytes in argv
     assert searched.returncode == 0 and b"Traceback" not in searched.stderr
     forgot = run_cli("kb", "forget", "²", "--db", db, cwd=tmp_path)
     assert forgot.returncode == 1
     assert one_error_line(forgot) == "error: No document with id '²': see `ragtune kb list`."
-    linked = run_cli("kb", "add", str(folder), "--follow-links", "--db", db, cwd=tmp_path)
-    assert linked.returncode == 0 and b"1 added" in linked.stdout
+    code, out, _ = invoke("kb", "add", str(folder), "--follow-links", "--db", db)
+    assert code == 0 and "1 added" in out
 
 
 def test_kb_restore_of_another_programs_database_is_refused_in_one_sentence(
