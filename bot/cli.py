@@ -599,6 +599,15 @@ def run() -> None:
             err=True,
         )
         raise typer.Exit(1) from None
+    except OSError as exc:
+        if webhook is None:
+            raise
+        typer.echo(
+            f"error: the webhook server cannot listen on {webhook.listen}:{webhook.port} "
+            f"({exc.strerror or exc}): check RAGTUNE_WEBHOOK_LISTEN and RAGTUNE_WEBHOOK_PORT.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
     finally:
         loop.close()
 

@@ -339,3 +339,18 @@ def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answer
     assert "Traceback" not in log and TOKEN not in log
     assert not [line for _, line in said if "WARNING" in line and "cannot be reached" not in line]
     assert "Tallinn" in replies[-1]
+
+
+def test_a_webhook_port_in_use_is_one_line(tmp_path: Path, emulator: BotAPIEmulator) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = run_env(tmp_path, emulator) | {
+            "RAGTUNE_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
+            "RAGTUNE_WEBHOOK_PORT": str(port),
+        }
+        proc, _ = start_and_fail([RAGTUNE, "run"], env, tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("error", "Trace"))]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"error: the webhook server cannot listen on 127.0.0.1:{port}")
