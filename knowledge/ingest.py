@@ -89,7 +89,7 @@ class SourceDocument:
 class _Pending:
     document: SourceDocument
     content_hash: str
-    planned_on: frozenset[int]
+    planned_on: frozenset[tuple[int, str]]
     keep: list[tuple[int, int]]
     remove: list[int]
     new: list[Chunk]
@@ -283,7 +283,7 @@ class Ingestor:
             else:
                 new.append(chunk)
         remove = [chunk_id for ids in reusable.values() for chunk_id in ids]
-        planned_on = frozenset(c.id for c in old_chunks)
+        planned_on = frozenset((c.id, c.hash) for c in old_chunks)
         return _Pending(document, digest, planned_on, keep, remove, new, existing is not None)
 
     def _ingest(

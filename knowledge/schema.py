@@ -17,8 +17,6 @@ from knowledge.store import VECTOR_TABLE_PREFIX, create_vector_generation
 SchemaObject = tuple[str, str, str, str | None]
 """(type, name, table, normalised SQL) of one sqlite_master row."""
 
-# Statistics that ANALYZE writes: data for the query planner, no code.
-_HARMLESS = frozenset({"sqlite_stat1", "sqlite_stat4"})
 _GENERATION = re.compile(
     rf"CREATE VIRTUAL TABLE ({VECTOR_TABLE_PREFIX}\d+) USING vec0\( ?part INTEGER PARTITION KEY, "
     r"embedding bit\[(\d+)\] ?\)"
@@ -36,13 +34,10 @@ def _normalised(sql: str | None) -> str | None:
 
 
 def objects(conn: Connection) -> set[SchemaObject]:
-    """Every schema object of the main database, except harmless statistics."""
+    """Every schema object of the main database (ragtune never runs ANALYZE: no exemptions,
+    since a file can carry any object under a `sqlite_` name)."""
     rows = conn.execute("SELECT type, name, tbl_name, sql FROM main.sqlite_master")
-    return {
-        (str(kind), str(name), str(table), _normalised(sql))
-        for kind, name, table, sql in rows
-        if name not in _HARMLESS
-    }
+    return {(str(kind), str(name), str(table), _normalised(sql)) for kind, name, table, sql in rows}
 
 
 def expected_objects(version: int, generations: dict[str, int]) -> set[SchemaObject]:

@@ -106,8 +106,9 @@ class DocumentWrite:
     new: Sequence[Chunk]
     vectors: Vectors  # one row per chunk in `new`
     model: EmbeddingModel  # the embedder `vectors` come from
-    planned_on: frozenset[int] = field(default_factory=frozenset)
-    """The document's chunk ids when this write was planned (empty: it did not exist)."""
+    planned_on: frozenset[tuple[int, str]] = field(default_factory=frozenset)
+    """The document's (chunk id, chunk hash) pairs when this write was planned (empty: it did
+    not exist). Hashes too: a deleted chunk's id can be given to a new chunk."""
 
 
 _CHUNK_COLUMNS = """
@@ -374,7 +375,7 @@ class KnowledgeStore:
                 "SELECT id, content_hash FROM documents WHERE external_id = ?",
                 (write.external_id,),
             ).fetchone()
-            current = self._chunk_ids(int(row[0])) if row is not None else frozenset()
+            current = self._chunk_versions(int(row[0])) if row is not None else frozenset()
             if current != write.planned_on or (row is not None and row[1] == write.content_hash):
                 raise ConcurrentWriteError(
                     f"{write.external_id} was changed by another writer while this one was "
@@ -423,6 +424,12 @@ class KnowledgeStore:
             )
             self._insert_vectors(self._live_vector_table(), ids, write.vectors)
         return int(document_id)
+
+    def _chunk_versions(self, document_id: int) -> frozenset[tuple[int, str]]:
+        rows = self.conn.execute(
+            "SELECT id, hash FROM chunks WHERE document_id = ?", (document_id,)
+        )
+        return frozenset((int(i), str(h)) for i, h in rows)
 
     def _chunk_ids(self, document_id: int) -> frozenset[int]:
         rows = self.conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))

@@ -140,7 +140,7 @@ def _planted(tmp_path: Path, sql: str) -> Path:
     with KnowledgeStore.open(db) as store:
         planted = backup(store.conn, tmp_path / "planted.db").path
     conn = connect(planted)
-    conn.execute(sql)
+    conn.executescript(sql)
     conn.execute("PRAGMA journal_mode = DELETE")
     conn.close()
     return planted
@@ -154,6 +154,12 @@ HOSTILE_SCHEMA = {
     "trigger loading an extension": (
         "CREATE TRIGGER planted AFTER INSERT ON chunks BEGIN "
         "SELECT load_extension('/tmp/evil.so'); END"
+    ),
+    "trigger under a name SQLite reserves": (
+        "PRAGMA writable_schema = ON; INSERT INTO sqlite_master(type, name, tbl_name, rootpage, "
+        "sql) VALUES ('trigger', 'sqlite_stat1', 'chunks', 0, 'CREATE TRIGGER sqlite_stat1 "
+        "AFTER INSERT ON chunks BEGIN UPDATE chunks SET text = ''evil'' WHERE id = new.id; END');"
+        "PRAGMA writable_schema = OFF"
     ),
     "view": "CREATE VIEW planted AS SELECT * FROM documents",
     "extra table": "CREATE TABLE planted (secret TEXT)",

@@ -98,6 +98,13 @@ def text_of(version: int) -> str:
     return " ".join(f"Clause {i} of version {version} sets limit {i * version}." for i in range(30))
 
 
+def tail_edited(last: int, word: str) -> str:
+    """The same 30 clauses with the last `last` of them reworded."""
+    clauses = [f"Clause {i} sets limit {i}." for i in range(30)]
+    clauses[30 - last :] = [f"Clause {i} is {word} now." for i in range(30 - last, 30)]
+    return " ".join(clauses)
+
+
 @pytest.mark.parametrize(
     ("other_writes", "outcome"),
     [
@@ -281,3 +288,33 @@ def test_writes_during_a_reindex_reach_the_new_table(ingested: Path, tmp_path: P
         for chunk, vector in zip(chunks, vectors, strict=True):
             assert store.cosine_distances([chunk.id], vector)[chunk.id] < 1e-6, chunk
         assert backup(store.conn, tmp_path / "after.db").chunks == store.stats().chunks
+
+
+def small(store: KnowledgeStore, embedder: HashEmbedder) -> Ingestor:
+    """An ingestor with small chunks, so a short text makes many."""
+    return Ingestor(store, embedder, chunk_chars=80, overlap_chars=20)
+
+
+def test_a_chunk_id_reused_by_another_writer_does_not_mix_versions(tmp_path: Path) -> None:
+    """Another writer rewrites the document's last chunks, and SQLite gives the new chunks the
+    ids the old ones had: a plan made on the old chunks must still be seen as stale."""
+    db = tmp_path / "kb.db"
+    key = {"title": "Terms", "external_id": "terms", "source": "test"}
+    with KnowledgeStore.open(db) as store:
+        small(store, HashEmbedder()).add_text(tail_edited(0, ""), **key)
+        before = {c.id for c in store.document_chunks(store.resolve_document("terms").id)}
+    other = KnowledgeStore.open(db)
+
+    def other_writer() -> None:
+        small(other, HashEmbedder()).add_text(tail_edited(6, "changed"), **key)
+        after = {c.id for c in other.document_chunks(other.resolve_document("terms").id)}
+        assert after == before  # the ids were given out again: the old check saw no change
+
+    with KnowledgeStore.open(db) as store:
+        ingestor = small(store, InterruptedEmbedder(other_writer))
+        assert ingestor.add_text(tail_edited(1, "final"), **key).outcome is Outcome.REPLACED
+        (doc,) = store.list_documents()
+        parsed = parse_bytes(tail_edited(1, "final").encode(), "Terms.txt")[0]
+        expected = [c.text for c in chunk_document(parsed, max_chars=80, overlap_chars=20)]
+        assert [c.text for c in store.document_chunks(doc.id)] == expected
+    other.close()
