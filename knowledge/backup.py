@@ -165,9 +165,8 @@ def verify(path: Path, *, shown_as: Path | None = None) -> BackupInfo:
             if (reason := foreign_schema(conn)) is not None:
                 raise BackupError(f"{name} is not a ragtune knowledge base: {reason}.")
             store = KnowledgeStore(conn, inspect_only=True)
-            live = store.vector_table
-            if live is not None and live not in store.vector_tables():
-                raise BackupError(f"{name} names a vector table it does not have.")
+            if problems := store.metadata_problems():
+                raise BackupError(f"{name} is not a usable knowledge base: {problems[0]}.")
             if store.fts_options() - {"version"}:
                 raise BackupError(f"{name} changes the keyword index's options.")
             if problems := store.problems():

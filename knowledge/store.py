@@ -439,8 +439,14 @@ class KnowledgeStore:
         """Delete chunks with their keywords and vectors (in the live table and in the one a
         running reindex fills, so that a chunk deleted now has no vector after its switch)."""
         params = [(i,) for i in chunk_ids]
-        for table in {self.vector_table, self._meta(REINDEX_TABLE)} - {None}:
-            assert table is not None
+        tables = [self.vector_table]
+        if (building := self._meta(REINDEX_TABLE)) not in (None, self.vector_table):
+            tables.append(building)
+        for table in tables:
+            if table is None:
+                continue
+            if not _VECTOR_TABLE_NAME.match(table):  # names go into SQL: never trust one
+                raise ValueError(f"not a vector table name: {table!r}")
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
             self.conn.executemany(f"DELETE FROM {_exact_table(table)} WHERE chunk_id = ?", params)
         self.conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", params)
@@ -611,6 +617,32 @@ class KnowledgeStore:
     def count_rows(self) -> dict[str, int]:
         """Row counts of the chunk, keyword and vector tables (they must agree)."""
         return {name: len(ids) for name, ids in self.row_ids().items()}
+
+    def metadata_problems(self) -> list[str]:
+        """What is wrong with the metadata of a file offered for restore (empty: nothing).
+
+        Its values name tables and sizes that go into SQL and into every vector written later:
+        only ragtune's own keys, a live table the file has, and its dimension, are accepted.
+        """
+        keys = {str(k) for (k,) in self.conn.execute("SELECT key FROM meta")}
+        if unknown := keys - {"embedding_model", "embedding_dim", "vector_table"}:
+            return [f"unknown metadata ({', '.join(sorted(unknown))})"]
+        live = self.vector_table
+        if live is None:
+            return [] if self.stats().chunks == 0 else ["chunks but no vector table"]
+        if live not in self.vector_tables():
+            return ["it names a vector table it does not have"]
+        (sql,) = self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = ?", (live,)
+        ).fetchone()
+        dimension = self._meta("embedding_dim") or ""
+        if not dimension.isdigit() or f"bit[{int(dimension)}]" not in str(sql):
+            return [f"its embedding dimension {dimension!r} is not its vector table's"]
+        (wrong,) = self.conn.execute(
+            f"SELECT count(*) FROM {_exact_table(live)} WHERE length(embedding) != ?",
+            (4 * int(dimension),),
+        ).fetchone()
+        return [f"{wrong} vectors of the wrong size"] if wrong else []
 
     def fts_options(self) -> set[str]:
         """Options stored in the keyword index's config (only its format version, normally)."""

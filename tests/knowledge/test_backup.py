@@ -253,3 +253,26 @@ def test_a_backup_of_an_older_schema_restores_and_is_migrated_when_opened(
     with KnowledgeStore.open(live) as store:
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(migrations.MIGRATIONS)
         assert store.problems() == []
+
+
+HOSTILE_METADATA = {
+    "a table name that is SQL": (
+        "INSERT INTO meta(key, value) VALUES ('reindex_table', 'vec_chunks_1 WHERE ? /*')"
+    ),
+    "another dimension": "UPDATE meta SET value = '7' WHERE key = 'embedding_dim'",
+    "vectors of the wrong size": "UPDATE vec_floats_1 SET embedding = x'00'",
+    "a live table it lacks": "UPDATE meta SET value = 'vec_chunks_9' WHERE key = 'vector_table'",
+}
+
+
+@pytest.mark.parametrize("planted_sql", HOSTILE_METADATA.values(), ids=HOSTILE_METADATA.keys())
+def test_restore_refuses_metadata_that_would_reach_sql_or_later_vectors(
+    tmp_path: Path, planted_sql: str
+) -> None:
+    hostile = _planted(tmp_path, planted_sql)
+    live = _kb_with_facts(tmp_path, "live.db", facts=1)
+    with pytest.raises(BackupError, match="is not a usable knowledge base: "):
+        restore(hostile, live)
+    with KnowledgeStore.open(live) as store:
+        store.delete_document(store.resolve_document("fact-1").id)  # deletes work as before
+        assert store.problems() == [] and store.stats().chunks == 0
