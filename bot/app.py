@@ -175,6 +175,13 @@ class LocalServices:
     writer: KnowledgeStore
     embedder: SentenceTransformerEmbedder
 
+    def close(self) -> None:
+        """Stop the model's thread and close the databases."""
+        self.worker.close()
+        self.store.close()
+        self.writer.close()
+        self.state.close()
+
 
 def open_local_services(settings: Settings) -> LocalServices:
     """The model, both databases, the active adapter and the embedder's folder, checked.
@@ -197,7 +204,7 @@ def finish_bot_services(
     settings: Settings, local: LocalServices
 ) -> tuple[BotServices, Callable[[], None]]:
     """Everything else the bot needs (the embedder loaded, the model warm); returns the
-    services and a function closing them."""
+    services and a function closing what this opened (`local` is closed by its owner)."""
     from bot.tg.handlers import BotServices
 
     worker, state, embedder = local.worker, local.state, local.embedder
@@ -218,11 +225,7 @@ def finish_bot_services(
     worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 
     def close() -> None:
-        worker.close()
         searcher.close()
-        local.store.close()
-        local.writer.close()
-        state.close()
 
     services = BotServices(
         answerer=answerer,
@@ -236,7 +239,18 @@ def finish_bot_services(
 
 def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], None]]:
     """Everything the bot needs, opened once; returns the services and a function closing them."""
-    return finish_bot_services(settings, open_local_services(settings))
+    local = open_local_services(settings)
+    try:
+        opened, close_rest = finish_bot_services(settings, local)
+    except BaseException:
+        local.close()
+        raise
+
+    def close() -> None:
+        close_rest()
+        local.close()
+
+    return opened, close
 
 
 def build_application(

@@ -563,7 +563,7 @@ def run() -> None:
     """Start the Telegram bot (long polling, or a webhook); without a token, say what to set."""
     from telegram.error import InvalidToken
 
-    from bot.tg.serve import Server
+    from bot.tg.serve import ServeError, Server
     from bot.tg.webhook import WebhookConfig
 
     settings = get_settings()
@@ -588,28 +588,22 @@ def run() -> None:
         else None
     )
     server = Server(application, settings.telegram_api_url, webhook)
-    loop = asyncio.new_event_loop()
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(stop_signal, server.stop)
     try:
-        loop.run_until_complete(server.run())
+        with asyncio.Runner() as runner:  # cancels what is left and closes the loop at the end
+            for stop_signal in (signal.SIGINT, signal.SIGTERM):
+                runner.get_loop().add_signal_handler(stop_signal, server.stop)
+            runner.run(server.run())
     except InvalidToken:
         typer.echo(
             "error: Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather).",
             err=True,
         )
         raise typer.Exit(1) from None
-    except OSError as exc:
-        if webhook is None:
-            raise
-        typer.echo(
-            f"error: the webhook server cannot listen on {webhook.listen}:{webhook.port} "
-            f"({exc.strerror or exc}): check RAGTUNE_WEBHOOK_LISTEN and RAGTUNE_WEBHOOK_PORT.",
-            err=True,
-        )
+    except ServeError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
-        loop.close()
+        local.close()  # whatever happened: also when Telegram never answered
 
 
 @cli.command()

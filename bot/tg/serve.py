@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 from telegram.error import NetworkError, TelegramError
 from telegram.ext import Application
@@ -24,6 +25,10 @@ from bot.tg.handlers import cancel_for_shutdown
 from bot.tg.webhook import WebhookConfig, webhook_server
 
 log = logging.getLogger(__name__)
+
+
+class ServeError(Exception):
+    """The bot cannot serve (e.g. its webhook port is taken); the message is one sentence."""
 
 
 def unreachable(api_url: str, error: BaseException, wait_s: float | None = None) -> str:
@@ -69,6 +74,7 @@ class Server:
         self.webhook = webhook
         self.poll_timeout_s = poll_timeout_s
         self._stopped = asyncio.Event()
+        self._server: HTTPServer | None = None
 
     def stop(self) -> None:
         """Cancel the answers in progress (their users are told to ask again), then end `run`.
@@ -81,44 +87,37 @@ class Server:
         self._stopped.set()
 
     async def run(self) -> None:
-        """Reach the Bot API, then receive updates until `stop()`; InvalidToken ends it at once."""
-        try:
-            reached = await self._reach_bot_api_unless_stopped()
-        except BaseException:
-            await self._close_services()
-            raise
-        if not reached:
-            await self._close_services()
-            return
-        async with open_application(self.application):  # closes the services on exit
-            server = await self._receive()
-            try:
-                await self._stopped.wait()
-            finally:
-                if server is not None:
-                    server.stop()
-                    await server.close_all_connections()
+        """Reach the Bot API, then receive updates until `stop()`; InvalidToken ends it at once.
 
-    async def _reach_bot_api_unless_stopped(self) -> bool:
-        """True once the Bot API answered; False if `stop()` came first."""
-        reaching = asyncio.create_task(self._reach_bot_api())
+        A stop is honoured at every step, also while Telegram is out of reach.
+        """
+        if not await self._unless_stopped(self._retrying(self.application.initialize)):
+            return
+        async with open_application(self.application):  # closes what post_init opened
+            try:
+                if await self._unless_stopped(self._receive()):
+                    await self._stopped.wait()
+            finally:
+                if self._server is not None:
+                    self._server.stop()
+                    await self._server.close_all_connections()
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, object]) -> bool:
+        """Run `work` to its end (True), or cancel it when `stop()` comes first (False)."""
+        working = asyncio.create_task(work)
         stopping = asyncio.create_task(self._stopped.wait())
-        done, _ = await asyncio.wait({reaching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
-        if reaching not in done:
-            reaching.cancel()
+        if working not in done:
+            working.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaching
+                await working
             return False
-        reaching.result()  # raises InvalidToken, for one
+        working.result()  # raises InvalidToken, for one
         return True
 
-    async def _close_services(self) -> None:
-        if self.application.post_shutdown is not None:
-            await self.application.post_shutdown(self.application)
-
-    async def _reach_bot_api(self) -> None:
-        """Initialise the Application (its first call is getMe), retrying while unreachable."""
+    async def _retrying(self, call: Callable[[], Awaitable[object]]) -> None:
+        """Make a Bot API call, retrying with backoff for as long as Telegram is unreachable."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(NetworkError),
             wait=wait_exponential(multiplier=1, max=30),
@@ -126,24 +125,33 @@ class Server:
             reraise=True,
         ):
             with attempt:
-                await self.application.initialize()
+                await call()
 
-    async def _receive(self) -> HTTPServer | None:
-        """Start polling, or register the webhook and listen; returns the webhook server."""
+    async def _receive(self) -> None:
+        """Start polling, or listen and register the webhook."""
         bot = self.application.bot
         if self.webhook is None:
             assert self.application.updater is not None
+            # Done here first, with our retries: PTB's own bootstrap retries cannot be stopped.
+            await self._retrying(lambda: bot.delete_webhook(drop_pending_updates=False))
             await self.application.updater.start_polling(
                 timeout=self.poll_timeout_s,
                 drop_pending_updates=False,
                 bootstrap_retries=-1,
                 error_callback=self._polling_failed,
             )
-            return None
+            return
         server = webhook_server(self.application, self.webhook)
-        server.listen(self.webhook.port, address=self.webhook.listen)
-        await bot.set_webhook(self.webhook.url, secret_token=self.webhook.secret)
-        return server
+        try:
+            server.listen(self.webhook.port, address=self.webhook.listen)
+        except OSError as exc:
+            raise ServeError(
+                f"the webhook server cannot listen on {self.webhook.listen}:{self.webhook.port} "
+                f"({exc.strerror or exc}): check RAGTUNE_WEBHOOK_LISTEN and RAGTUNE_WEBHOOK_PORT."
+            ) from None
+        self._server = server
+        webhook = self.webhook
+        await self._retrying(lambda: bot.set_webhook(webhook.url, secret_token=webhook.secret))
 
     def _say_unreachable(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

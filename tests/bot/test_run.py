@@ -354,3 +354,22 @@ def test_a_webhook_port_in_use_is_one_line(tmp_path: Path, emulator: BotAPIEmula
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("error", "Trace"))]
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-2000:]
     assert lines[0].startswith(f"error: the webhook server cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_stop_while_telegram_is_out_of_reach_ends_at_once(tmp_path: Path) -> None:
+    api_url, _ = closed_port_url()
+    env = {**os.environ, "RAGTUNE_DB": str(tmp_path / "kb.db"),
+           "RAGTUNE_STATE_DB": str(tmp_path / "state.db"), "TELEGRAM_BOT_TOKEN": TOKEN,
+           "RAGTUNE_TELEGRAM_API_URL": api_url}  # fmt: skip
+    proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "cannot be reached" in line:
+            break
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=30)
+    print(log)
+    assert proc.returncode == 0 and time.monotonic() - stopped < 5
+    assert "Traceback" not in log and TOKEN not in log
