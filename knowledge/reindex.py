@@ -18,9 +18,10 @@ def reindex(
     """Re-embed all chunks with `embedder`; return how many. Search keeps working until the switch.
 
     Writers go on meanwhile: chunks they delete leave the new table with them, chunks they add
-    are embedded before the switch. One reindex at a time (a lock file beside the database); a
-    process killed part-way leaves the old table live, and the half-filled one is dropped by
-    the next reindex, or by the next store opened once no reindex holds the lock.
+    are embedded before the switch (never while holding the write lock). One reindex at a time
+    (a lock file beside the database); a process killed part-way leaves the old table live,
+    and the half-filled one is dropped by the next reindex, or by the next store opened once no
+    reindex holds the lock.
     """
     with store.reindexing():
         table = store.begin_reindex(embedder.dimension)
@@ -30,10 +31,11 @@ def reindex(
             done += len(batch)
             if progress is not None:
                 progress(len(batch))
-        # Catch up with what writers added meanwhile, so the switch itself embeds little.
-        while late := store.chunks_without_vectors(table, batch_size):
-            store.fill_vector_table(table, late, embedder.embed([c.embed_text for c in late]))
-        store.switch_vector_table(
-            table, EmbeddingModel(embedder.model_id, embedder.dimension), embedder.embed
-        )
+        # Catch up with what writers added meanwhile; the switch goes through once none is left.
+        model = EmbeddingModel(embedder.model_id, embedder.dimension)
+        while True:
+            while late := store.chunks_without_vectors(table, batch_size):
+                store.fill_vector_table(table, late, embedder.embed([c.embed_text for c in late]))
+            if store.switch_vector_table(table, model):
+                break
     return done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -578,26 +578,23 @@ class KnowledgeStore:
         ).fetchall()
         return [StoredChunk(*row) for row in rows]
 
-    def switch_vector_table(
-        self, table: str, model: EmbeddingModel, embed: Callable[[list[str]], Vectors]
-    ) -> None:
-        """Make `table` live for `model` and drop the old one, in one transaction.
+    def switch_vector_table(self, table: str, model: EmbeddingModel) -> bool:
+        """Make `table` live for `model` and drop the old one, in one transaction; False (and
+        nothing changed) when a writer added chunks it has no vectors for: embed those first.
 
-        Chunks written since the reindex last looked are embedded inside it, so the new table
-        holds exactly the chunks there are when it goes live.
+        Embedding is never done here: it would hold the write lock for seconds.
         """
         old = self.vector_table
         with transaction(self.conn):
-            late = self.chunks_without_vectors(table, limit=-1)
-            if late:
-                vectors = embed([c.embed_text for c in late])
-                self._insert_vectors(table, [c.id for c in late], vectors)
+            if self.chunks_without_vectors(table, limit=1):
+                return False
             self._set_meta("vector_table", table)
             self._set_meta("embedding_model", model.model_id)
             self._set_meta("embedding_dim", str(model.dimension))
             self.conn.execute("DELETE FROM meta WHERE key = ?", (REINDEX_TABLE,))
             if old is not None and old != table:
                 self._drop_vector_tables(old)
+        return True
 
     def row_ids(self) -> dict[str, set[int]]:
         """Chunk ids present in the chunk, keyword, vector and exact-vector tables."""
