@@ -188,14 +188,14 @@ def restore(backup_path: Path, destination: Path) -> BackupInfo:
     database is never replayed over the new one, and processes that have it open see the new
     content at their next read. The old content is kept as a backup beside it first.
     """
-    from knowledge.store import reindex_lock_path
+    from knowledge.store import LOCK_WAIT_S, reindex_lock_path
 
     _check_header(backup_path)
     candidate = _scratch(destination.parent, "restore")
     try:
         _copy_read_only(backup_path, candidate)
         info = verify(candidate, shown_as=backup_path)
-        with try_exclusive(reindex_lock_path(destination)) as free:
+        with try_exclusive(reindex_lock_path(destination), LOCK_WAIT_S) as free:
             if not free:
                 raise BackupError("A reindex of this knowledge base is running; restore after it.")
             target = connect(destination)

@@ -121,8 +121,12 @@ def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator
             here = Path(folder)
             for name in sorted(folders):
                 child = here / name
-                target = child.resolve()
+                target = _resolved(child)
                 linked = child.is_symlink()
+                if target is None:
+                    yield _link_loop(child)
+                    folders.remove(name)
+                    continue
                 if linked and not (follow_links or target.is_relative_to(root)):
                     yield _link_out(child, path)
                 # Not walked: hidden folders, links (unless followed), a folder seen already.
@@ -134,17 +138,30 @@ def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator
                 child = here / name
                 if name.startswith(".") or child.suffix.lower() not in SUPPORTED_SUFFIXES:
                     continue
-                if child.is_symlink() and not (
-                    follow_links or child.resolve().is_relative_to(root)
-                ):
+                target = _resolved(child)
+                if target is None:
+                    yield _link_loop(child)
+                elif child.is_symlink() and not (follow_links or target.is_relative_to(root)):
                     yield _link_out(child, path)
                 elif child.is_file():
                     yield child
 
 
+def _resolved(path: Path) -> Path | None:
+    """Where `path` really is, or None for a link loop (Python 3.11 raises on those)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
+
+
+def _link_loop(link: Path) -> str:
+    return f"{printable(str(link))} is a link that leads back to itself."
+
+
 def _link_out(link: Path, root: Path) -> str:
     return (
-        f"{printable(str(link))} links outside {printable(str(root))}; skipped "
+        f"{printable(str(link))} links outside {printable(str(root))} "
         "(--follow-links includes such files)."
     )
 
@@ -235,7 +252,12 @@ class Ingestor:
                 yield DocumentResult(path, path, Outcome.FAILED, error=path)
                 continue
             # File names are bytes on Linux: keep undecodable ones readable and storable.
-            source = printable(str(path.resolve()))
+            real = _resolved(path)
+            if real is None:
+                message = _link_loop(path)
+                yield DocumentResult(message, message, Outcome.FAILED, error=message)
+                continue
+            source = printable(str(real))
             try:
                 docs = parse_file(path, self.max_bytes, self._parse)
             except (BadDocumentError, OSError) as exc:

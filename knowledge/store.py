@@ -34,6 +34,8 @@ _VECTOR_TABLE_NAME = re.compile(rf"^{VECTOR_TABLE_PREFIX}\d+$")
 COARSE_PARTITIONS = 16
 # meta key: the vector table a running reindex is filling (deletes reach it too).
 REINDEX_TABLE = "reindex_table"
+LOCK_WAIT_S = 5.0
+"""How long a reindex or a restore waits for openers that check the reindex lock."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +148,9 @@ def _exact_table(vector_table: str) -> str:
 
 
 def reindex_lock_path(database: Path) -> Path:
-    """The lock file a running reindex of `database` holds."""
-    return database.with_name(f"{database.name}.reindex-lock")
+    """The lock file a running reindex of `database` holds (one per file, however it is named)."""
+    real = database.resolve()
+    return real.with_name(f"{real.name}.reindex-lock")
 
 
 def create_vector_generation(conn: Connection, name: str, dimension: int) -> None:
@@ -282,12 +285,16 @@ class KnowledgeStore:
         self.conn.execute(f"DROP TABLE IF EXISTS {table}")
         self.conn.execute(f"DROP TABLE IF EXISTS {_exact_table(table)}")
 
-    def _reindex_lock(self) -> AbstractContextManager[bool]:
-        """Held by a running reindex; free means none is running (a killed one releases it)."""
+    def _reindex_lock(self, wait_s: float = 0.0) -> AbstractContextManager[bool]:
+        """Held by a running reindex; free means none is running (a killed one releases it).
+
+        Every opener takes it for a moment to see whether it is free, so whoever means to hold
+        it (a reindex) waits a little for those moments to pass.
+        """
         path = database_file(self.conn)
         if path is None:  # in memory: one connection, nobody else to race
             return nullcontext(True)
-        return try_exclusive(reindex_lock_path(path))
+        return try_exclusive(reindex_lock_path(path), wait_s)
 
     def drop_abandoned_vector_tables(self) -> None:
         """Drop the vector tables an interrupted reindex left.
@@ -543,7 +550,7 @@ class KnowledgeStore:
     @contextmanager
     def reindexing(self) -> Iterator[None]:
         """Hold the reindex lock for the block, or raise ReindexRunningError if it is taken."""
-        with self._reindex_lock() as free:
+        with self._reindex_lock(wait_s=LOCK_WAIT_S) as free:
             if not free:
                 raise ReindexRunningError(
                     "Another reindex of this knowledge base is running; wait for it to finish."

@@ -276,11 +276,13 @@ def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: P
     (tmp_path / "private.txt").write_text("The vault code is 4242.")
     (tmp_path / "private.txt").chmod(0o600)
     (folder / "link.txt").symlink_to(tmp_path / "private.txt")  # out of the given folder
+    (folder / "loop.md").symlink_to(folder / "loop.md")  # a link to itself
     db = str(tmp_path / "kb.db")
 
     code, out, err = invoke("kb", "add", str(folder), "--db", db)
-    assert code == 1 and "2 added" in out and "1 failed" in out, out + err
+    assert code == 1 and "2 added" in out and "2 failed" in out, out + err
     assert "links outside" in err and "--follow-links" in err and "Traceback" not in err
+    assert "loop.md is a link that leads back to itself" in err
     with KnowledgeStore.open(db) as store:
         sources = sorted(d.source for d in store.list_documents())
         assert sources == sorted([str(folder / "caf\\xe9-latin1.txt"), str(folder / "ferry.txt")])
@@ -293,7 +295,7 @@ def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: P
     assert forgot.returncode == 1
     assert one_error_line(forgot) == "error: No document with id '²': see `ragtune kb list`."
     code, out, _ = invoke("kb", "add", str(folder), "--follow-links", "--db", db)
-    assert code == 0 and "1 added" in out
+    assert code == 1 and "1 added" in out and "1 failed" in out  # the loop stays refused
 
 
 def test_kb_restore_of_another_programs_database_is_refused_in_one_sentence(
