@@ -14,7 +14,7 @@ import numpy as np
 
 from knowledge.chunking import Chunk, chunk_document
 from knowledge.embeddings import Embedder
-from knowledge.errors import BadDocumentError, ConcurrentWriteError
+from knowledge.errors import BadDocumentError, ConcurrentWriteError, EmbedderMismatchError
 from knowledge.parsers import (
     SUPPORTED_SUFFIXES,
     ParsedDocument,
@@ -383,6 +383,11 @@ class Ingestor:
                         planned_on=p.planned_on,
                     )
                 )
+            except EmbedderMismatchError as exc:  # a reindex switched models meanwhile
+                return DocumentResult(
+                    doc.source, doc.external_id, Outcome.FAILED, error=str(exc),
+                    title=doc.parsed.title,
+                )  # fmt: skip
             except ConcurrentWriteError:
                 replanned = self._plan(doc, may_replace)
                 if isinstance(replanned, DocumentResult):  # e.g. the other writer stored it

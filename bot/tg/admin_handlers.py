@@ -32,6 +32,7 @@ from bot.core.admin import AdminService, NotAdminError, Page
 from bot.core.compare import plot, table
 from bot.llm.engine import ModelError
 from bot.tg.handlers import SERVICES, BotServices
+from knowledge.connection import is_storage_failure
 from knowledge.errors import KnowledgeError
 from knowledge.ingest import IngestReport, Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES
@@ -157,6 +158,15 @@ async def _add_file(
         )  # fmt: skip
     except (NotAdminError, KnowledgeError) as exc:
         await status.edit_text(f"Nothing was added: {exc}")
+        return
+    except Exception as exc:
+        if not is_storage_failure(exc):
+            raise
+        log.warning("upload not written: %s", exc)
+        await status.edit_text(
+            f"The knowledge base cannot be written ({exc}): the file was not added, or not all "
+            "of it; free some space and send it again."
+        )
         return
     await status.edit_text(upload_summary(report))
 

@@ -77,3 +77,29 @@ def test_the_cli_on_a_full_disk_says_one_sentence_and_leaves_no_partial_file(
     assert left == {"filler", "state.db"}  # no backup, no partial file
     assert asked.returncode == 0 and "Traceback" not in asked.stderr
     assert asked.stdout.strip()  # the answer, though the conversation could not be kept
+
+
+def test_an_upload_onto_a_full_knowledge_base_disk_is_said_and_the_bot_serves_on(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    engine = ScriptedEngine(["Tallinn [1]"])
+    kb_db = small_disk.path / "kb.db"
+
+    def edits() -> list[str]:
+        return [str(c.params["text"]) for c in emulator.sent("editMessageText", ADMIN)]
+
+    def scenario() -> None:
+        small_disk.fill()
+        emulator.send_document(b"The ferry leaves at noon. " * 400, "ferry.txt", user_id=ADMIN)
+        emulator.wait_for(lambda: any("cannot be written" in t for t in edits()), timeout=30)
+        emulator.send_text(QUESTION, user_id=5)  # answering only reads: it goes on
+        emulator.wait_for(lambda: bool(texts(emulator, 5)), timeout=30)
+
+    services = scripted_services(tmp_path, engine, alert_chats=(ADMIN,), kb_db=kb_db)
+    run_bot(settings, services, scenario)
+    (said,) = [t for t in edits() if "cannot be written" in t]
+    assert said.startswith("The knowledge base cannot be written (") and "free some space" in said
+    assert texts(emulator, 5)[-1].startswith("Tallinn [1]")
+    small_disk.free()
+    with KnowledgeStore.open(kb_db) as store:
+        assert store.problems() == [] and [d.title for d in store.list_documents()] == ["estonia"]

@@ -59,16 +59,17 @@ def scripted_services(
     eval_questions: Path | None = None,
     max_bytes: int = MAX_BYTES,
     state_db: Path | None = None,
+    kb_db: Path | None = None,
 ) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
     """Real store, search and state with a scripted model (the model has tests of its own)."""
 
     def build() -> tuple[BotServices, Callable[[], None]]:
-        store = KnowledgeStore.open(tmp_path / "kb.db")
+        store = KnowledgeStore.open(kb_db or tmp_path / "kb.db")
         embedder = HashEmbedder()
         (tmp_path / "estonia.txt").write_text(FACTS)
         Ingestor(store, embedder).add_paths([tmp_path / "estonia.txt"])
         state = StateStore.open(state_db or tmp_path / "state.db")
-        writer = KnowledgeStore.open(tmp_path / "kb.db")
+        writer = KnowledgeStore.open(kb_db or tmp_path / "kb.db")
         worker = ModelWorker(engine, max_queue=queue)
         answerer = Answerer(
             worker, HybridSearcher(store, embedder), state=state,
