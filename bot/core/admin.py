@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,12 +12,18 @@ from bot.core.compare import Comparison, ComparisonRunner
 from bot.llm.adapters import Adapter, AdapterError
 from bot.state import StateStore
 from knowledge.backup import BackupInfo, backup, database_path, timestamped
+from knowledge.errors import DocumentNotFoundError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
 from knowledge.reindex import reindex
 from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
 
 UPLOAD_SOURCE = "telegram:"
 """Sources of documents made from uploaded files begin with this."""
+
+
+def document_tag(document: DocumentInfo) -> str:
+    """A short tag of the document a confirm button names (its id alone may be reused)."""
+    return hashlib.sha256(document.external_id.encode("utf-8")).hexdigest()[:12]
 
 
 def _made_by_an_upload(existing: DocumentInfo) -> str | None:
@@ -119,11 +126,19 @@ class AdminService:
         with self._lock:
             return self.store.resolve_document(ref)
 
-    def forget(self, user_id: int | None, ref: str) -> DocumentInfo:
-        """Remove a document (after confirmation); `ref` as it came, checked after the admin."""
-        self.check(user_id, "forget-confirmed", ref[:40])
+    def forget(self, user_id: int | None, choice: str) -> DocumentInfo:
+        """Remove a document after confirmation. `choice` is a button's "id:tag" as it came,
+        parsed only after the admin check; the tag (`document_tag`) must still match, since
+        the id of a document removed meanwhile may have gone to another one."""
+        self.check(user_id, "forget-confirmed", choice[:40])
+        ref, _, tag = choice.partition(":")
         with self._lock:
             found = self.store.resolve_document(ref)
+            if tag != document_tag(found):
+                raise DocumentNotFoundError(
+                    f"Document {ref} is not the one you were asked about any more; nothing was "
+                    "removed. Send /forget again."
+                )
             self.store.delete_document(found.id)
         return found
 

@@ -28,7 +28,7 @@ from telegram.ext import (
 )
 
 from bot.core.access import start_of_day
-from bot.core.admin import AdminService, NotAdminError, Page
+from bot.core.admin import AdminService, NotAdminError, Page, document_tag
 from bot.core.compare import plot, table
 from bot.llm.engine import ModelError
 from bot.tg.handlers import SERVICES, BotServices
@@ -254,8 +254,9 @@ async def forget(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     except (NotAdminError, KnowledgeError) as exc:
         await _refuse(update, exc)
         return
+    confirm = f"forget:{found.id}:{document_tag(found)}"
     buttons = InlineKeyboardMarkup(
-        [[InlineKeyboardButton("Forget it", callback_data=f"forget:{found.id}"),
+        [[InlineKeyboardButton("Forget it", callback_data=confirm),
           InlineKeyboardButton("Keep it", callback_data="forget:cancel")]]
     )  # fmt: skip
     await message.reply_text(

@@ -12,6 +12,7 @@ import pytest
 from bot.config import Settings
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator
+from bot.tg.local import buttons
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.bot.test_telegram import ADMIN, USER, run_bot, scripted_services, texts
@@ -155,3 +156,26 @@ def test_sources_in_a_group_are_each_members_own(
     _, others, own = texts(emulator, GROUP)
     assert others == "My last answer had no sources."
     assert "estonia" in own and "Tallinn" in own
+
+
+def test_an_old_forget_button_never_removes_a_document_that_took_over_its_id(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/add The ferry leaves at noon.", user_id=ADMIN)
+        emulator.wait_for(lambda: len(texts(emulator, ADMIN)) >= 1)
+        emulator.send_text("/forget 2", user_id=ADMIN)
+        emulator.wait_for(lambda: len(texts(emulator, ADMIN)) >= 2)
+        asked = emulator.last_message(ADMIN)
+        with KnowledgeStore.open(tmp_path / "kb.db") as store:  # removed another way meanwhile
+            store.delete_document(2)
+        emulator.send_text("/add The museum opens at ten.", user_id=ADMIN)  # gets id 2 again
+        emulator.wait_for(lambda: len(texts(emulator, ADMIN)) >= 3)
+        emulator.press_button(asked, str(buttons(asked)[0]["callback_data"]), user_id=ADMIN)
+        emulator.wait_for(lambda: bool(edits(emulator, ADMIN)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert "Added document 2" in texts(emulator, ADMIN)[2]
+    (said,) = edits(emulator, ADMIN)
+    assert said.startswith("Document 2 is not the one you were asked about any more")
+    assert "museum" in stored_text(tmp_path)

@@ -35,7 +35,7 @@ from bot.tg.handlers import (
     WELCOME,
     BotServices,
 )
-from bot.tg.local import running_bot
+from bot.tg.local import buttons, running_bot
 from bot.tg.serve import Server
 from knowledge.ingest import Ingestor
 from knowledge.search import HybridSearcher
@@ -262,12 +262,14 @@ def test_an_admin_uploads_a_pdf_it_answers_from_it_and_after_forget_it_is_gone(
                                       for c in emulator.sent("sendMessage", ADMIN)))  # fmt: skip
         sent = emulator.last_message(ADMIN)
         assert "Forget document" in str(sent["text"]) and "reply_markup" in sent
-        emulator.press_button(sent, f"forget:{owls[0]}", user_id=USER)  # not an admin: refused
+        confirm = str(buttons(sent)[0]["callback_data"])
+        assert confirm.startswith(f"forget:{owls[0]}:")
+        emulator.press_button(sent, confirm, user_id=USER)  # not an admin: refused
         emulator.wait_for(lambda: any("admins only" in str(c.params.get("text"))
                                       for c in emulator.sent("answerCallbackQuery")))  # fmt: skip
         assert "Owls" in documents(tmp_path)
         assert emulator.message(ADMIN, sent["message_id"]) == sent  # buttons still there
-        emulator.press_button(sent, f"forget:{owls[0]}", user_id=ADMIN)
+        emulator.press_button(sent, confirm, user_id=ADMIN)
         emulator.wait_for(
             lambda: "Forgot document" in emulator.message_text(ADMIN, sent["message_id"])
         )
