@@ -20,7 +20,7 @@ from bot.core.prompts import (
     rag_messages,
     source_block,
 )
-from bot.llm.engine import GenerationLimits, Message
+from bot.llm.engine import GenerationLimits, Message, ModelError
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
 from bot.state import StateStore, Turn
 from knowledge.search import SearchHit
@@ -35,6 +35,8 @@ _FOLLOW_UP_OPENINGS = ("and ", "what about ", "how about ", "also ")
 # Tokens the chat template adds around each message, and a margin for the count of the whole.
 _TOKENS_PER_MESSAGE = 8
 _PROMPT_MARGIN = 32
+MIN_QUESTION_TOKENS = 64
+"""Settings that leave a question less room than this are refused at start."""
 
 
 def too_long(characters: int, allowed: int) -> str:
@@ -132,6 +134,13 @@ class Answerer:
         self.settings = settings or AnswerSettings()
         # The knowledge base connection is shared by the bot's threads: one search at a time.
         self._search_lock = threading.Lock()
+        if self._question_room(Mode.RAG) < MIN_QUESTION_TOKENS:
+            raise ModelError(
+                f"RAGTUNE_CONTEXT_TOKENS ({self.settings.context_tokens}) and "
+                f"RAGTUNE_MAX_ANSWER_TOKENS ({self.settings.limits.max_tokens}) leave no room "
+                f"for a question in the model's {worker.engine.context_window}-token context "
+                "(RAGTUNE_CONTEXT_WINDOW): lower them or raise it."
+            )
 
     def _history(self, chat_key: str | None) -> list[Message]:
         if self.state is None or chat_key is None:
@@ -166,19 +175,24 @@ class Answerer:
         window = self.worker.engine.context_window
         return window - min(self.settings.limits.max_tokens, window // 2)
 
-    def _question_refusal(self, question: str, mode: Mode) -> str | None:
-        """A refusal when the question alone (with the system prompt and, for RAG, the
-        sources' budget) would not fit in the context window; decided before any search."""
+    def _question_room(self, mode: Mode) -> int:
+        """Tokens a question may have beside the system prompt, the sources' budget (RAG) and
+        the answer."""
         reserved = self._prompt_tokens(
             base_messages("", []) if mode is Mode.BASE else rag_messages("", [], [])
         )
         if mode is Mode.RAG:
             reserved += self.settings.context_tokens
-        allowed = self._room() - reserved
+        return self._room() - reserved
+
+    def _question_refusal(self, question: str, mode: Mode) -> str | None:
+        """A refusal when the question cannot fit (see `_question_room`); decided before any
+        search."""
+        allowed = self._question_room(mode)
         tokens = self.worker.engine.count_tokens(question)
         if tokens <= allowed:
             return None
-        return too_long(len(question), max(0, len(question) * allowed // tokens))
+        return too_long(len(question), len(question) * max(0, allowed) // tokens)
 
     def _fitted(
         self, question: str, build: Callable[[list[Message]], list[Message]], history: list[Message]

@@ -81,16 +81,21 @@ class UpdateReceiver(tornado.web.RequestHandler):
         """Parse the update and hand it to PTB, which processes it like a polled one."""
         try:
             data = json.loads(self.body)
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
             update = Update.de_json(data, self.ptb.bot)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("webhook: refused a body that is not an update (%s)", type(exc).__name__)
             self.set_status(HTTPStatus.BAD_REQUEST)
             return
         await self.ptb.update_queue.put(update)
 
     def log_exception(self, *args: Any) -> None:
-        """One line for a refused request, never a traceback (they carry no secrets either)."""
-        log.info("webhook: request refused (%s)", args[1] if len(args) > 1 else "")
+        """Refusals (HTTPError) in one line; anything else is a bug and keeps its traceback."""
+        if isinstance(args[1] if len(args) > 1 else None, tornado.web.HTTPError):
+            log.info("webhook: request refused (%s)", args[1])
+            return
+        super().log_exception(*args)
 
 
 def webhook_server(application: Application, config: WebhookConfig) -> HTTPServer:  # type: ignore[type-arg]

@@ -161,3 +161,14 @@ def test_a_question_too_long_for_the_real_models_context_is_refused_in_one_sente
         assert fits.completion is not None and fits.completion.tokens > 0
     finally:
         worker.close()
+
+
+def test_settings_that_leave_no_room_for_a_question_are_refused_at_start() -> None:
+    from bot.llm.engine import ModelError
+
+    worker = ModelWorker(ScriptedEngine())  # a 2,048-token window
+    try:
+        with pytest.raises(ModelError, match="leave no room for a question"):
+            Answerer(worker, None, settings=AnswerSettings(context_tokens=1900))
+    finally:
+        worker.close()

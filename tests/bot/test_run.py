@@ -12,7 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -260,6 +262,16 @@ def test_webhook_refuses_big_bodies_before_reading_them(
         results["no secret"] = [post_big_body(url, None, 50_000_000) for _ in range(6)]
         results["wrong secret"] = post_big_body(url, "wrong", 50_000_000)
         results["too big"] = post_big_body(url, SECRET, 50_000_000)
+        not_an_update = urllib.request.Request(
+            url,
+            data=b"5",
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": SECRET},
+        )
+        try:
+            urllib.request.urlopen(not_an_update, timeout=10)
+        except urllib.error.HTTPError as exc:
+            results["not an update"] = exc.code
         results["rss growth"] = rss_mb(proc.pid) - before
         emulator.send_text(QUESTION, user_id=5)  # and a real update still gets its answer
 
@@ -270,6 +282,7 @@ def test_webhook_refuses_big_bodies_before_reading_them(
         assert status == 403 and sent < 50_000_000
     status, sent = results["too big"]  # type: ignore[misc]
     assert status == 413 and sent < 50_000_000
+    assert results["not an update"] == 400
     assert float(results["rss growth"]) < 20  # type: ignore[arg-type]
     assert "Tallinn" in replies[-1]
     assert "Traceback" not in log and SECRET not in log and TOKEN not in log
