@@ -23,7 +23,7 @@ from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.sandbox import ParseLimits
-from knowledge.search import HybridSearcher, SearchSettings
+from knowledge.search import HybridSearcher, Retriever, SearchSettings
 from knowledge.store import KnowledgeStore
 
 if TYPE_CHECKING:
@@ -67,9 +67,12 @@ def build_ingestor(
 
 
 def build_searcher(
-    settings: Settings, store: KnowledgeStore, embedder: SentenceTransformerEmbedder
+    settings: Settings,
+    store: KnowledgeStore,
+    embedder: SentenceTransformerEmbedder,
+    retriever: Retriever = "hybrid",
 ) -> HybridSearcher:
-    """A HybridSearcher with the configured fusion settings."""
+    """A HybridSearcher with the configured fusion settings (or one retriever alone)."""
     return HybridSearcher(
         store,
         embedder,
@@ -77,6 +80,7 @@ def build_searcher(
             candidates=settings.search_candidates,
             vector_weight=settings.vector_weight,
             keyword_weight=settings.keyword_weight,
+            retriever=retriever,
         ),
     )
 

@@ -272,23 +272,52 @@ def eval_retrieval(
     questions: QuestionsOption,
     k: Annotated[int, typer.Option("--k", min=1, help="Ranking depth scored.")] = 10,
     db: EvalDbOption = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare", help="Score hybrid, keyword-only and vector-only search side by side."
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest a corpus, ask every question, print recall@1/3/5/10, MRR@10 and latency."""
     from knowledge.evaluation import evaluate_retrieval, load_questions
+    from knowledge.search import RETRIEVERS
 
     settings = get_settings()
     asked = load_questions(questions)
+    retrievers = RETRIEVERS if compare else RETRIEVERS[:1]
+    results: dict[str, dict[str, float | int]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp,
         _store(db or Path(tmp) / "eval.db") as store,
     ):
         embedder = services.build_embedder(settings)
         _ingest_corpus(store, embedder, corpus)
-        searcher = services.build_searcher(settings, store, embedder)
-        with tqdm(total=len(asked), desc="questions", unit="q", file=sys.stderr) as bar:
-            scores = evaluate_retrieval(searcher, asked, depth=k, progress=lambda: bar.update(1))
-    _print_scores(scores.as_dict(), as_json)
+        for retriever in retrievers:
+            searcher = services.build_searcher(settings, store, embedder, retriever)
+            try:
+                with tqdm(total=len(asked), desc=retriever, unit="q", file=sys.stderr) as bar:
+                    scores = evaluate_retrieval(
+                        searcher, asked, depth=k, progress=lambda: bar.update(1)
+                    )
+            finally:
+                searcher.close()
+            results[retriever] = scores.as_dict()
+    if compare:
+        _print_comparison(results, as_json)
+    else:
+        _print_scores(results["hybrid"], as_json)
+
+
+def _print_comparison(results: dict[str, dict[str, float | int]], as_json: bool) -> None:
+    """A table of retrievers by score; with --json the last line is one object by retriever."""
+    keys = list(next(iter(results.values())))
+    typer.echo(f"{'retriever':<10}" + "".join(f"{key:>11}" for key in keys))
+    for retriever, scores in results.items():
+        typer.echo(f"{retriever:<10}" + "".join(f"{scores[key]:>11}" for key in keys))
+    if as_json:
+        _print_json(results)
 
 
 ModeOption = Annotated[

@@ -60,12 +60,16 @@ class Settings(BaseSettings):
     )
     search_k: int = Field(5, ge=1, description="Chunks returned by a search.")
     search_candidates: int = Field(
-        40,
+        20,
         ge=1,
         description="Chunks taken from each of the vector and keyword lists before fusion.",
     )
-    vector_weight: float = Field(1.0, ge=0, description="Weight of vector ranks in fusion.")
-    keyword_weight: float = Field(1.0, ge=0, description="Weight of keyword ranks in fusion.")
+    vector_weight: float = Field(
+        1.0, ge=0, description="Weight of the normalised cosine in fusion; 0 = keywords only."
+    )
+    keyword_weight: float = Field(
+        1.5, ge=0, description="Weight of the normalised BM25 in fusion; 0 = vectors only."
+    )
 
     llm_backend: Literal["llama", "openai"] = Field(
         "llama", description="llama = in-process llama.cpp; openai = an OpenAI-compatible server."

@@ -104,14 +104,22 @@ def evaluate_retrieval(
     *,
     depth: int = 10,
     progress: Callable[[], object] | None = None,
+    vectors: np.ndarray | None = None,
 ) -> RetrievalScores:
-    """Ask every question, map chunks back to document ids and score the rankings."""
+    """Ask every question, map chunks back to document ids and score the rankings.
+
+    Latency includes embedding each question, unless `vectors` gives them already embedded
+    (row i for question i: tests that score several retrievers embed once).
+    """
     rankings, latencies = [], []
     # Several chunks can come from one passage: fetch enough to fill `depth` distinct ones.
     chunk_depth = depth * 4
-    for question in questions:
+    for number, question in enumerate(questions):
         started = time.perf_counter()
-        hits = searcher.search(question.question, k=chunk_depth)
+        if vectors is None:
+            hits = searcher.search(question.question, k=chunk_depth)
+        else:
+            hits = searcher.search_with_vector(question.question, vectors[number], chunk_depth)
         latencies.append((time.perf_counter() - started) * 1000)
         rankings.append(ranked_documents((h.external_id for h in hits), max(depth, 10)))
         if progress is not None:

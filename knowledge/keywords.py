@@ -39,6 +39,14 @@ def match_query(question: str) -> str | None:
     words = _WORD.findall(lowered)
     content_words = [w for w in words if w not in STOP_WORDS] or words
     terms: list[str] = list(content_words)
+    # Two content words side by side in the question ("operating income") also count as a
+    # phrase: a passage holding the phrase outranks one that has the words apart. Measured:
+    # dev-finance R@1 0.721 -> 0.740, XQuAD unchanged (README "Retrieval").
+    terms.extend(
+        f"{a} {b}"
+        for a, b in itertools.pairwise(words)
+        if a not in STOP_WORDS and b not in STOP_WORDS
+    )
     for run in _CJK_RUN.findall(lowered):
         if len(run) == 1:
             terms.append(run)

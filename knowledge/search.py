@@ -1,15 +1,31 @@
-"""Hybrid search: sqlite-vec k-NN and FTS5 BM25, fused by weighted reciprocal rank."""
+"""Hybrid search: sqlite-vec k-NN and FTS5 BM25, fused by per-query max-normalised scores.
+
+Each candidate either list finds gets both scores (its exact cosine; its BM25, or the bound the
+keyword list sets for it), each divided by the best of that score in this query, and the two are
+added with fixed weights.
+Dividing by the best keeps how far the others trail behind it: a retriever that cannot tell the
+passages apart (the English embedder on Chinese text gives them all about the same cosine) adds
+nearly the same to every candidate and so leaves the order to the other one. Reciprocal rank
+fusion, which we used before, throws that away and fell below keywords alone out of domain
+(README: "Retrieval").
+"""
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from knowledge.embeddings import Embedder
 from knowledge.keywords import match_query
 from knowledge.store import KnowledgeStore, StoredChunk
+
+T = TypeVar("T")
+Retriever = Literal["hybrid", "keyword", "vector"]
+RETRIEVERS: tuple[Retriever, ...] = ("hybrid", "keyword", "vector")
 
 
 @dataclass(frozen=True)
@@ -18,7 +34,7 @@ class SearchHit:
 
     chunk: StoredChunk
     score: float
-    """Fused reciprocal-rank score; higher is better, comparable only within one query."""
+    """Fused score in [0, 1] (1: best of this query by both); comparable only within one query."""
     similarity: float
     """Cosine similarity of query and chunk, comparable across queries (for thresholds)."""
     vector_rank: int | None
@@ -55,16 +71,38 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Knobs of the hybrid search (defaults tuned on the XQuAD dev set)."""
+    """Knobs of the hybrid search (defaults measured on both dev sets: README "Retrieval")."""
 
-    candidates: int = 40
+    candidates: int = 20
     """Chunks taken from each of the vector and keyword lists before fusion."""
     coarse_candidates: int = 400
     """Chunks kept by the 1-bit Hamming scan before exact cosine re-scoring."""
     vector_weight: float = 1.0
-    keyword_weight: float = 1.0
-    rrf_k: int = 60
-    """Reciprocal rank fusion constant: score = Σ weight / (rrf_k + rank)."""
+    keyword_weight: float = 1.5
+    """Relative weights of the two normalised scores; a weight of 0 leaves that retriever out."""
+    retriever: Retriever = "hybrid"
+    """"keyword" or "vector" searches with that one alone (for `eval retrieval --compare`)."""
+
+    def weights(self) -> tuple[float, float]:
+        """(vector, keyword) weights summing to 1, after the retriever choice."""
+        vector = 0.0 if self.retriever == "keyword" else self.vector_weight
+        keyword = 0.0 if self.retriever == "vector" else self.keyword_weight
+        if vector + keyword <= 0:  # both weights 0: nothing to rank by but meaning
+            return 1.0, 0.0
+        return vector / (vector + keyword), keyword / (vector + keyword)
+
+
+def fuse_scores(
+    cosines: Sequence[float], keywords: Sequence[float], vector_weight: float
+) -> np.ndarray:
+    """Weighted sum of each score divided by its maximum (negative or absent scores count 0)."""
+    fused = np.zeros(len(cosines))
+    for values, weight in ((cosines, vector_weight), (keywords, 1.0 - vector_weight)):
+        scores = np.clip(np.asarray(values, dtype=float), 0.0, None)
+        best = scores.max(initial=0.0)
+        if weight > 0 and best > 0:
+            fused += weight * scores / best
+    return fused
 
 
 class HybridSearcher:
@@ -98,43 +136,63 @@ class HybridSearcher:
         vector = self.embedder.embed([query])[0]
         return self.search_with_vector(query, vector, k)
 
+    def _beside(self, work: Callable[[], T]) -> Callable[[], T]:
+        """Start `work` on the keyword thread if the store has a second connection for it.
+
+        Call the returned function for the result; without a second connection `work` runs
+        only then, on the caller's thread.
+        """
+        if not self.store.parallel_keywords:
+            return work
+        return self._keyword_thread().submit(work).result
+
     def search_with_vector(self, query: str, vector: np.ndarray, k: int) -> list[SearchHit]:
         """Like `search`, with the query already embedded (benchmarks, batch evaluation)."""
         s = self.settings
+        vector_weight, keyword_weight = s.weights()
         depth = max(k, s.candidates)
-        match = match_query(query)
-        keywords: Future[list[tuple[int, float]]] | None = None
-        if match and self.store.parallel_keywords:
-            keywords = self._keyword_thread().submit(self.store.keyword_chunks, match, depth)
-        by_vector = self.store.nearest_chunks(vector, depth, candidates=s.coarse_candidates)
-        if keywords is not None:
-            by_keyword = keywords.result()
-        else:
-            by_keyword = self.store.keyword_chunks(match, depth) if match else []
+        match = match_query(query) if keyword_weight > 0 else None
+        keyword_list = self._beside(
+            lambda: self.store.keyword_chunks(match, depth) if match else []
+        )
+        by_vector = (
+            self.store.nearest_chunks(vector, depth, candidates=s.coarse_candidates)
+            if vector_weight > 0
+            else []
+        )
+        by_keyword = keyword_list()
 
-        scores: dict[int, float] = {}
-        vector_rank: dict[int, int] = {}
-        keyword_rank: dict[int, int] = {}
-        for rank, (chunk_id, _) in enumerate(by_vector, start=1):
-            vector_rank[chunk_id] = rank
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + s.vector_weight / (s.rrf_k + rank)
-        for rank, (chunk_id, _) in enumerate(by_keyword, start=1):
-            keyword_rank[chunk_id] = rank
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + s.keyword_weight / (s.rrf_k + rank)
+        vector_rank = {chunk_id: rank for rank, (chunk_id, _) in enumerate(by_vector, start=1)}
+        keyword_rank = {chunk_id: rank for rank, (chunk_id, _) in enumerate(by_keyword, start=1)}
+        candidates = list(dict.fromkeys([*vector_rank, *keyword_rank]))
+        # Every candidate is scored by both retrievers, not only by the one that found it: a
+        # passage the keyword list did not reach may still be the best by meaning. Its exact
+        # cosine is cheap to look up. Its BM25 is not (FTS5 runs the whole query again for each
+        # rowid asked, ~1 ms each), so it gets the bound the keyword list gives: no more than
+        # the list's last score if the list was cut at `depth`, else 0 (it matched no term).
+        cosine = {chunk_id: 1.0 - distance for chunk_id, distance in by_vector}
+        missing = [i for i in candidates if i not in cosine]
+        cosine.update((i, 1.0 - d) for i, d in self.store.cosine_distances(missing, vector).items())
+        bm25 = {chunk_id: -score for chunk_id, score in by_keyword}
+        keyword_bound = -by_keyword[-1][1] if len(by_keyword) == depth else 0.0
+
+        fused = fuse_scores(
+            [cosine.get(i, 0.0) for i in candidates],
+            [bm25.get(i, keyword_bound) for i in candidates],
+            vector_weight,
+        )
         # Ties break on chunk id so results are deterministic.
-        best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
-        distances = dict(by_vector)
-        missing = [i for i in best if i not in distances]
-        distances.update(self.store.cosine_distances(missing, vector))
+        order = sorted(range(len(candidates)), key=lambda j: (-fused[j], candidates[j]))[:k]
+        best = [candidates[j] for j in order]
         chunks = self.store.chunks_by_id(best)
         return [
             SearchHit(
-                chunk=chunks[i],
-                score=scores[i],
-                similarity=1.0 - distances[i],
-                vector_rank=vector_rank.get(i),
-                keyword_rank=keyword_rank.get(i),
+                chunk=chunks[candidates[j]],
+                score=float(fused[j]),
+                similarity=cosine.get(candidates[j], 0.0),
+                vector_rank=vector_rank.get(candidates[j]),
+                keyword_rank=keyword_rank.get(candidates[j]),
             )
-            for i in best
-            if i in chunks
+            for j in order
+            if candidates[j] in chunks
         ]

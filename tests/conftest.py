@@ -83,6 +83,31 @@ def dev_eval_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def finance_eval_dir() -> Path:
+    """The TAT-QA finance dev set beside the repository (../shared/eval/dev-finance)."""
+    folder = DEV_EVAL_DIR.parent / "dev-finance"
+    if not (folder / "corpus.jsonl").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the finance evaluation set at {folder}")
+        pytest.skip(f"finance evaluation set not found at {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def finance_store(
+    tmp_path_factory: pytest.TempPathFactory,
+    real_embedder: SentenceTransformerEmbedder,
+    finance_eval_dir: Path,
+) -> Iterator[KnowledgeStore]:
+    """The finance corpus ingested once with the real embedder (tests must not write to it)."""
+    path = tmp_path_factory.mktemp("finance") / "finance.db"
+    with KnowledgeStore.open(path) as store:
+        report = Ingestor(store, real_embedder).add_paths([finance_eval_dir / "corpus.jsonl"])
+        assert len(report.results) == 1356 and not report.failures
+        yield store
+
+
+@pytest.fixture(scope="session")
 def dev_store(
     tmp_path_factory: pytest.TempPathFactory,
     real_embedder: SentenceTransformerEmbedder,

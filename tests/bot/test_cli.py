@@ -86,25 +86,51 @@ def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -
     assert proc.stderr.strip() == "error: No document with id '12345': see `ragtune kb list`."
 
 
-def test_eval_retrieval_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) -> None:
-    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()][:20]
+SCORE_KEYS = {"recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "n", "p50_ms", "p95_ms"}
+
+
+def _small_eval_set(tmp_path: Path, eval_dir: Path) -> tuple[str, str]:
+    """20 passages of a dev set and the first 40 of their questions, as files."""
+    corpus = [json.loads(line) for line in (eval_dir / "corpus.jsonl").open()][:20]
     ids = {row["id"] for row in corpus}
-    questions = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
+    questions = [json.loads(line) for line in (eval_dir / "questions.jsonl").open()]
     questions = [q for q in questions if set(q["positive_ids"]) <= ids][:40]
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    return str(tmp_path / "c.jsonl"), str(tmp_path / "q.jsonl")
+
+
+def test_eval_retrieval_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) -> None:
+    corpus, questions = _small_eval_set(tmp_path, dev_eval_dir)
     code, out, _ = invoke(
-        "eval", "retrieval", "--corpus", str(tmp_path / "c.jsonl"),
-        "--questions", str(tmp_path / "q.jsonl"), "--json",
-    )  # fmt: skip
+        "eval", "retrieval", "--corpus", corpus, "--questions", questions, "--json"
+    )
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    assert set(result) == {
-        "recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "n", "p50_ms", "p95_ms",
-    }  # fmt: skip
+    assert set(result) == SCORE_KEYS
     assert result["n"] == 40
     assert 0.9 <= result["recall@5"] <= result["recall@10"] <= 1.0
     assert 0 < result["p50_ms"] <= result["p95_ms"]
+
+
+def test_eval_retrieval_compare_scores_three_retrievers_on_one_corpus(
+    tmp_path: Path, dev_eval_dir: Path
+) -> None:
+    """--compare: one table, and --json one object keyed by retriever with today's keys."""
+    corpus, questions = _small_eval_set(tmp_path, dev_eval_dir / "zh")
+    code, out, _ = invoke(
+        "eval", "retrieval", "--corpus", corpus, "--questions", questions, "--compare", "--json"
+    )
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert [line.split()[0] for line in lines[:4]] == ["retriever", "hybrid", "keyword", "vector"]
+    result = json.loads(lines[-1])
+    assert list(result) == ["hybrid", "keyword", "vector"]
+    assert all(set(scores) == SCORE_KEYS and scores["n"] == 40 for scores in result.values())
+    # The English embedder cannot read Chinese: the three really differ, and fusion keeps the
+    # keyword side's quality instead of averaging it down.
+    assert result["vector"]["mrr@10"] < result["keyword"]["mrr@10"] - 0.2
+    assert result["hybrid"]["mrr@10"] >= result["keyword"]["mrr@10"] - 0.02
 
 
 @pytest.mark.slow

@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from bot.app import build_searcher
+from bot.config import Settings
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.evaluation import load_questions
 from knowledge.ingest import Ingestor
-from knowledge.search import HybridSearcher
+from knowledge.search import HybridSearcher, SearchSettings, fuse_scores
 from knowledge.store import KnowledgeStore
+from tests.helpers import HashEmbedder
 
 DOCS = {
     "cats.txt": "Cats sleep up to sixteen hours a day. A cat purrs when it is content.",
@@ -77,3 +83,39 @@ def test_binary_scan_with_rescoring_matches_exact_search(
         approx = {i for i, _ in dev_store.nearest_chunks(vector, 10, candidates=50)}
         found += len(exact & approx)
     assert found / (10 * len(vectors)) >= 0.95
+
+
+def test_fusion_leaves_the_order_to_the_retriever_that_tells_passages_apart() -> None:
+    """A flat retriever (same cosine everywhere) adds the same to every candidate."""
+    fused = fuse_scores([0.31, 0.30, 0.31], [2.0, 9.0, 4.0], vector_weight=0.4)
+    assert list(np.argsort(-fused)) == [1, 2, 0]
+    # Both agree on the best: it scores 1; a negative cosine counts as no similarity at all.
+    assert fuse_scores([0.8, -0.5], [5.0, 1.0], 0.4) == pytest.approx([1.0, 0.6 * 0.2])
+
+
+def test_weights_pick_the_retriever() -> None:
+    assert SearchSettings().weights() == pytest.approx((0.4, 0.6))
+    assert SearchSettings(vector_weight=0).weights() == (0.0, 1.0)
+    assert SearchSettings(retriever="vector").weights() == (1.0, 0.0)
+    assert SearchSettings(retriever="keyword", vector_weight=3).weights() == (0.0, 1.0)
+    assert SearchSettings(vector_weight=0, keyword_weight=0).weights() == (1.0, 0.0)
+
+
+def test_configured_defaults_are_the_searchers_defaults(store: KnowledgeStore) -> None:
+    """Settings() and SearchSettings() must not drift apart (the README quotes one set)."""
+    searcher = build_searcher(Settings(_env_file=None), store, HashEmbedder())
+    assert searcher.settings == SearchSettings()
+
+
+def test_keyword_only_and_vector_only_search_use_one_list(
+    tmp_path: Path, store: KnowledgeStore, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    _kb(tmp_path, store, real_embedder)
+    by_keyword = HybridSearcher(store, real_embedder, SearchSettings(retriever="keyword"))
+    by_vector = HybridSearcher(store, real_embedder, SearchSettings(retriever="vector"))
+    # No shared word: keywords find nothing, meaning finds the cats.
+    assert by_keyword.search("How long do felines nap?", k=3) == []
+    hits = by_vector.search("How long do felines nap?", k=3)
+    assert hits[0].chunk.title == "cats" and all(h.keyword_rank is None for h in hits)
+    (hit,) = by_keyword.search("XK-4471", k=1)
+    assert hit.chunk.title == "codes" and hit.vector_rank is None and hit.similarity > 0
