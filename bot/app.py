@@ -20,7 +20,7 @@ from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
-from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.sandbox import ParseLimits
 from knowledge.search import HybridSearcher, Retriever, SearchSettings
@@ -69,7 +69,7 @@ def build_ingestor(
 def build_searcher(
     settings: Settings,
     store: KnowledgeStore,
-    embedder: SentenceTransformerEmbedder,
+    embedder: Embedder,
     retriever: Retriever = "hybrid",
 ) -> HybridSearcher:
     """A HybridSearcher with the configured fusion settings (or one retriever alone)."""
