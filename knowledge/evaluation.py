@@ -111,6 +111,8 @@ def evaluate_retrieval(
     Latency includes embedding each question, unless `vectors` gives them already embedded
     (row i for question i: tests that score several retrievers embed once).
     """
+    if vectors is not None and len(vectors) != len(questions):
+        raise ValueError(f"{len(vectors)} vectors for {len(questions)} questions")
     rankings, latencies = [], []
     # Several chunks can come from one passage: fetch enough to fill `depth` distinct ones.
     chunk_depth = depth * 4

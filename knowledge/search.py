@@ -85,11 +85,14 @@ class SearchSettings:
 
     def weights(self) -> tuple[float, float]:
         """(vector, keyword) weights summing to 1, after the retriever choice."""
-        vector = 0.0 if self.retriever == "keyword" else self.vector_weight
-        keyword = 0.0 if self.retriever == "vector" else self.keyword_weight
-        if vector + keyword <= 0:  # both weights 0: nothing to rank by but meaning
+        if self.retriever == "keyword":
+            return 0.0, 1.0
+        if self.retriever == "vector":
             return 1.0, 0.0
-        return vector / (vector + keyword), keyword / (vector + keyword)
+        total = self.vector_weight + self.keyword_weight
+        if total <= 0:  # both weights 0: rank by meaning, as the default embedder always can
+            return 1.0, 0.0
+        return self.vector_weight / total, self.keyword_weight / total
 
 
 def fuse_scores(
@@ -181,8 +184,11 @@ class HybridSearcher:
             [bm25.get(i, keyword_bound) for i in candidates],
             vector_weight,
         )
-        # Ties break on chunk id so results are deterministic.
-        order = sorted(range(len(candidates)), key=lambda j: (-fused[j], candidates[j]))[:k]
+        # Ties (candidates with no positive score at all) break on cosine, then chunk id.
+        order = sorted(
+            range(len(candidates)),
+            key=lambda j: (-fused[j], -cosine.get(candidates[j], 0.0), candidates[j]),
+        )[:k]
         best = [candidates[j] for j in order]
         chunks = self.store.chunks_by_id(best)
         return [

@@ -43,8 +43,10 @@ def _compare_retrievers(
     scores: dict[str, RetrievalScores] = {}
     for retriever in RETRIEVERS:
         searcher = HybridSearcher(store, embedder, SearchSettings(retriever=retriever))
-        scores[retriever] = evaluate_retrieval(searcher, questions, vectors=vectors)
-        searcher.close()
+        try:
+            scores[retriever] = evaluate_retrieval(searcher, questions, vectors=vectors)
+        finally:
+            searcher.close()
     return scores
 
 

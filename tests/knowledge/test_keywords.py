@@ -15,6 +15,12 @@ def test_query_drops_stop_words_and_quotes_every_term() -> None:
     assert match_query("What is the capital of France?") == '"capital" OR "france"'
 
 
+def test_adjacent_content_words_also_count_as_a_phrase() -> None:
+    assert match_query("What was the operating income in 2019?") == (
+        '"operating" OR "income" OR "2019" OR "operating income"'
+    )  # "income in 2019": a stop word between, so no pair
+
+
 def test_query_of_only_stop_words_keeps_them() -> None:
     assert match_query("who is it") == '"who" OR "is" OR "it"'
 

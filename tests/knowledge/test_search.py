@@ -99,6 +99,21 @@ def test_weights_pick_the_retriever() -> None:
     assert SearchSettings(retriever="vector").weights() == (1.0, 0.0)
     assert SearchSettings(retriever="keyword", vector_weight=3).weights() == (0.0, 1.0)
     assert SearchSettings(vector_weight=0, keyword_weight=0).weights() == (1.0, 0.0)
+    # The retriever wins over weights: `--compare`'s keyword row is keywords whatever the env.
+    assert SearchSettings(retriever="keyword", keyword_weight=0).weights() == (0.0, 1.0)
+
+
+def test_candidates_with_no_positive_score_keep_their_cosine_order(
+    store: KnowledgeStore,
+) -> None:
+    """All cosines <= 0 and no keyword match: the order is still by similarity."""
+    embedder = HashEmbedder(dimension=8)
+    for text in ("alpha beta", "gamma delta", "epsilon zeta", "eta theta", "iota kappa"):
+        Ingestor(store, embedder).add_text(text, title=text, external_id=text, source="test")
+    hits = HybridSearcher(store, embedder, SearchSettings(retriever="vector")).search("rho", k=5)
+    similarities = [h.similarity for h in hits]
+    assert max(similarities) <= 0 and min(similarities) < 0  # the case this test is about
+    assert similarities == sorted(similarities, reverse=True)
 
 
 def test_configured_defaults_are_the_searchers_defaults(store: KnowledgeStore) -> None:
