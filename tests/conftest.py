@@ -72,25 +72,35 @@ def store(tmp_path: Path) -> Iterator[KnowledgeStore]:
         yield opened
 
 
+def _eval_set(folder: Path, name: str) -> Path:
+    """`folder` if it holds an eval set; else fail under CI, skip elsewhere."""
+    if not (folder / "corpus.jsonl").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the {name} evaluation set at {folder}")
+        pytest.skip(f"{name} evaluation set not found at {folder}")
+    return folder
+
+
+def _ingested(
+    factory: pytest.TempPathFactory, embedder: SentenceTransformerEmbedder, folder: Path, docs: int
+) -> Iterator[KnowledgeStore]:
+    """An eval corpus ingested once into a fresh store of its own."""
+    with KnowledgeStore.open(factory.mktemp(folder.name) / "kb.db") as store:
+        report = Ingestor(store, embedder).add_paths([folder / "corpus.jsonl"])
+        assert len(report.results) == docs and not report.failures
+        yield store
+
+
 @pytest.fixture(scope="session")
 def dev_eval_dir() -> Path:
     """The XQuAD dev set beside the repository (../shared/eval/dev)."""
-    if not (DEV_EVAL_DIR / "corpus.jsonl").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the dev evaluation set at {DEV_EVAL_DIR}")
-        pytest.skip(f"dev evaluation set not found at {DEV_EVAL_DIR}")
-    return DEV_EVAL_DIR
+    return _eval_set(DEV_EVAL_DIR, "dev")
 
 
 @pytest.fixture(scope="session")
 def finance_eval_dir() -> Path:
     """The TAT-QA finance dev set beside the repository (../shared/eval/dev-finance)."""
-    folder = DEV_EVAL_DIR.parent / "dev-finance"
-    if not (folder / "corpus.jsonl").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have the finance evaluation set at {folder}")
-        pytest.skip(f"finance evaluation set not found at {folder}")
-    return folder
+    return _eval_set(DEV_EVAL_DIR.parent / "dev-finance", "finance")
 
 
 @pytest.fixture(scope="session")
@@ -100,11 +110,7 @@ def finance_store(
     finance_eval_dir: Path,
 ) -> Iterator[KnowledgeStore]:
     """The finance corpus ingested once with the real embedder (tests must not write to it)."""
-    path = tmp_path_factory.mktemp("finance") / "finance.db"
-    with KnowledgeStore.open(path) as store:
-        report = Ingestor(store, real_embedder).add_paths([finance_eval_dir / "corpus.jsonl"])
-        assert len(report.results) == 1356 and not report.failures
-        yield store
+    yield from _ingested(tmp_path_factory, real_embedder, finance_eval_dir, 1356)
 
 
 @pytest.fixture(scope="session")
@@ -114,11 +120,7 @@ def dev_store(
     dev_eval_dir: Path,
 ) -> Iterator[KnowledgeStore]:
     """The dev corpus ingested once with the real embedder (tests must not write to it)."""
-    path = tmp_path_factory.mktemp("dev") / "dev.db"
-    with KnowledgeStore.open(path) as store:
-        report = Ingestor(store, real_embedder).add_paths([dev_eval_dir / "corpus.jsonl"])
-        assert len(report.results) == 240 and not report.failures
-        yield store
+    yield from _ingested(tmp_path_factory, real_embedder, dev_eval_dir, 240)
 
 
 @pytest.fixture
