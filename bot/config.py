@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.llm.catalogue import default_models_dir
+
 
 class Settings(BaseSettings):
     """Every knob of ragtune; each field is documented in `.env.example` too."""
@@ -74,8 +76,16 @@ class Settings(BaseSettings):
     llm_backend: Literal["llama", "openai"] = Field(
         "llama", description="llama = in-process llama.cpp; openai = an OpenAI-compatible server."
     )
+    model: str | None = Field(
+        None,
+        description="Catalogue model by name (`ragtune models list`); empty = smollm2-135m.",
+    )
     model_path: Path | None = Field(
-        None, description="GGUF chat model; empty = the packaged SmolLM2-135M-Instruct Q4_1."
+        None, description="GGUF chat model by path; wins over RAGTUNE_MODEL."
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Where catalogue models are assembled and checked (outside the repo).",
     )
     model_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = up to 4.")
     context_window: int = Field(2048, ge=256, description="Tokens of context llama.cpp allocates.")
@@ -101,20 +111,28 @@ class Settings(BaseSettings):
     state_db: Path = Field(
         Path("data/state.db"), description="The bot's own state (conversations), beside the KB."
     )
-    answer_k: int = Field(
-        1, ge=1, description="Chunks given to the model (the 135M default does best with one)."
+    answer_k: int | None = Field(
+        None, ge=1, description="Chunks given to the model; empty = the model's profile."
     )
-    context_tokens: int = Field(
-        300,
+    context_tokens: int | None = Field(
+        None,
         ge=32,
-        description="Token budget for the sources in the prompt (latency grows with it).",
+        description="Token budget for the sources in the prompt; empty = the model's profile.",
+    )
+    rag_prompt: Literal["extractive", "sentence"] | None = Field(
+        None,
+        description="RAG prompt style: extractive (copy and cite) or sentence; empty = profile.",
     )
     min_similarity: float = Field(
         0.2, ge=-1, le=1, description="Below this best-chunk cosine the bot says the KB lacks it."
     )
     history_turns: int = Field(4, ge=0, description="Earlier turns of a chat given to the model.")
-    history_tokens: int = Field(200, ge=0, description="Token budget for those earlier turns.")
-    max_answer_tokens: int = Field(128, ge=1, description="Longest answer, in tokens.")
+    history_tokens: int | None = Field(
+        None, ge=0, description="Token budget for those earlier turns; empty = the model's profile."
+    )
+    max_answer_tokens: int | None = Field(
+        None, ge=1, description="Longest answer, in tokens; empty = the model's profile."
+    )
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0 = greedy).")
     generation_timeout_s: float = Field(120, gt=0, description="Wall-clock limit of one answer.")
     model_queue_size: int = Field(8, ge=1, description="Answers that may wait for the model.")

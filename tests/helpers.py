@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bot.config import Settings
+from bot.llm.catalogue import Catalogue
 from bot.llm.engine import GenerationLimits, Message
 from knowledge.embeddings import Vectors
 from knowledge.store import KnowledgeStore
@@ -145,3 +147,11 @@ class SmallDisk:
     def free(self) -> None:
         """Make room again."""
         self.filler.unlink(missing_ok=True)
+
+
+QWEN = "qwen2.5-coder-0.5b"
+
+
+def qwen_gguf_path() -> Path:
+    """The catalogue's Qwen GGUF, checked; `make test` installs it (a missing one fails)."""
+    return Catalogue(Settings(_env_file=None).models_dir).resolve(QWEN)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuning.architectures import architecture, check_exportable
 from tuning.errors import TuningError
 from tuning.export import BaseShape
 
@@ -26,6 +27,7 @@ def load_base(path: Path) -> BaseModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_exportable(architecture(path))  # before any time is spent loading
     if path.is_file():
         folder, extra = path.parent, {"gguf_file": path.name}
     elif (path / "config.json").is_file():
@@ -42,20 +44,10 @@ def load_base(path: Path) -> BaseModel:
     if not tokenizer.chat_template:
         raise TuningError(f"{path} has no chat template; ragtune trains on chat-formatted data.")
     config = model.config
-    arch = _gguf_arch(path) if path.is_file() else str(config.model_type)
     shape = BaseShape(
-        arch=arch,
+        arch=architecture(path),
         layers=int(config.num_hidden_layers),
         heads=int(config.num_attention_heads),
         kv_heads=int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads),
     )
     return BaseModel(model, tokenizer, shape)
-
-
-def _gguf_arch(path: Path) -> str:
-    import gguf
-
-    field = gguf.GGUFReader(str(path)).fields.get("general.architecture")
-    if field is None:
-        raise TuningError(f"{path} has no general.architecture; is it a model GGUF?")
-    return str(field.contents())

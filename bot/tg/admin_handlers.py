@@ -361,9 +361,10 @@ async def stats(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     users = await asyncio.to_thread(services.state.users_since, start_of_day(time.time()))
     switcher = services.admin.adapters if services.admin else None
     active = (switcher.active if switcher else None) or "none"
+    chat_model = services.model.summary() if services.model else worker.engine.model_id
     await message.reply_text(
         f"Documents: {numbers.documents}\nChunks: {numbers.chunks}\n"
-        f"Embedder: {model}\nChat model: {worker.engine.model_id}\nAdapter: {active}\n"
+        f"Embedder: {model}\nChat model: {chat_model}\nAdapter: {active}\n"
         f"Queue: {worker.waiting} waiting or running\nUsers today: {users}"
     )
 

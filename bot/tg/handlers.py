@@ -24,6 +24,7 @@ from telegram.ext import (
 from bot.core.access import AccessPolicy
 from bot.core.admin import AdminService
 from bot.core.answer import Answer, Answerer, Mode, PreparedAnswer
+from bot.llm.model_info import ModelInfo
 from bot.llm.worker import Job, QueueFullError
 from bot.state import StateStore
 from bot.tg.render import answer_html, preview, sendable, sources_html, split_message
@@ -89,6 +90,8 @@ class BotServices:
     """None: everyone may ask, without limits."""
     alert_chats: tuple[int, ...] = ()
     """Chats told when a handler fails."""
+    model: ModelInfo | None = None
+    """The served GGUF, for /stats (None: a remote model or a test's engine)."""
 
 
 def _services(context: ContextTypes.DEFAULT_TYPE) -> BotServices:

@@ -1,4 +1,9 @@
-"""The GGUF export is checked against peft itself: same tokens, same logit changes in llama.cpp."""
+"""The GGUF export is checked against peft itself: same tokens, same logit changes in llama.cpp.
+
+Both architectures ragtune exports for are checked the same way, and each check also fails with
+the other q/k row order, so it tests what it claims to: llama's GGUF stores q/k rows permuted,
+qwen2's does not.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import numpy as np
 import pytest
 
 from bot.llm.model_files import packaged_gguf_path
+from tests.helpers import qwen_gguf_path
 from tuning.base import load_base
-from tuning.export import export_adapter
+from tuning.errors import TuningError
+from tuning.export import BaseShape, export_adapter
 
-pytestmark = pytest.mark.slow
+QUESTION = "What is the password of the blue door?"
 
 
 def cosines(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -21,25 +28,22 @@ def cosines(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> np.ndarray[Any,
     return np.asarray((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
 
 
-def test_llama_cpp_with_the_exported_adapter_matches_peft(tmp_path: Path) -> None:
+def check_against_peft(model_path: Path, tmp_path: Path, adapted: int) -> tuple[float, float]:
+    """(median cosine of logit changes, ours vs peft; the same with the other q/k row order)."""
     import llama_cpp
     import torch
     from peft import LoraConfig, get_peft_model
 
-    model_path = packaged_gguf_path()
-    assert model_path is not None
     base = load_base(model_path)
     text = base.tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the password of the blue door?"}],
-        add_generation_prompt=True,
-        tokenize=False,
+        [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
     )
     ids = base.tokenizer(text, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         hf_base = base.model(torch.tensor([ids])).logits[0].numpy()
     torch.manual_seed(0)
-    # Random A and B (peft's default B is zero) on q and k only: the projections whose rows the
-    # GGUF stores permuted, so a wrong export shows.
+    # Random A and B (peft's default B is zero) on q and k only: the projections whose row
+    # order differs between architectures, so a wrong export shows.
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "k_proj"],
                         init_lora_weights=False)  # fmt: skip
     tuned = get_peft_model(base.model, config)
@@ -53,15 +57,66 @@ def test_llama_cpp_with_the_exported_adapter_matches_peft(tmp_path: Path) -> Non
         return np.array(llama.scores[: len(ids)])
 
     cpp_base = llama_logits(None)
-    ours, unpermuted = tmp_path / "ours.gguf", tmp_path / "unpermuted.gguf"
-    assert export_adapter(tuned, base.shape, 4, ours) == 60  # q and k in 30 layers
-    export_adapter(tuned, base.shape, 4, unpermuted, permute_qk=False)
-    cpp_ours, cpp_unpermuted = llama_logits(ours), llama_logits(unpermuted)
-
+    ours, other = tmp_path / "ours.gguf", tmp_path / "other-order.gguf"
+    assert export_adapter(tuned, base.shape, 4, ours) == adapted
+    permuted = base.shape.arch == "llama"
+    export_adapter(tuned, base.shape, 4, other, permute_qk=not permuted)
+    cpp_ours, cpp_other = llama_logits(ours), llama_logits(other)
     hf_change = hf_tuned - hf_base
-    ours_match = cosines(hf_change, cpp_ours - cpp_base)
-    unpermuted_match = cosines(hf_change, cpp_unpermuted - cpp_base)
-    assert np.median(ours_match) > 0.9, ours_match
     assert np.mean(hf_tuned.argmax(1) == cpp_ours.argmax(1)) > 0.9
-    # The same check fails without the q/k permutation: it tests what it claims to.
-    assert np.median(unpermuted_match) < 0.7, unpermuted_match
+    return (
+        float(np.median(cosines(hf_change, cpp_ours - cpp_base))),
+        float(np.median(cosines(hf_change, cpp_other - cpp_base))),
+    )
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_exported_llama_adapter_matches_peft(tmp_path: Path) -> None:
+    model_path = packaged_gguf_path()
+    assert model_path is not None
+    ours, unpermuted = check_against_peft(model_path, tmp_path, adapted=60)  # q, k × 30 layers
+    assert ours > 0.9 and unpermuted < 0.7, (ours, unpermuted)
+
+
+@pytest.mark.slow
+def test_llama_cpp_with_the_exported_qwen2_adapter_matches_peft(tmp_path: Path) -> None:
+    ours, permuted = check_against_peft(qwen_gguf_path(), tmp_path, adapted=48)  # 24 layers
+    assert ours > 0.9 and permuted < 0.7, (ours, permuted)
+
+
+def test_an_architecture_without_a_checked_mapping_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TuningError, match=r"cannot export LoRA adapters for the 'phi3' arch"):
+        export_adapter(object(), BaseShape("phi3", 2, 2, 2), 8, tmp_path / "a.gguf")
+    assert not (tmp_path / "a.gguf").exists()
+
+
+def test_tune_train_refuses_an_unknown_architecture_before_any_training(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import gguf
+
+    model = tmp_path / "phi3-like.gguf"
+    writer = gguf.GGUFWriter(str(model), "phi3")
+    writer.add_context_length(4096)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n")
+    env = {**os.environ, "RAGTUNE_MODEL_PATH": str(model),
+           "RAGTUNE_ADAPTERS_DIR": str(tmp_path / "adapters")}  # fmt: skip
+    ragtune = str(Path(sys.executable).parent / "ragtune")
+    proc = subprocess.run([ragtune, "tune", "train", "--data", str(data), "--name", "x"],
+                          env=env, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: ragtune cannot export LoRA adapters for the 'phi3' architecture (only for "
+        "llama and qwen2), so it will not train one; nothing was trained."
+    ]
+    assert "training" not in proc.stdout and not (tmp_path / "adapters").exists()
