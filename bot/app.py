@@ -108,22 +108,21 @@ def served_model(settings: Settings) -> ServedModel | None:
         info = read_model_info(settings.model_path, models)
         return ServedModel(info, profile_for(info))
     name = settings.model or catalogue.DEFAULT_MODEL
-    pulled = _pulled(name)
-    if pulled is not None:
+    if name.count("/") >= 2:  # REPO/FILE: a model fetched with `ragtune models pull`
+        from bot.llm.hub import find_pulled
+
+        pulled = find_pulled(name)
+        if pulled is None:
+            owner, repo, file = name.split("/", 2)
+            raise ModelError(
+                f"RAGTUNE_MODEL={name} has not been pulled: run "
+                f"`ragtune models pull {owner}/{repo} {file}`."
+            )
         info = read_model_info(pulled, models, name)
         return ServedModel(info, profile_for(info))
     path = models.resolve(name)
     info = read_model_info(path, models, name)
     return ServedModel(info, profile_for(info, models.get(name).profile))
-
-
-def _pulled(name: str) -> Path | None:
-    """A model fetched with `ragtune models pull`, named REPO/FILE."""
-    if name.count("/") < 2:
-        return None
-    from bot.llm.hub import find_pulled
-
-    return find_pulled(name)
 
 
 def served_model_path(settings: Settings) -> Path | None:

@@ -96,7 +96,8 @@ def models_show(name: NameArgument) -> None:
         typer.echo(json.dumps(read_model_info(path, models, name).as_dict(), indent=2))
         return
     model = models.get(name)
-    row = _row(models, model, settings.model or catalogue.DEFAULT_MODEL)
+    served = "" if settings.model_path else (settings.model or catalogue.DEFAULT_MODEL)
+    row = _row(models, model, served)
     if row["installed"]:
         path = models.resolve(name)  # checks size and sha256
         info = read_model_info(path, models, name)

@@ -33,7 +33,7 @@ def architecture(path: Path) -> str:
 
         try:
             fields, _ = read_gguf_header(path, {"general.architecture"}, "general.architecture")
-        except (OSError, ValueError, struct.error) as exc:
+        except (OSError, ValueError, struct.error, MemoryError, RecursionError) as exc:
             raise TuningError(f"{path} is not a readable GGUF file ({exc}).") from None
         if "general.architecture" not in fields:
             raise TuningError(f"{path} has no general.architecture; is it a model GGUF?")

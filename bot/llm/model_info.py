@@ -43,7 +43,7 @@ def read_model_info(path: Path, catalogue: Catalogue, name: str | None = None) -
     """Read the GGUF header of `path` (no tensor data); hash the file once."""
     try:
         fields, parameters = read_gguf_header(path, {"general.architecture"}, "context_length")
-    except (OSError, ValueError, struct.error) as exc:
+    except (OSError, ValueError, struct.error, MemoryError, RecursionError) as exc:
         raise ModelError(f"The model file {path} is not a readable GGUF ({exc}).") from None
     architecture = str(fields.get("general.architecture", "unknown"))
     context = fields.get(f"{architecture}.context_length", 0)
@@ -71,35 +71,46 @@ def read_gguf_header(path: Path, keys: set[str], key_suffix: str) -> tuple[dict[
     151k-token vocabulary, where skipping the arrays takes a fraction of a second.
     """
     found: dict[str, object] = {}
+    size = path.stat().st_size
     with path.open("rb") as handle:
 
         def unpack(fmt: str) -> Any:
-            return struct.unpack("<" + fmt, handle.read(struct.calcsize(fmt)))[0]
+            wanted = struct.calcsize(fmt)
+            data = handle.read(wanted)
+            if len(data) != wanted:
+                raise ValueError("the header ends early")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def length() -> int:
+            value = int(unpack("Q"))
+            if value > size:  # a corrupt or hostile length: never allocate it
+                raise ValueError(f"a length of {value:,} bytes is past the end of the file")
+            return value
 
         def string() -> str:
-            return handle.read(unpack("Q")).decode("utf-8", "replace")
+            return handle.read(length()).decode("utf-8", "replace")
 
-        def skip(kind: int) -> None:
+        def skip(kind: int, depth: int = 0) -> None:
             if kind in _SCALARS:
                 handle.seek(struct.calcsize(_SCALARS[kind]), 1)
             elif kind == _STRING:
-                handle.seek(unpack("Q"), 1)
-            elif kind == _ARRAY:
-                inner, count = unpack("I"), unpack("Q")
+                handle.seek(length(), 1)
+            elif kind == _ARRAY and depth < 4:
+                inner, count = unpack("I"), length()
                 if inner in _SCALARS:
                     handle.seek(struct.calcsize(_SCALARS[inner]) * count, 1)
                 else:
                     for _ in range(count):
-                        skip(inner)
+                        skip(inner, depth + 1)
             else:
-                raise ValueError(f"unknown GGUF value type {kind}")
+                raise ValueError(f"unsupported GGUF value type {kind}")
 
         if handle.read(4) != b"GGUF":
             raise ValueError("no GGUF magic")
         version = unpack("I")
-        if version < 2:
-            raise ValueError(f"GGUF version {version} is too old")
-        tensors, entries = unpack("Q"), unpack("Q")
+        if version not in (2, 3):  # also catches a big-endian file (its 3 reads as 0x03000000)
+            raise ValueError(f"GGUF version {version} is not one llama.cpp reads")
+        tensors, entries = length(), length()
         for _ in range(entries):
             key, kind = string(), unpack("I")
             wanted = key in keys or key.endswith(key_suffix)
@@ -112,7 +123,10 @@ def read_gguf_header(path: Path, keys: set[str], key_suffix: str) -> tuple[dict[
         parameters = 0
         for _ in range(tensors):
             string()  # name
-            dims = [unpack("Q") for _ in range(unpack("I"))]
+            n_dims = int(unpack("I"))
+            if n_dims > 4:  # ggml's GGML_MAX_DIMS
+                raise ValueError(f"a tensor with {n_dims} dimensions")
+            dims = [int(unpack("Q")) for _ in range(n_dims)]
             handle.seek(4 + 8, 1)  # type, offset
             parameters += math.prod(dims)
     return found, parameters
