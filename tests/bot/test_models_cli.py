@@ -31,6 +31,7 @@ def ragtune(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_list_json_has_both_packaged_models_installed_and_marks_the_served_one() -> None:
+    qwen_gguf_path()  # skips (or under CI fails) where it is not installed
     listed = ragtune("models", "list", "--json", RAGTUNE_MODEL=QWEN)
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
@@ -46,14 +47,16 @@ def test_list_json_has_both_packaged_models_installed_and_marks_the_served_one()
 
 
 def test_show_checks_the_file_and_reads_its_header() -> None:
+    qwen = qwen_gguf_path()
     shown = ragtune("models", "show", QWEN)
     assert shown.returncode == 0, shown.stderr
     row = json.loads(shown.stdout)
     assert row["checked"] is True and row["architecture"] == "qwen2"
-    assert row["context_length"] == 32768 and row["path"] == str(qwen_gguf_path())
+    assert row["context_length"] == 32768 and row["path"] == str(qwen)
 
 
 def test_doctor_names_the_served_model_and_model_path_wins_over_model() -> None:
+    qwen_gguf_path()
     doctor = ragtune("doctor", RAGTUNE_MODEL=QWEN)
     assert doctor.returncode == 0, doctor.stderr
     assert "qwen2.5-coder-0.5b (qwen2, 630M parameters, context 32,768, 491 MB" in doctor.stdout
@@ -108,6 +111,7 @@ def test_the_profile_follows_the_model_and_settings_the_user_gives_win(
 
 
 def test_served_model_picks_by_name_and_the_catalogue_profile() -> None:
+    qwen_gguf_path()
     served = app.served_model(Settings(_env_file=None, model=QWEN))
     assert served is not None
     assert served.info.architecture == "qwen2" and served.profile.name == "small"

@@ -171,7 +171,7 @@ def corrupt_active_adapter(tmp_path: Path, env: dict[str, str]) -> None:
 
 START_UP_FAULTS = {
     "missing model": "does not exist",
-    "corrupt model": "could not be loaded by llama.cpp",
+    "corrupt model": "is not a readable GGUF",
     "corrupt adapter": "The adapter active before the restart, broken, does not load",
     "newer schema": "newer than this ragtune understands",
     "sqlite without extension loading": "No SQLite binding here can load the sqlite-vec",
