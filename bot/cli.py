@@ -537,6 +537,7 @@ def tune_train(
             steps=steps, epochs=epochs, rank=rank, alpha=alpha, learning_rate=lr,
             batch_size=batch_size, seed=seed, time_budget_s=time_budget, general=general,
             documents=documents, replace=replace,
+            rag_prompt=services.answer_settings(settings).rag_prompt,
         ),
         AdapterRegistry(settings.adapters_dir),
     )  # fmt: skip

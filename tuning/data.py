@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core.prompts import base_messages, rag_messages, source_block
+from bot.core.prompts import RAG_PROMPTS, base_messages, rag_messages, source_block
 from bot.llm.engine import Message
 from tuning.errors import TuningError
 
@@ -21,19 +21,26 @@ class Example:
     answer: str
     context: str | None = None
     title: str = "source"
+    rag_prompt: str = "extractive"
+    """The served model's RAG prompt style: an adapter learns the prompt it will be served."""
 
     def messages(self) -> list[Message]:
         """The prompt as the bot builds it: RAG-style with the passage, else the bare question."""
         if self.context:
-            return rag_messages(self.question, [source_block(1, self.title, self.context)], [])
+            source = source_block(1, self.title, self.context)
+            return rag_messages(self.question, [source], [], RAG_PROMPTS[self.rag_prompt])
         return base_messages(self.question, [])
 
     def reply(self) -> str:
-        """The target text: the answer, cited like the bot's answers when a passage is given."""
-        return f"{self.answer} [1]" if self.context else self.answer
+        """The target text: the answer, cited as the extractive prompt asks when given a passage."""
+        if self.context and self.rag_prompt == "extractive":
+            return f"{self.answer} [1]"
+        return self.answer
 
 
-def load_examples(path: Path, corpus: Path | None = None) -> list[Example]:
+def load_examples(
+    path: Path, corpus: Path | None = None, rag_prompt: str = "extractive"
+) -> list[Example]:
     """Rows with `question` and `answer` (or the eval set's `answers`), optional `context`.
 
     With `corpus` (id, title, text JSONL), rows naming `positive_ids` get that passage as context.
@@ -57,7 +64,7 @@ def load_examples(path: Path, corpus: Path | None = None) -> list[Example]:
         ids = row.get("positive_ids")
         if context is None and isinstance(ids, list) and ids and str(ids[0]) in passages:
             title, context = passages[str(ids[0])]
-        examples.append(Example(question.strip(), answer.strip(), context, title))
+        examples.append(Example(question.strip(), answer.strip(), context, title, rag_prompt))
     if not examples:
         raise TuningError(f"{path} holds no examples.")
     return examples

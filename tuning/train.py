@@ -59,6 +59,8 @@ class TrainSettings:
     """A knowledge base whose chunks are mixed in as plain text (continued pre-training)."""
     target_modules: Sequence[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
     replace: bool = False
+    rag_prompt: str = "extractive"
+    """The RAG prompt style the served model answers with (its profile, or the user's)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     if destination.exists() and not settings.replace:
         raise TuningError(f"An adapter called {settings.name} exists; pass --replace or rename.")
     check_exportable(architecture(settings.base))  # an adapter we could not export: refuse now
-    examples = load_examples(settings.data, settings.corpus)
+    examples = load_examples(settings.data, settings.corpus, settings.rag_prompt)
     train_set, validation = split(examples, settings.validation_fraction, settings.seed)
     general = general_examples(settings.served_model, settings.general, registry.root)
     train_set = train_set + general

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.prompts import RAG_PROMPTS
 from tuning.data import Example, load_examples, split
 from tuning.errors import TuningError
 from tuning.train import IGNORE, encode, encode_text
@@ -31,6 +32,17 @@ def test_qa_and_eval_formats_with_contexts_from_a_corpus(tmp_path: Path) -> None
         second.reply() == "A2 [1]" and '[1] Owls: "Owls hunt."' in second.messages()[-1]["content"]
     )
     assert third.context == "Given passage." and first.messages()[-1]["content"] == "Q1?"
+
+
+def test_examples_follow_the_served_prompt_style(tmp_path: Path) -> None:
+    data = write(tmp_path / "qa.jsonl", [{"question": "Q?", "answer": "A", "context": "P."}])
+    (extractive,) = load_examples(data)
+    (sentence,) = load_examples(data, rag_prompt="sentence")
+    assert extractive.messages()[0]["content"] == RAG_PROMPTS["extractive"]
+    assert extractive.reply() == "A [1]"
+    assert sentence.messages()[0]["content"] == RAG_PROMPTS["sentence"]
+    assert sentence.reply() == "A"  # the sentence prompt asks for no citation
+    assert sentence.messages()[1:] == extractive.messages()[1:]
 
 
 @pytest.mark.parametrize(
