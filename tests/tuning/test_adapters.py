@@ -185,10 +185,18 @@ def test_eval_compare_prints_the_four_way_table_json_and_a_chart(
     adapters_dir: Path, dev_eval_dir: Path, tmp_path: Path
 ) -> None:
     chart = tmp_path / "compare.png"
+    # Ten passages and their questions: the comparison is what is tested, not the ingest.
+    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()][:10]
+    ids = {row["id"] for row in corpus}
+    questions = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(row) for row in corpus))
+    (tmp_path / "q.jsonl").write_text(
+        "\n".join(json.dumps(q) for q in questions if set(q["positive_ids"]) <= ids)
+    )
     env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters_dir)}
     proc = subprocess.run(
-        [RAGTUNE, "eval", "compare", "--corpus", str(dev_eval_dir / "corpus.jsonl"),
-         "--questions", str(dev_eval_dir / "questions.jsonl"), "--adapter", "door",
+        [RAGTUNE, "eval", "compare", "--corpus", str(tmp_path / "c.jsonl"),
+         "--questions", str(tmp_path / "q.jsonl"), "--adapter", "door",
          "--limit", "3", "--json", "--plot", str(chart)],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
