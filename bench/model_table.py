@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 from bench.common import report
-from bench.profile_sweep import RAGTUNE, SETS, WORK, sample
+from bench.profile_sweep import SETS, WORK, eval_answers, sample
 from bot.llm.catalogue import CATALOGUE
 
 MODES = ("base", "rag")
@@ -30,16 +29,7 @@ def scores(model: str, mode: str, name: str, count: int) -> dict[str, object]:
     for key in ("RAGTUNE_MODEL_PATH", "RAGTUNE_ANSWER_K", "RAGTUNE_CONTEXT_TOKENS",
                 "RAGTUNE_RAG_PROMPT", "RAGTUNE_MAX_ANSWER_TOKENS"):  # fmt: skip
         env.pop(key, None)  # the profile decides
-    proc = subprocess.run(
-        [RAGTUNE, "eval", "answers", "--corpus", str(folder / "corpus.jsonl"),
-         "--questions", str(questions), "--db", str(WORK / f"{name}.db"), "--mode", mode,
-         "--json"],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-2000:])
-    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
+    return eval_answers(env, name, folder, questions, mode)
 
 
 def main() -> None:

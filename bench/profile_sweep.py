@@ -43,6 +43,22 @@ def sample(folder: Path, count: int, out: Path) -> Path:
     return out
 
 
+def eval_answers(
+    env: dict[str, str], name: str, folder: Path, questions: Path, mode: str = "rag"
+) -> dict[str, object]:
+    """`ragtune eval answers --json` on one set with the given environment; its JSON scores."""
+    proc = subprocess.run(
+        [RAGTUNE, "eval", "answers", "--corpus", str(folder / "corpus.jsonl"),
+         "--questions", str(questions), "--db", str(WORK / f"{name}.db"), "--mode", mode,
+         "--json"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    scores: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return scores
+
+
 def answer(
     model: str, setting: tuple[int, int, str], name: str, folder: Path, questions: Path
 ) -> dict[str, object]:
@@ -51,15 +67,7 @@ def answer(
     env = {**os.environ, "RAGTUNE_MODEL": model, "RAGTUNE_ANSWER_K": str(k),
            "RAGTUNE_CONTEXT_TOKENS": str(tokens), "RAGTUNE_RAG_PROMPT": prompt}  # fmt: skip
     env.pop("RAGTUNE_MODEL_PATH", None)
-    proc = subprocess.run(
-        [RAGTUNE, "eval", "answers", "--corpus", str(folder / "corpus.jsonl"),
-         "--questions", str(questions), "--db", str(WORK / f"{name}.db"), "--json"],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-2000:])
-    scores: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return scores
+    return eval_answers(env, name, folder, questions)
 
 
 def main() -> None:
