@@ -538,6 +538,7 @@ def tune_train(
             batch_size=batch_size, seed=seed, time_budget_s=time_budget, general=general,
             documents=documents, replace=replace,
             rag_prompt=services.answer_settings(settings).rag_prompt,
+            bases_dir=settings.bases_dir,
         ),
         AdapterRegistry(settings.adapters_dir),
     )  # fmt: skip

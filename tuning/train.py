@@ -61,6 +61,8 @@ class TrainSettings:
     replace: bool = False
     rag_prompt: str = "extractive"
     """The RAG prompt style the served model answers with (its profile, or the user's)."""
+    bases_dir: Path | None = None
+    """Where a GGUF's dequantized copy is cached (None = convert every time)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     torch.manual_seed(settings.seed)
     torch.set_num_threads(os.cpu_count() or 1)
 
-    base: BaseModel = load_base(settings.base)
+    base: BaseModel = load_base(settings.base, settings.bases_dir)
     lora = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,

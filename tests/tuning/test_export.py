@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bot.config import Settings
 from bot.llm.model_files import packaged_gguf_path
 from tests.helpers import qwen_gguf_path
 from tuning.base import load_base
@@ -34,7 +35,8 @@ def check_against_peft(model_path: Path, tmp_path: Path, adapted: int) -> tuple[
     import torch
     from peft import LoraConfig, get_peft_model
 
-    base = load_base(model_path)
+    # The same cache `ragtune tune train` uses: the Qwen training test then loads in seconds.
+    base = load_base(model_path, Settings(_env_file=None).bases_dir)
     text = base.tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=False
     )

@@ -41,7 +41,7 @@ def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env.pop("RAGTUNE_MODEL_PATH", None)
     proc = subprocess.run(
         [RAGTUNE, "tune", "train", "--data", str(data), "--name", "door", "--steps", "20",
-         "--lr", "1e-3", "--batch-size", "3", "--general", "0", "--seed", "1"],
+         "--lr", "1e-3", "--batch-size", "1", "--general", "0", "--seed", "1"],
         env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
