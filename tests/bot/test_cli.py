@@ -133,13 +133,20 @@ def test_eval_retrieval_compare_scores_three_retrievers_on_one_corpus(
     assert result["hybrid"]["mrr@10"] >= result["keyword"]["mrr@10"] - 0.02
 
 
+DOCUMENTS = 60
+"""Dev articles the killed `kb add` ingests."""
+
+
 @pytest.mark.slow
 def test_killed_kb_add_leaves_whole_documents(tmp_path: Path, dev_eval_dir: Path) -> None:
-    """kill -9 of the real CLI mid-ingest of the dev corpus; the next run completes it."""
+    """kill -9 of the real CLI mid-ingest of dev articles; the next run completes it."""
     db = tmp_path / "kb.db"
+    corpus = tmp_path / "corpus.jsonl"  # a quarter of the dev corpus: enough batches to kill in
+    lines = (dev_eval_dir / "corpus.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    corpus.write_text("".join(lines[:DOCUMENTS]), encoding="utf-8")
     # Small embedding batches: documents get written (and reported) while the run goes on.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_INGEST_BATCH_CHUNKS": "64"}
-    args = [RAGTUNE, "kb", "add", str(dev_eval_dir / "corpus.jsonl"), "--db", str(db)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAGTUNE_INGEST_BATCH_CHUNKS": "16"}
+    args = [RAGTUNE, "kb", "add", str(corpus), "--db", str(db)]
     child = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
     assert child.stderr is not None
     deadline = time.monotonic() + 120
@@ -154,12 +161,12 @@ def test_killed_kb_add_leaves_whole_documents(tmp_path: Path, dev_eval_dir: Path
     child.wait()
     with KnowledgeStore.open(db) as store:
         partial = store.list_documents()
-        assert 0 < len(partial) < 240
+        assert 0 < len(partial) < DOCUMENTS
         consistent_chunk_count(store)
         assert all(d.chunks > 0 for d in partial)
     subprocess.run(args, check=True, capture_output=True, env=env)
     with KnowledgeStore.open(db) as store:
-        assert len(store.list_documents()) == 240
+        assert len(store.list_documents()) == DOCUMENTS
         consistent_chunk_count(store)
 
 

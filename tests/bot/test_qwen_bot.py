@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from bot.tg.emulator import BotAPIEmulator
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
 from tests.helpers import KNOWN_TOKEN, QWEN, qwen_gguf_path
 
 pytestmark = pytest.mark.slow
@@ -34,7 +37,7 @@ def final_text(emulator: BotAPIEmulator, chat: int) -> str:
 
 
 def test_qwen_answers_from_the_knowledge_base_in_the_language_of_the_question(
-    tmp_path: Path, emulator: BotAPIEmulator
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
 ) -> None:
     qwen_gguf_path()  # skips (or under CI fails) where it is not installed
     env = {
@@ -47,9 +50,11 @@ def test_qwen_answers_from_the_knowledge_base_in_the_language_of_the_question(
         "RAGTUNE_TELEGRAM_FILE_URL": emulator.base_file_url,
     }
     env.pop("RAGTUNE_MODEL_PATH", None)
-    subprocess.run([RAGTUNE, "kb", "add", str(EXAMPLES / "cafe_faq.md"),
-                    str(EXAMPLES / "cafe_faq_zh.md")], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:  # in this process: no second load
+        added = Ingestor(store, real_embedder).add_paths(
+            [EXAMPLES / "cafe_faq.md", EXAMPLES / "cafe_faq_zh.md"]
+        )
+        assert not added.failures
     proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:

@@ -6,6 +6,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from bot.llm.adapters import Manifest, file_sha256
 from bot.llm.model_files import packaged_gguf_path
 from bot.state import StateStore
 from bot.tg.emulator import BotAPIEmulator
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.helpers import KNOWN_TOKEN, REFUSED_TOKEN, WEBHOOK_SECRET
 
@@ -48,15 +51,24 @@ def run_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
     }
 
 
-def bot_env(tmp_path: Path, emulator: BotAPIEmulator) -> dict[str, str]:
+def add_estonia(db: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """One fact in the knowledge base at `db`, added in this process (`kb add` is tested in
+    test_cli; a second process would only load the embedder again, ~10 s)."""
+    with KnowledgeStore.open(db) as store:
+        Ingestor(store, embedder).add_text(
+            "The capital of Estonia is Tallinn. Tallinn has a medieval old town.",
+            title="estonia",
+            external_id="estonia.txt",
+            source="estonia.txt",
+        )
+
+
+def bot_env(
+    tmp_path: Path, emulator: BotAPIEmulator, embedder: SentenceTransformerEmbedder
+) -> dict[str, str]:
     """`run_env` with an admin and one fact in the knowledge base."""
-    (tmp_path / "estonia.txt").write_text(
-        "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
-    )
-    env = run_env(tmp_path, emulator) | {"RAGTUNE_ADMIN_IDS": "1"}
-    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
-                   capture_output=True)  # fmt: skip
-    return env
+    add_estonia(tmp_path / "kb.db", embedder)
+    return run_env(tmp_path, emulator) | {"RAGTUNE_ADMIN_IDS": "1"}
 
 
 def answer_and_stop(
@@ -79,8 +91,10 @@ def answer_and_stop(
     return [str(c.params["text"]) for c in emulator.sent("sendMessage", 5)], log
 
 
-def test_run_with_a_token_polls_and_answers(tmp_path: Path, emulator: BotAPIEmulator) -> None:
-    env = bot_env(tmp_path, emulator)
+def test_run_with_a_token_polls_and_answers(
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    env = bot_env(tmp_path, emulator, real_embedder)
     proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     replies, log = answer_and_stop(proc, emulator, lambda: emulator.send_text(QUESTION, user_id=5))
@@ -95,9 +109,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_webhook_mode_checks_the_secret_token(tmp_path: Path, emulator: BotAPIEmulator) -> None:
+def test_webhook_mode_checks_the_secret_token(
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
+) -> None:
     port = free_port()
-    env = bot_env(tmp_path, emulator) | {
+    env = bot_env(tmp_path, emulator, real_embedder) | {
         "RAGTUNE_WEBHOOK_URL": f"http://127.0.0.1:{port}/telegram",
         "RAGTUNE_WEBHOOK_PORT": str(port),
         "RAGTUNE_WEBHOOK_SECRET": SECRET,
@@ -243,11 +259,11 @@ def post_big_body(url: str, secret: str | None, size: int) -> tuple[int, int]:
 
 
 def test_webhook_refuses_big_bodies_before_reading_them(
-    tmp_path: Path, emulator: BotAPIEmulator
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/telegram"
-    env = bot_env(tmp_path, emulator) | {
+    env = bot_env(tmp_path, emulator, real_embedder) | {
         "RAGTUNE_WEBHOOK_URL": url,
         "RAGTUNE_WEBHOOK_PORT": str(port),
         "RAGTUNE_WEBHOOK_SECRET": SECRET,
@@ -309,7 +325,7 @@ def test_a_missing_model_is_reported_even_when_telegram_cannot_be_reached(
 
 
 def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answers(
-    tmp_path: Path,
+    tmp_path: Path, real_embedder: SentenceTransformerEmbedder
 ) -> None:
     api_url, port = closed_port_url()
     late = BotAPIEmulator(token=TOKEN)
@@ -322,9 +338,7 @@ def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answer
         "RAGTUNE_TELEGRAM_FILE_URL": api_url.replace("/bot", "/file/bot"),
         "RAGTUNE_ADMIN_IDS": "1",
     }
-    (tmp_path / "estonia.txt").write_text("The capital of Estonia is Tallinn.")
-    subprocess.run([RAGTUNE, "kb", "add", str(tmp_path / "estonia.txt")], env=env, check=True,
-                   capture_output=True)  # fmt: skip
+    add_estonia(tmp_path / "kb.db", real_embedder)
     proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     assert proc.stdout is not None
@@ -335,7 +349,8 @@ def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answer
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while sum("cannot be reached" in line for _, line in said) < 3:
+        # Two tries show the backoff in what they say; a third would only add its 4 s wait.
+        while sum("cannot be reached" in line for _, line in said) < 2:
             assert time.monotonic() < deadline and proc.poll() is None, said
             time.sleep(0.1)
         late.start(port=port)  # Telegram is back
@@ -347,8 +362,10 @@ def test_an_unreachable_bot_api_at_start_is_one_line_and_retried_until_it_answer
     print(log)
     tries = [(at, line) for at, line in said if "cannot be reached" in line]
     assert all(api_url in line and TOKEN not in line for _, line in tries)
+    waits = [float(m[1]) for _, line in tries if (m := re.search(r"trying again in (\d+) s", line))]
+    assert len(waits) == len(tries) >= 2 and waits == sorted(waits) and waits[-1] > waits[0], tries
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(tries)]
-    assert gaps[-1] > gaps[0], gaps  # backing off
+    assert gaps[0] >= waits[0] * 0.9, (gaps, waits)  # and it waits as long as it says
     assert "Traceback" not in log and TOKEN not in log
     assert not [line for _, line in said if "WARNING" in line and "cannot be reached" not in line]
     assert "Tallinn" in replies[-1]
