@@ -11,7 +11,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -70,7 +70,7 @@ def _print_json(value: object) -> None:
     typer.echo(json.dumps(value, ensure_ascii=False))
 
 
-def _print_scores(scores: dict[str, float | int], as_json: bool) -> None:
+def _print_scores(scores: Mapping[str, float | int | None], as_json: bool) -> None:
     """One score per line; with --json the last line is the whole result as one JSON object."""
     for key, value in scores.items():
         typer.echo(f"{key:<13} {value}")
@@ -388,6 +388,7 @@ def ask(
                 "mode": answer.mode.value,
                 "sources": [_source_dict(s) for s in answer.sources],
                 "cited": [s.number for s in answer.cited],
+                "evidence": answer.evidence,
                 "tokens": done.tokens if done else 0,
                 "first_token_s": done.first_token_s if done else None,
                 "generation_s": done.generation_s if done else None,
@@ -397,6 +398,10 @@ def ask(
     if job is None:
         typer.echo(answer.text, nl=False)
     typer.echo()
+    if answer.evidence:
+        typer.echo("\nEvidence:")
+        for sentence in answer.evidence:
+            typer.echo(f"  “{sentence}”")
     if answer.shown_sources:
         typer.echo("\nSources:")
         for source in answer.shown_sources:
@@ -474,7 +479,9 @@ def eval_compare(
         plot_chart(results, plot, f"{questions.name}, {len(asked)} questions, adapter {adapter}")
         typer.echo(f"chart: {plot}")
     if as_json:
-        keyed: dict[str, dict[str, float | int]] = {n: s.as_dict() for n, s in results.items()}
+        keyed: dict[str, dict[str, float | int | None]] = {
+            n: s.as_dict() for n, s in results.items()
+        }
         keyed["base"]["general"] = round(general[0], 2)
         keyed["fine-tuned"]["general"] = round(general[1], 2)
         _print_json(keyed)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from bot.core.evidence import quote_evidence
 from bot.core.guard import echoes_prompt, quote_source
 from bot.core.prompts import (
     BASE_SYSTEM,
@@ -20,6 +21,7 @@ from bot.core.prompts import (
     rag_messages,
     source_block,
 )
+from bot.core.tidy import tidy_answer
 from bot.llm.engine import GenerationLimits, Message, ModelError
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
 from bot.state import StateStore, Turn
@@ -84,6 +86,8 @@ class Source:
 
     number: int
     hit: SearchHit
+    text: str = ""
+    """The chunk's text as the model saw it (instruction-like sentences left out)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class Answer:
     sources: list[Source]
     cited: list[Source]
     completion: Completion | None
+    evidence: list[str] = field(default_factory=list)
+    """The source sentences the answer rests on, quoted for the reader (bot.core.evidence)."""
 
     @property
     def shown_sources(self) -> list[Source]:
@@ -159,14 +165,20 @@ class Answerer:
             kept.insert(0, {"role": turn.role, "content": turn.content})
         return kept
 
-    def search_query(self, question: str, history: Sequence[Message]) -> str:
-        """The question, with the previous question prepended when it reads as a follow-up."""
+    @staticmethod
+    def follows_up(question: str, history: Sequence[Message]) -> str | None:
+        """The previous question when `question` reads as a follow-up of it, else None."""
         previous = next((m["content"] for m in reversed(history) if m["role"] == "user"), None)
         lowered = question.lower().lstrip()
         words = set(re.findall(r"\w+", lowered))
         if previous and (_FOLLOW_UP_WORDS & words or lowered.startswith(_FOLLOW_UP_OPENINGS)):
-            return f"{previous} {question}"
-        return question
+            return previous
+        return None
+
+    def search_query(self, question: str, history: Sequence[Message]) -> str:
+        """The question, with the previous question prepended when it reads as a follow-up."""
+        previous = self.follows_up(question, history)
+        return f"{previous} {question}" if previous else question
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
         count = self.worker.engine.count_tokens
@@ -225,9 +237,13 @@ class Answerer:
             return PreparedAnswer(question, mode, fitted, [])
         if self.retriever is None:
             raise ValueError("RAG mode needs a retriever")
+        # Earlier answers never reach a RAG prompt: a small model copies them (after four turns
+        # the 135M model answered five different café questions with one earlier answer). A
+        # follow-up gets the question it leans on, for its search and beside its sources.
+        earlier = self.follows_up(question, history)
         with self._search_lock:
             hits = self.retriever.search(
-                self.search_query(question, history), k=self.settings.search_k
+                f"{earlier} {question}" if earlier else question, k=self.settings.search_k
             )
         if not hits or hits[0].similarity < self.settings.min_similarity:
             return PreparedAnswer(question, mode, [], [], refusal=NOT_COVERED)
@@ -237,6 +253,8 @@ class Answerer:
         dropped = 0
         for hit in hits:
             # Retrieved text is data: sentences that address the model never reach it.
+            # The heading (title › section) tells the model what the text answers: a FAQ's
+            # question, a report's section.
             title, dropped_title = quote_source(hit.chunk.title)
             text, dropped_text = quote_source(hit.chunk.text)
             dropped += dropped_title + dropped_text
@@ -245,12 +263,16 @@ class Answerer:
             if sources and cost > budget:
                 break  # the best source always goes in; later ones only if they fit
             budget -= cost
-            sources.append(Source(len(sources) + 1, hit))
+            sources.append(Source(len(sources) + 1, hit, text))
             blocks.append(block)
         if dropped:
             log.info("left out %d instruction-like sentences of the sources", dropped)
         fitted = self._fitted(
-            question, lambda kept: rag_messages(question, blocks, kept, self._system), history
+            question,
+            lambda kept: rag_messages(
+                question, blocks, kept, self._system, earlier_question=earlier
+            ),
+            [],
         )
         if isinstance(fitted, str):  # only when the best source alone is over its budget
             return PreparedAnswer(question, mode, [], [], refusal=fitted)
@@ -272,13 +294,20 @@ class Answerer:
         chat_key: str | None = None,
     ) -> Answer:
         """Build the Answer and remember the exchange."""
-        text = prepared.refusal or (completion.text.strip() if completion else "")
-        if echoes_prompt(text, (*RAG_PROMPTS.values(), BASE_SYSTEM)):
+        text = prepared.refusal or (
+            tidy_answer(completion.text, len(prepared.sources)) if completion else ""
+        )
+        withheld = echoes_prompt(text, (*RAG_PROMPTS.values(), BASE_SYSTEM))
+        if withheld:
             log.info("withheld a reply that repeated the system prompt")
             text = WITHHELD
-        answer = Answer(
-            text, prepared.mode, prepared.sources, cited_sources(text, prepared.sources), completion
+        cited = cited_sources(text, prepared.sources)
+        evidence = (
+            quote_evidence(text, prepared.question, [s.text for s in cited or prepared.sources])
+            if completion is not None and not withheld
+            else []
         )
+        answer = Answer(text, prepared.mode, prepared.sources, cited, completion, evidence)
         if self.state is not None and chat_key is not None:
             self.state.add_turns(
                 chat_key, [Turn("user", prepared.question), Turn("assistant", text)]

@@ -69,8 +69,13 @@ class AnswerScores:
     tokens_per_s: float
     first_text_p50_s: float = 0.0
     """Median time from the question to the first answer text (what a chat user waits for)."""
+    evidence_contains: float | None = None
+    """Of the answers whose sources held a gold passage, the share (x100) whose quoted evidence
+    contains a gold answer (None: no such answer, or no gold passages given)."""
+    evidence_n: int = 0
+    """How many answers `evidence_contains` is over."""
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         """The JSON keys scripts rely on."""
         return {
             "em": round(self.em, 2),
@@ -81,6 +86,10 @@ class AnswerScores:
             "p95_s": round(self.p95_s, 3),
             "tokens_per_s": round(self.tokens_per_s, 1),
             "first_text_p50_s": round(self.first_text_p50_s, 3),
+            "evidence_contains": (
+                None if self.evidence_contains is None else round(self.evidence_contains, 2)
+            ),
+            "evidence_n": self.evidence_n,
         }
 
 
@@ -93,7 +102,8 @@ def evaluate_answers(
     progress: Callable[[], object] | None = None,
 ) -> AnswerScores:
     """Answer every question and score it; a refusal or empty answer scores 0."""
-    em = f1 = contains = 0.0
+    em = f1 = contains = evidence_hits = 0.0
+    evidence_n = 0
     latencies: list[float] = []
     first_texts: list[float] = []
     tokens = 0
@@ -106,6 +116,10 @@ def evaluate_answers(
         em += exact_match(prediction, question.answers)
         f1 += token_f1(prediction, question.answers)
         contains += contains_answer(prediction, question.answers)
+        gold = set(question.positive_ids)
+        if gold and any(s.hit.external_id in gold for s in answer.sources):
+            evidence_n += 1
+            evidence_hits += contains_answer(" ".join(answer.evidence), question.answers)
         done = answer.completion
         if done is not None and done.first_token_s is not None:
             first_texts.append(latencies[-1] - (done.generation_s - done.first_token_s))
@@ -128,4 +142,6 @@ def evaluate_answers(
         p95_s=float(np.percentile(latencies, 95)),
         tokens_per_s=tokens / generating if generating else 0.0,
         first_text_p50_s=float(np.percentile(first_texts, 50)),
+        evidence_contains=100 * evidence_hits / evidence_n if evidence_n else None,
+        evidence_n=evidence_n,
     )

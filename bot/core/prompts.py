@@ -43,9 +43,16 @@ def rag_messages(
     sources: Sequence[str],
     history: Sequence[Message],
     system: str = RAG_SYSTEM,
+    *,
+    earlier_question: str | None = None,
 ) -> list[Message]:
-    """System prompt, earlier turns, then the numbered sources and the question."""
-    body = "Sources:\n" + "\n".join(sources) + f"\n\nQuestion: {question}"
+    """System prompt, earlier turns, then the numbered sources and the question.
+
+    `earlier_question` is the question a follow-up leans on ("and on Sundays?"), given as
+    context beside the sources instead of the earlier answer (see Answerer.prepare).
+    """
+    earlier = f"Earlier question: {earlier_question}\n" if earlier_question else ""
+    body = "Sources:\n" + "\n".join(sources) + f"\n\n{earlier}Question: {question}"
     return [{"role": "system", "content": system}, *history, {"role": "user", "content": body}]
 
 

@@ -70,11 +70,29 @@ def sources_html(sources: Sequence[Source]) -> str:
     return "<i>Sources:</i>\n" + "\n".join(lines) if lines else ""
 
 
+EVIDENCE_CHARS = 400
+"""A quoted sentence longer than this is cut (a chunk size set very large can make one)."""
+
+
+def _short(sentence: str) -> str:
+    return sentence if len(sentence) <= EVIDENCE_CHARS else sentence[: EVIDENCE_CHARS - 1] + "…"
+
+
+def evidence_html(evidence: Sequence[str]) -> str:
+    """The quoted source sentences an answer rests on, as one escaped blockquote."""
+    quoted = [f"“{html.escape(untappable_commands(sendable(_short(s))))}”" for s in evidence]
+    return f"<blockquote>{chr(10).join(quoted)}</blockquote>" if quoted else ""
+
+
 def answer_html(answer: Answer) -> list[str]:
-    """The final answer as HTML parts, each within Telegram's limit, sources at the end."""
+    """The final answer as HTML parts within Telegram's limit: answer, evidence, sources."""
     text = untappable_commands(sendable(answer.text).strip()) or EMPTY_ANSWER
     body = html.escape(text)
-    sources = sources_html(answer.shown_sources)
+    sources = "\n\n".join(
+        part
+        for part in (evidence_html(answer.evidence), sources_html(answer.shown_sources))
+        if part
+    )
     parts = split_message(body, TELEGRAM_LIMIT)
     if sources:
         if utf16_length(parts[-1]) + 2 + utf16_length(sources) <= TELEGRAM_LIMIT:

@@ -9,7 +9,7 @@ import pytest
 from bot.core.answer import Answerer, AnswerSettings, Mode, cited_sources
 from bot.core.answer_eval import contains_answer, exact_match, normalize_answer, token_f1
 from bot.core.prompts import NOT_COVERED, RAG_SYSTEM
-from bot.llm.engine import GenerationLimits
+from bot.llm.engine import GenerationLimits, Message
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.ingest import Ingestor
@@ -90,14 +90,25 @@ def test_memory_survives_restarts_feeds_follow_ups_and_resets(
         ModelWorker(engine), searcher, state=StateStore.open(path), settings=ANY_SIMILARITY
     )
     prepared = again.prepare("What is special about it?", chat_key="chat-1")
-    assert [m["role"] for m in prepared.messages] == ["system", "user", "assistant", "user"]
+    # The earlier question is remembered and given beside the sources; the earlier answer not.
+    assert [m["role"] for m in prepared.messages] == ["system", "user"]
+    assert "Earlier question: What is the capital of Estonia?" in prepared.messages[-1]["content"]
+    assert "Tallinn [1]" not in prepared.messages[-1]["content"]
     assert prepared.sources[0].hit.chunk.title == "estonia"  # the follow-up found the topic
+    earlier: list[Message] = [
+        {"role": "user", "content": "What is the capital of Estonia?"},
+        {"role": "assistant", "content": "Tallinn [1]"},
+    ]
     for own_question in ("Is there parking?", "Opening hours?", "Can I pay with cash?"):
-        assert again.search_query(own_question, prepared.messages[1:3]) == own_question
-    assert again.search_query("And on Sundays?", prepared.messages[1:3]).startswith(
+        assert again.search_query(own_question, earlier) == own_question
+        assert (
+            "Earlier question"
+            not in again.prepare(own_question, chat_key="chat-1").messages[-1]["content"]
+        )
+    assert again.search_query("And on Sundays?", earlier).startswith(
         "What is the capital of Estonia?"
     )
-    assert again.search_query("What is special about it?", prepared.messages[1:3]).startswith(
+    assert again.search_query("What is special about it?", earlier).startswith(
         "What is the capital of Estonia?"
     )
     assert again.state is not None and again.state.reset("chat-1") == 2

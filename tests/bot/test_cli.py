@@ -189,12 +189,15 @@ def test_ask_streams_a_grounded_answer_with_sources(tmp_path: Path) -> None:
     assert code == 0
     answer, _, sources = out.partition("\nSources:\n")
     assert "Tallinn" in answer
+    assert "\nEvidence:\n  “The capital of Estonia is Tallinn.”\n" in answer
     assert sources.startswith("[1] estonia — ") and "estonia.txt" in sources
 
     code, out, _ = invoke("ask", "What is the capital of Estonia?", "--db", db, "--json")
     result = json.loads(out)
     assert "Tallinn" in result["answer"] and result["mode"] == "rag"
     assert result["sources"][0]["title"] == "estonia" and result["tokens"] > 0
+    # The sentence the answer rests on, quoted apart from the model's own words.
+    assert result["evidence"] == ["The capital of Estonia is Tallinn."]
 
 
 def test_ask_in_base_mode_uses_no_knowledge_base(tmp_path: Path) -> None:
@@ -236,8 +239,11 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result) == {
-        "em", "f1", "contains", "n", "p50_s", "p95_s", "first_text_p50_s", "tokens_per_s"
+        "em", "f1", "contains", "n", "p50_s", "p95_s", "first_text_p50_s", "tokens_per_s",
+        "evidence_contains", "evidence_n",
     }  # fmt: skip
+    # The questions' own passages are the corpus: every answer that found one is counted.
+    assert 0 < result["evidence_n"] <= 4 and 0 <= result["evidence_contains"] <= 100
     assert 0 < result["first_text_p50_s"] <= result["p95_s"]
     assert result["n"] == 4 and 0 <= result["em"] <= result["contains"] <= 100
     assert 0 < result["p50_s"] <= result["p95_s"] and result["tokens_per_s"] > 0

@@ -14,6 +14,7 @@ import pytest
 from bot.llm.model_files import packaged_gguf_path
 from bot.tg.emulator import BotAPIEmulator
 from bot.tg.handlers import BUSY, ONE_AT_A_TIME, STOPPED
+from knowledge.embeddings import SentenceTransformerEmbedder
 from tests.bot.test_run import RAGTUNE, TOKEN, bot_env
 
 pytestmark = pytest.mark.slow
@@ -63,9 +64,9 @@ def outcomes(emulator: BotAPIEmulator, user: int) -> Counter[str]:
 
 
 def test_a_flood_of_users_is_answered_or_told_busy_within_2_s_in_bounded_memory(
-    tmp_path: Path, emulator: BotAPIEmulator
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
 ) -> None:
-    env = bot_env(tmp_path, emulator)
+    env = bot_env(tmp_path, emulator, real_embedder)
     proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     users = range(10_000, 10_000 + USERS)

@@ -142,7 +142,11 @@ def test_a_private_question_is_answered_with_sources(
 
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
     (reply,) = texts(emulator, 5)
-    assert reply.startswith("Tallinn [1]\n\n<i>Sources:</i>\n[1] estonia")
+    # The answer, the source sentence it rests on (quoted for the reader), then the sources.
+    assert reply.startswith(
+        "Tallinn [1]\n\n<blockquote>“The capital of Estonia is Tallinn.”</blockquote>\n\n"
+        "<i>Sources:</i>\n[1] estonia"
+    ), reply
     assert "What is the capital of Estonia?" in engine.history[0][-1]["content"]
 
 
@@ -504,7 +508,7 @@ def test_group_answers_stream_by_edits_at_most_every_3_seconds(
     assert_streamed_by_edits(emulator, group, min_gap_s=2.95)
 
 
-def test_a_follow_up_in_the_same_chat_sees_the_earlier_exchange(
+def test_a_follow_up_in_the_same_chat_sees_the_earlier_question_not_the_answer(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
     engine = ScriptedEngine(["Tallinn [1]", "A medieval old town [1]"])
@@ -519,10 +523,12 @@ def test_a_follow_up_in_the_same_chat_sees_the_earlier_exchange(
 
     run_bot(settings, scripted_services(tmp_path, engine), scenario)
     follow_up, stranger = engine.history[1], engine.history[2]
-    earlier = [(m["role"], m["content"]) for m in follow_up[:-1] if m["role"] != "system"]
-    assert ("user", "What is the capital of Estonia?") in earlier
-    assert ("assistant", "Tallinn [1]") in earlier
-    assert not any(m["content"] == "Tallinn [1]" for m in stranger)
+    # The follow-up is asked beside the question it leans on, never beside the earlier answer
+    # (a small model copies that answer instead of reading its sources).
+    assert [m["role"] for m in follow_up] == ["system", "user"]
+    assert "Earlier question: What is the capital of Estonia?" in follow_up[-1]["content"]
+    assert not any("Tallinn [1]" in m["content"] for m in follow_up)
+    assert "Earlier question" not in stranger[-1]["content"]
     assert texts(emulator, USER)[1].startswith("A medieval old town [1]")
 
 

@@ -1,0 +1,77 @@
+"""How the evidence sentence is chosen, measured: evidence_contains for several question weights.
+
+    python -m bench.evidence_rule [--per-set 60]
+
+Answers a spread of questions from both dev sets once (default model and profile), then scores,
+for each weight of the question's words beside the answer's (bot.core.evidence), how often the
+quoted sentences contain a gold answer when the sources held a gold passage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from bot import app
+from bot.config import Settings
+from bot.core import evidence
+from bot.core.answer import Answerer
+from bot.core.answer_eval import contains_answer
+from knowledge.evaluation import load_questions
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
+
+EVAL_DIR = Path(os.environ.get("RAGTUNE_EVAL_DIR", Path(__file__).parents[2] / "shared/eval/dev"))
+SETS = {"xquad": EVAL_DIR, "tatqa": EVAL_DIR.parent / "dev-finance"}
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def main() -> None:
+    """Answer once per question, then score every weight on the same answers."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--per-set", type=int, default=60)
+    args = parser.parse_args()
+    settings = Settings(_env_file=None)
+    embedder = app.build_embedder(settings)
+    worker = app.build_worker(settings, app.build_engine(settings))
+    rows: dict[str, list[tuple[str, str, list[str], tuple[str, ...]]]] = {}
+    try:
+        for name, folder in SETS.items():
+            with tempfile.TemporaryDirectory() as scratch:
+                store = KnowledgeStore.open(Path(scratch) / "kb.db")
+                Ingestor(store, embedder).add_paths([folder / "corpus.jsonl"])
+                questions = load_questions(folder / "questions.jsonl")
+                step = max(1, len(questions) // args.per_set)
+                answerer = Answerer(worker, app.build_searcher(settings, store, embedder),
+                                    settings=app.answer_settings(settings))  # fmt: skip
+                rows[name] = []
+                for question in questions[::step][: args.per_set]:
+                    answer = answerer.ask(question.question)
+                    gold = set(question.positive_ids)
+                    if any(s.hit.external_id in gold for s in answer.sources):
+                        texts = [s.text for s in answer.cited or answer.sources]
+                        rows[name].append((answer.text, question.question, texts, question.answers))
+                store.close()
+    finally:
+        worker.close()
+    results: dict[str, dict[str, float]] = {}
+    for weight in WEIGHTS:
+        evidence.QUESTION_WEIGHT = weight  # the module reads it on every call
+        results[str(weight)] = {}
+        for name, answered in rows.items():
+            hits = sum(
+                contains_answer(" ".join(evidence.quote_evidence(a, q, texts)), gold)
+                for a, q, texts, gold in answered
+            )
+            results[str(weight)][name] = round(100 * hits / max(1, len(answered)), 1)
+        print(f"question weight {weight}: " + ", ".join(
+            f"{name} {value} (n={len(rows[name])})" for name, value in results[str(weight)].items()
+        ))  # fmt: skip
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

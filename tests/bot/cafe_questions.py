@@ -1,0 +1,44 @@
+"""Ten questions a café customer asks about cafe_faq.md, each with what makes its answer right.
+
+Written as a customer would ask them, not copied from the FAQ's headings. Shared by the café test
+(through the bot) and `python -m bench.cafe_chat`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CAFE_FAQ = Path(__file__).resolve().parents[2] / "knowledge" / "examples" / "cafe_faq.md"
+
+
+@dataclass(frozen=True)
+class Check:
+    """Right when the answer has one of `any_of` and none of `none_of` (whole words, any case)."""
+
+    any_of: tuple[str, ...]
+    none_of: tuple[str, ...] = ()
+
+
+CAFE_QUESTIONS: list[tuple[str, Check]] = [
+    ("What time do you open on weekdays?", Check(("8 am", "8am", "8:00", "eight"))),
+    ("Are you open on Sundays?", Check(("closed", "not open", "no"), ("yes",))),
+    ("What's your address?", Check(("12 harbour street",))),
+    ("What is the wifi password?", Check(("receipt",))),
+    ("Can I bring my dog inside?", Check(("guide dog",))),
+    ("Do you have vegan food?", Check(("lentil", "falafel", "cinnamon", "yes"), ("no", "not"))),
+    ("Can I pay with cash?", Check(("not", "no", "doesn't", "cannot"), ("yes",))),
+    ("How do I book a table?", Check(("555-0142",))),
+    ("Where can I park my car?", Check(("ferry terminal",))),
+    ("How much is the car park per hour?", Check(("2 euros", "€2", "2 eur"))),
+]
+
+
+def is_right(answer: str, check: Check) -> bool:
+    """Whether `answer` passes `check`."""
+
+    def has(word: str) -> bool:
+        return re.search(rf"(?<!\w){re.escape(word)}(?!\w)", answer, re.IGNORECASE) is not None
+
+    return any(map(has, check.any_of)) and not any(map(has, check.none_of))
