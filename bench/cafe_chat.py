@@ -50,7 +50,7 @@ def main() -> None:
                     answer = answerer.ask(question, chat_key=chat)
                     ok = is_right(answer.text, check)
                     right += ok
-                    evidence = " / ".join(getattr(answer, "evidence", []))
+                    evidence = " / ".join(answer.evidence)
                     print(f"[{scenario}] {'RIGHT' if ok else 'WRONG'} {question} -> "
                           f"{answer.text!r}  evidence: {evidence!r}")  # fmt: skip
                 counts[scenario] = right
