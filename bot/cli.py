@@ -83,9 +83,23 @@ def _status(message: str) -> None:
     typer.echo(message, err=True)
 
 
+def _existing_db(db: Path | None) -> Path:
+    """The knowledge base file `db` (or RAGTUNE_DB), which must exist: a typo must not create
+    an empty one that then answers nothing."""
+    path = db or get_settings().db
+    if not path.exists():
+        raise KnowledgeError(
+            f"There is no knowledge base at {path}: add documents with `ragtune kb add`, "
+            "or give --db (or RAGTUNE_DB) the path of one."
+        )
+    return path
+
+
 @contextmanager
-def _store(db: Path | None) -> Iterator[KnowledgeStore]:
-    store = services.open_store(get_settings(), db)
+def _store(db: Path | None, *, create: bool = False) -> Iterator[KnowledgeStore]:
+    """The knowledge base at `db` (or RAGTUNE_DB); only `create` makes a new, empty file."""
+    path = (db or get_settings().db) if create else _existing_db(db)
+    store = services.open_store(get_settings(), path)
     try:
         yield store
     finally:
@@ -103,7 +117,7 @@ def kb_add(
 ) -> None:
     """Add or update documents (.txt .md .pdf .docx .html, .jsonl in the eval corpus format)."""
     settings = get_settings()
-    with _store(db) as store:
+    with _store(db, create=True) as store:
         ingestor = services.build_ingestor(settings, store, services.build_embedder(settings))
         with tqdm(desc="documents", unit="doc", file=sys.stderr) as bar:
 
@@ -289,7 +303,7 @@ def eval_retrieval(
     results: dict[str, dict[str, float | int]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp,
-        _store(db or Path(tmp) / "eval.db") as store,
+        _store(db or Path(tmp) / "eval.db", create=True) as store,
     ):
         embedder = services.build_embedder(settings)
         _ingest_corpus(store, embedder, corpus)
@@ -330,6 +344,8 @@ def _answerer(
 ) -> Iterator[Answerer]:
     """Model (with `adapter` applied), worker and (for RAG) the knowledge base, closed on exit."""
     settings = get_settings()
+    if mode is Mode.RAG:
+        _existing_db(db)  # said before the model takes seconds to load
     served = services.served_model(settings)
     worker = services.build_worker(settings, services.build_engine(settings, served))
     state = StateStore.open(settings.state_db) if chat else None
@@ -430,7 +446,7 @@ def eval_answers(
     with tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp:
         kb = db or Path(tmp) / "eval.db"
         if mode is Mode.RAG:
-            with _store(kb) as store:
+            with _store(kb, create=True) as store:
                 _ingest_corpus(store, services.build_embedder(settings), corpus)
         with (
             _answerer(mode, kb, adapter=adapter) as answerer,
@@ -464,7 +480,7 @@ def eval_compare(
     asked = load_questions(questions)[skip:][:limit]
     with tempfile.TemporaryDirectory(prefix="ragtune-compare-") as tmp:
         kb = db or Path(tmp) / "eval.db"
-        with _store(kb) as store:
+        with _store(kb, create=True) as store:
             _ingest_corpus(store, services.build_embedder(settings), corpus)
         with (
             _answerer(Mode.RAG, kb) as answerer,

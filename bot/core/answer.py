@@ -14,6 +14,7 @@ from bot.core.evidence import quote_evidence
 from bot.core.guard import echoes_prompt, quote_source
 from bot.core.prompts import (
     BASE_SYSTEM,
+    EMPTY_KNOWLEDGE_BASE,
     NOT_COVERED,
     RAG_PROMPTS,
     WITHHELD,
@@ -245,7 +246,9 @@ class Answerer:
             hits = self.retriever.search(
                 f"{earlier} {question}" if earlier else question, k=self.settings.search_k
             )
-        if not hits or hits[0].similarity < self.settings.min_similarity:
+        if not hits:  # the vector search returns its nearest chunks whenever there are any
+            return PreparedAnswer(question, mode, [], [], refusal=EMPTY_KNOWLEDGE_BASE)
+        if hits[0].similarity < self.settings.min_similarity:
             return PreparedAnswer(question, mode, [], [], refusal=NOT_COVERED)
         sources: list[Source] = []
         blocks: list[str] = []

@@ -26,6 +26,9 @@ RAG_PROMPTS = {"extractive": RAG_SYSTEM, "sentence": RAG_SENTENCE_SYSTEM}
 """RAG system prompts by style (RAGTUNE_RAG_PROMPT, or the model's profile)."""
 BASE_SYSTEM = "You answer questions with a short, factual answer."
 NOT_COVERED = "The knowledge base does not cover this question."
+EMPTY_KNOWLEDGE_BASE = (
+    "The knowledge base is empty: nothing has been added yet for me to answer from."
+)
 
 
 def source_block(number: int, title: str, text: str) -> str:

@@ -47,9 +47,10 @@ WELCOME = (
     "/help what I can do\n/reset forget our conversation\n/sources the sources of my last answer"
 )
 HELP = (
-    "Send a question as a message. In groups, mention me, reply to me or use /ask <question>.\n\n"
-    "/ask <question> ask in a group\n/reset forget our conversation\n"
-    "/sources the sources behind my last answer"
+    "Send a question as a message. In groups, mention me, reply to me or write /ask and your "
+    "question.\n\n"
+    "/ask ask in a group\n/reset forget our conversation\n"
+    "/sources the sources behind my last answer\n/cancel stop the answer being written"
 )
 USER_COMMANDS = [
     BotCommand("ask", "ask a question (in groups)"),
@@ -115,10 +116,21 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await update.effective_message.reply_text(WELCOME)
 
 
+def help_text(admin: bool) -> str:
+    """/help's text: the user commands, and for admins their own commands too."""
+    if not admin:
+        return HELP
+    lines = "\n".join(f"/{c.command} {c.description}" for c in ADMIN_COMMANDS)
+    return f"{HELP}\n\nAs an admin you can also use:\n{lines}"
+
+
 async def help_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/help: the commands."""
+    """/help: the commands (admins also get theirs)."""
     if update.effective_message:
-        await update.effective_message.reply_text(HELP)
+        admin = _services(context).admin
+        user = update.effective_user
+        is_admin = admin is not None and admin.is_admin(user.id if user else None)
+        await update.effective_message.reply_text(help_text(is_admin))
 
 
 async def reset(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

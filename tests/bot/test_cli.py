@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import cli
+from bot.core.prompts import EMPTY_KNOWLEDGE_BASE
 from knowledge.store import KnowledgeStore
 from tests.helpers import consistent_chunk_count
 from tests.knowledge.documents import make_pdf
@@ -84,6 +85,27 @@ def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -
     )  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: No document with id '12345': see `ragtune kb list`."
+
+
+def test_read_commands_on_a_missing_db_say_so_and_create_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for args in (("kb", "list"), ("kb", "stats"), ("kb", "search", "owls"), ("kb", "forget", "1"),
+                 ("ask", "What do owls eat?")):  # fmt: skip
+        proc = run_cli(*args, "--db", str(missing), cwd=tmp_path)
+        assert proc.returncode == 1, args
+        assert proc.stderr.decode().strip() == (
+            f"error: There is no knowledge base at {missing}: add documents with `ragtune kb "
+            "add`, or give --db (or RAGTUNE_DB) the path of one."
+        ), args
+    assert not missing.exists()
+
+
+def test_ask_on_an_empty_knowledge_base_says_it_is_empty(tmp_path: Path) -> None:
+    db = tmp_path / "kb.db"
+    KnowledgeStore.open(db).close()  # made, nothing added
+    code, out, _ = invoke("ask", "What do owls eat?", "--db", str(db), "--json")
+    assert code == 0
+    assert json.loads(out)["answer"] == EMPTY_KNOWLEDGE_BASE
 
 
 SCORE_KEYS = {"recall@1", "recall@3", "recall@5", "recall@10", "mrr@10", "n", "p50_ms", "p95_ms"}

@@ -131,6 +131,23 @@ def test_start_greets(settings: Settings, emulator: BotAPIEmulator, tmp_path: Pa
     assert texts(emulator, 5) == [WELCOME]
 
 
+def test_help_lists_cancel_to_everyone_and_the_admin_commands_to_admins_only(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/help", user_id=USER)
+        emulator.send_text("/help", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(texts(emulator, USER)) and bool(texts(emulator, ADMIN)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    (user_help,), (admin_help,) = texts(emulator, USER), texts(emulator, ADMIN)
+    assert "/cancel" in user_help and "<" not in user_help  # nothing a client can eat as a tag
+    assert "/forget" not in user_help and "/reindex" not in user_help
+    assert admin_help.startswith(user_help)
+    for command in ("/add", "/docs", "/forget", "/reindex", "/adapter", "/backup", "/stats"):
+        assert f"\n{command} " in admin_help, command
+
+
 def test_a_private_question_is_answered_with_sources(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
