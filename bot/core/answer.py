@@ -256,8 +256,6 @@ class Answerer:
         dropped = 0
         for hit in hits:
             # Retrieved text is data: sentences that address the model never reach it.
-            # The heading (title › section) tells the model what the text answers: a FAQ's
-            # question, a report's section.
             title, dropped_title = quote_source(hit.chunk.title)
             text, dropped_text = quote_source(hit.chunk.text)
             dropped += dropped_title + dropped_text
