@@ -5,9 +5,21 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from bot import app
+from bot.config import Settings
+from bot.core.answer import Answerer
+from bot.llm.worker import ModelWorker
+from knowledge.embeddings import Embedder
+from knowledge.evaluation import EvalQuestion, load_questions
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -41,3 +53,22 @@ def report(name: str, result: dict[str, object]) -> None:
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
+
+
+@contextmanager
+def answering_on(
+    folder: Path, settings: Settings, embedder: Embedder, worker: ModelWorker, per_set: int
+) -> Iterator[tuple[Answerer, list[EvalQuestion]]]:
+    """An Answerer over a fresh knowledge base of `folder`'s corpus, and `per_set` of its
+    questions spread over the whole set (default profile of the served model)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        store = KnowledgeStore.open(Path(scratch) / "kb.db")
+        try:
+            Ingestor(store, embedder).add_paths([folder / "corpus.jsonl"])
+            questions = load_questions(folder / "questions.jsonl")
+            step = max(1, len(questions) // per_set)
+            answerer = Answerer(worker, app.build_searcher(settings, store, embedder),
+                                settings=app.answer_settings(settings))  # fmt: skip
+            yield answerer, questions[::step][:per_set]
+        finally:
+            store.close()

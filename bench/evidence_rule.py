@@ -12,17 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
+from bench.common import answering_on
 from bot import app
 from bot.config import Settings
 from bot.core import evidence
-from bot.core.answer import Answerer
 from bot.core.answer_eval import contains_answer
-from knowledge.evaluation import load_questions
-from knowledge.ingest import Ingestor
-from knowledge.store import KnowledgeStore
 
 EVAL_DIR = Path(os.environ.get("RAGTUNE_EVAL_DIR", Path(__file__).parents[2] / "shared/eval/dev"))
 SETS = {"xquad": EVAL_DIR, "tatqa": EVAL_DIR.parent / "dev-finance"}
@@ -40,21 +36,18 @@ def main() -> None:
     rows: dict[str, list[tuple[str, str, list[str], tuple[str, ...]]]] = {}
     try:
         for name, folder in SETS.items():
-            with tempfile.TemporaryDirectory() as scratch:
-                store = KnowledgeStore.open(Path(scratch) / "kb.db")
-                Ingestor(store, embedder).add_paths([folder / "corpus.jsonl"])
-                questions = load_questions(folder / "questions.jsonl")
-                step = max(1, len(questions) // args.per_set)
-                answerer = Answerer(worker, app.build_searcher(settings, store, embedder),
-                                    settings=app.answer_settings(settings))  # fmt: skip
+            with answering_on(folder, settings, embedder, worker, args.per_set) as (
+                answerer,
+                asked,
+            ):
                 rows[name] = []
-                for question in questions[::step][: args.per_set]:
+                for question in asked:
                     answer = answerer.ask(question.question)
                     gold = set(question.positive_ids)
                     if any(s.hit.external_id in gold for s in answer.sources):
                         texts = [s.text for s in answer.cited or answer.sources]
-                        rows[name].append((answer.text, question.question, texts, question.answers))
-                store.close()
+                        row = (answer.model_text, question.question, texts, question.answers)
+                        rows[name].append(row)
     finally:
         worker.close()
     results: dict[str, dict[str, float]] = {}

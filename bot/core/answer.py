@@ -22,6 +22,7 @@ from bot.core.prompts import (
     rag_messages,
     source_block,
 )
+from bot.core.support import quoted_reply, unsupported
 from bot.core.tidy import tidy_answer
 from bot.llm.engine import GenerationLimits, Message, ModelError
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
@@ -113,6 +114,16 @@ class Answer:
     completion: Completion | None
     evidence: list[str] = field(default_factory=list)
     """The source sentences the answer rests on, quoted for the reader (bot.core.evidence)."""
+    model_text: str = ""
+    """The model's own words (tidied); `text` is what the reader is shown."""
+    unsupported: str = ""
+    """Why the model's words did not hold up against the sources and `text` quotes them instead
+    ("" when they did; bot.core.support)."""
+
+    @property
+    def quoted(self) -> bool:
+        """Whether `text` is the quoted evidence instead of the model's words."""
+        return bool(self.unsupported)
 
     @property
     def shown_sources(self) -> list[Source]:
@@ -308,7 +319,24 @@ class Answerer:
             if completion is not None and not withheld
             else []
         )
-        answer = Answer(text, prepared.mode, prepared.sources, cited, completion, evidence)
+        model_text, reason = text, ""
+        if evidence and prepared.mode is Mode.RAG and prepared.refusal is None and not withheld:
+            reason = unsupported(
+                text,
+                prepared.question,
+                [s.text for s in prepared.sources],
+                # A title taken from the text itself (an /add note's first line) is content.
+                [s.hit.chunk.title for s in prepared.sources if s.hit.chunk.title not in s.text],
+            )
+            if reason:
+                # Quoted from the sources the evidence came from, cited like a model answer.
+                numbers = [s.number for s in prepared.sources if any(e in s.text for e in evidence)]
+                text = quoted_reply(evidence, "".join(f"[{n}]" for n in numbers))
+                cited = cited_sources(text, prepared.sources)
+                log.info("quoted the sources instead of an answer with %s", reason)
+        answer = Answer(
+            text, prepared.mode, prepared.sources, cited, completion, evidence, model_text, reason
+        )
         if self.state is not None and chat_key is not None:
             self.state.add_turns(
                 chat_key, [Turn("user", prepared.question), Turn("assistant", text)]

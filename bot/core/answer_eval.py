@@ -74,6 +74,11 @@ class AnswerScores:
     contains a gold answer (None: no such answer, or no gold passages given)."""
     evidence_n: int = 0
     """How many answers `evidence_contains` is over."""
+    reply_contains: float = 0.0
+    """Answer-contains (x100) of what the reader is shown: the model's words, or the quoted
+    sources where those did not hold up (bot.core.support); `contains` scores the model's."""
+    replaced: float = 0.0
+    """Share (x100) of answers whose model words were replaced by the quoted sources."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         """The JSON keys scripts rely on."""
@@ -90,6 +95,8 @@ class AnswerScores:
                 None if self.evidence_contains is None else round(self.evidence_contains, 2)
             ),
             "evidence_n": self.evidence_n,
+            "reply_contains": round(self.reply_contains, 2),
+            "replaced": round(self.replaced, 2),
         }
 
 
@@ -102,7 +109,7 @@ def evaluate_answers(
     progress: Callable[[], object] | None = None,
 ) -> AnswerScores:
     """Answer every question and score it; a refusal or empty answer scores 0."""
-    em = f1 = contains = evidence_hits = 0.0
+    em = f1 = contains = evidence_hits = reply_contains = replaced = 0.0
     evidence_n = 0
     latencies: list[float] = []
     first_texts: list[float] = []
@@ -112,10 +119,13 @@ def evaluate_answers(
         started = time.perf_counter()
         answer = answerer.ask(question.question, mode=mode, adapter=adapter)
         latencies.append(time.perf_counter() - started)
-        prediction = strip_citations(answer.text)
+        # EM, F1 and contains score the model's own words; reply_contains what a reader sees.
+        prediction = strip_citations(answer.model_text or answer.text)
         em += exact_match(prediction, question.answers)
         f1 += token_f1(prediction, question.answers)
         contains += contains_answer(prediction, question.answers)
+        reply_contains += contains_answer(strip_citations(answer.text), question.answers)
+        replaced += answer.quoted
         gold = set(question.positive_ids)
         if gold and any(s.hit.external_id in gold for s in answer.sources):
             evidence_n += 1
@@ -144,4 +154,6 @@ def evaluate_answers(
         first_text_p50_s=float(np.percentile(first_texts, 50)),
         evidence_contains=100 * evidence_hits / evidence_n if evidence_n else None,
         evidence_n=evidence_n,
+        reply_contains=100 * reply_contains / n,
+        replaced=100 * replaced / n,
     )

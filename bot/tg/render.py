@@ -6,6 +6,7 @@ import html
 import re
 from collections.abc import Sequence
 
+from bot.core.admin import UPLOAD_SOURCE
 from bot.core.answer import Answer, Source
 from bot.core.guard import untappable_commands
 
@@ -62,11 +63,19 @@ def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
     return parts
 
 
+def source_name(source: Source) -> str:
+    """A source as a reader sees it: its heading (or title), and an upload's file name (a
+    server path of a document added on the command line is not shown)."""
+    chunk = source.hit.chunk
+    name = chunk.heading or chunk.title
+    if chunk.source.startswith(UPLOAD_SOURCE):
+        return f"{name} — {chunk.source.removeprefix(UPLOAD_SOURCE)}"
+    return name
+
+
 def sources_html(sources: Sequence[Source]) -> str:
     """A compact numbered list of sources, escaped."""
-    lines = [
-        f"[{s.number}] {html.escape(s.hit.chunk.heading or s.hit.chunk.title)}" for s in sources
-    ]
+    lines = [f"[{s.number}] {html.escape(source_name(s))}" for s in sources]
     return "<i>Sources:</i>\n" + "\n".join(lines) if lines else ""
 
 
@@ -90,7 +99,11 @@ def answer_html(answer: Answer) -> list[str]:
     body = html.escape(text)
     sources = "\n\n".join(
         part
-        for part in (evidence_html(answer.evidence), sources_html(answer.shown_sources))
+        # A quoted reply is the evidence already (bot.core.support): not quoted twice.
+        for part in (
+            evidence_html([] if answer.quoted else answer.evidence),
+            sources_html(answer.shown_sources),
+        )
         if part
     )
     parts = split_message(body, TELEGRAM_LIMIT)

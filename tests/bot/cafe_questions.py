@@ -26,7 +26,7 @@ CAFE_QUESTIONS: list[tuple[str, Check]] = [
     ("Are you open on Sundays?", Check(("closed", "not open", "no"), ("yes",))),
     ("What's your address?", Check(("12 harbour street",))),
     ("What is the wifi password?", Check(("receipt",))),
-    ("Can I bring my dog inside?", Check(("guide dog",))),
+    ("Can I bring my dog inside?", Check(("guide dog", "guide dogs"))),
     ("Do you have vegan food?", Check(("lentil", "falafel", "cinnamon", "yes"), ("no", "not"))),
     ("Can I pay with cash?", Check(("not", "no", "doesn't", "cannot"), ("yes",))),
     ("How do I book a table?", Check(("555-0142",))),

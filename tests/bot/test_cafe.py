@@ -56,4 +56,11 @@ def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_
     right = sum(
         is_right(a.text, check) for a, (_, check) in zip(in_a_row, CAFE_QUESTIONS, strict=True)
     )
-    print(f"café, ten questions in one chat: {right}/10 right, the same answers as fresh chats")
+    right_fresh = sum(
+        is_right(a.text, check) for a, (_, check) in zip(fresh, CAFE_QUESTIONS, strict=True)
+    )
+    print(f"café: {right}/10 right in one chat, {right_fresh}/10 in fresh chats")
+    # What the reader is shown (the model's words, or the quoted sources where those did not
+    # hold up: bot.core.support). Measured 9 and 9; issue 14 asks 8 in one chat, 9 fresh.
+    assert right >= 8
+    assert right_fresh >= 9

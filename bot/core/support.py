@@ -1,0 +1,49 @@
+"""Support: whether a model's answer holds up against its sources, and what to say when not.
+
+A 135M model often answers with the right source in front of it and still gets it wrong, in
+two ways a rule can see without understanding the text:
+
+- it **invents a number** ("8:30am-10:30am" for "from 8 am to 6 pm"): a figure that is in no
+  source and not in the question cannot have come from them;
+- it **says nothing new**: "No.", "No, you cannot bring your dog inside.", "Harbour Street
+  Café." — every meaning-carrying word is already in the question or the document's title, so
+  the answer is a bare yes/no (whose sign a small model gets wrong as often as right) or a
+  repetition.
+
+Either way the reader is better served by the source sentences the answer would rest on
+(bot.core.evidence), quoted as the reply. The effect on both dev sets is measured by
+`ragtune eval answers --json` (`reply_contains`, `replaced`; README, "Checked answers").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from bot.core.evidence import content_words
+
+# Digit runs, so "1,200" and "1200" both count as the figures they are made of.
+_DIGITS = re.compile(r"\d+")
+_CITATION = re.compile(r"\[\d{1,2}\]")
+# Words that only give an answer its sign or its grammar; content_words keeps them.
+_POLARITY = frozenset(
+    "cannot can't cant don't dont doesn't doesnt isn't isnt aren't arent won't wont not no yes "
+    "yeah nope sure only also you're youre i'm im we're were please sorry".split()
+)
+
+
+def unsupported(answer: str, question: str, sources: Sequence[str], titles: Sequence[str]) -> str:
+    """Why `answer` does not hold up against `sources` ("" when it does)."""
+    answer = _CITATION.sub(" ", answer)  # "[1]" is a citation, not a figure
+    known = " ".join([question, *sources])
+    if set(_DIGITS.findall(answer)) - set(_DIGITS.findall(known)):
+        return "a number in no source"
+    said = content_words(answer) - _POLARITY
+    if not said - content_words(" ".join([question, *titles])):
+        return "nothing beyond the question"
+    return ""
+
+
+def quoted_reply(evidence: Sequence[str], citation: str) -> str:
+    """The reply that quotes the source sentences instead of an answer that did not hold up."""
+    return " ".join(evidence) + (f" {citation}" if citation else "")
