@@ -91,7 +91,9 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.home() / ".cache" / "ragtune" / "bases",
         description="Dequantized copies of GGUF models that `tune train` reloads in seconds.",
     )
-    model_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp; 0 = up to 4.")
+    model_threads: int = Field(
+        0, ge=0, description="CPU threads for llama.cpp; 0 = half the cores (1 to 4)."
+    )
     context_window: int = Field(2048, ge=256, description="Tokens of context llama.cpp allocates.")
     chat_template: str | None = Field(
         None, description="Jinja chat template for a GGUF that has none in its metadata."

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -63,6 +64,9 @@ class TrainSettings:
     """The RAG prompt style the served model answers with (its profile, or the user's)."""
     bases_dir: Path | None = None
     """Where a GGUF's dequantized copy is cached (None = convert every time)."""
+    model_threads: int = 0
+    """llama.cpp threads for the general answers (RAGTUNE_MODEL_THREADS; 0 = the engine's
+    default)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,11 @@ def encode_text(tokenizer: Any, text: str, max_tokens: int) -> tuple[list[int], 
     return ids, list(ids)
 
 
-def general_examples(served_model: Path, count: int, cache_dir: Path) -> list[Example]:
-    """The served model's own greedy answers to `count` general questions (cached per model)."""
+def general_examples(
+    served_model: Path, count: int, cache_dir: Path, threads: int = 0
+) -> list[Example]:
+    """The served model's own greedy answers to `count` general questions (cached per model),
+    generated with `threads` llama.cpp threads and a progress bar."""
     if count <= 0:
         return []
     questions = [q for q in GENERAL_QUESTIONS.read_text().splitlines() if q.strip()][:count]
@@ -116,11 +123,13 @@ def general_examples(served_model: Path, count: int, cache_dir: Path) -> list[Ex
                 answers[str(row["question"])] = str(row["answer"])
     missing = [q for q in questions if q not in answers]
     if missing:
+        from tqdm import tqdm
+
         from bot.llm.llama import LlamaCppEngine
 
-        engine = LlamaCppEngine(served_model)
+        engine = LlamaCppEngine(served_model, threads=threads)
         limits = GenerationLimits(max_tokens=48)
-        for question in missing:
+        for question in tqdm(missing, desc="general answers", unit="q", file=sys.stderr):
             text = "".join(engine.stream(base_messages(question, []), limits, lambda: False))
             answers[question] = text.strip()
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +151,9 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     check_exportable(architecture(settings.base))  # an adapter we could not export: refuse now
     examples = load_examples(settings.data, settings.corpus, settings.rag_prompt)
     train_set, validation = split(examples, settings.validation_fraction, settings.seed)
-    general = general_examples(settings.served_model, settings.general, registry.root)
+    general = general_examples(
+        settings.served_model, settings.general, registry.root, settings.model_threads
+    )
     train_set = train_set + general
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)

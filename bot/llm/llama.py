@@ -31,6 +31,14 @@ def check_gguf(path: Path, kind: str = "model") -> None:
         raise ModelError(f"The {kind} file {path} is not a GGUF file (it may be corrupt).")
 
 
+def default_threads() -> int:
+    """llama.cpp threads when RAGTUNE_MODEL_THREADS is 0: half the cores this process may use
+    (1 to 4). ggml's threads spin at every step and collapse when a core is taken: on 2 cores,
+    2 threads gave 91 tokens/s idle and 11 with one core busy (5 with the embedder busy), 1
+    thread 70 and 62 (60) (`python -m bench.threads`, README "Threads")."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) // 2))
+
+
 class LlamaCppEngine:
     """A GGUF chat model loaded in this process through llama-cpp-python."""
 
@@ -55,7 +63,7 @@ class LlamaCppEngine:
         """The LoRA adapter applied now (None: the base model alone)."""
         # Loaded adapters by (path, size, mtime): switching back is a pointer swap, not a load.
         self._adapters: dict[tuple[Path, int, int], Any] = {}
-        threads = threads or min(os.cpu_count() or 1, 4)
+        threads = threads or default_threads()
         try:
             self._llama = llama_cpp.Llama(
                 model_path=str(model_path),
