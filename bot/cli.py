@@ -45,7 +45,8 @@ cli = typer.Typer(
 )
 kb_cli = typer.Typer(help="Manage the knowledge base.", no_args_is_help=True)
 eval_cli = typer.Typer(
-    help="Measure retrieval (and later answers) on a Q/A set.", no_args_is_help=True
+    help="Measure retrieval, answers, and base / fine-tuned / RAG / both, on a Q/A set.",
+    no_args_is_help=True,
 )
 tune_cli = typer.Typer(help="Fine-tune LoRA adapters offline.", no_args_is_help=True)
 adapters_cli = typer.Typer(help="List, show and remove LoRA adapters.", no_args_is_help=True)
@@ -383,7 +384,8 @@ def ask(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Answer a question with the local model, streaming it, then list the sources."""
+    """Answer a question with the local model, streaming it, then quote the evidence and list
+    the sources."""
     question = printable(question)
     chat_key = f"terminal:{printable(chat)}" if chat else None
     with _answerer(mode, db, chat=chat_key is not None, adapter=adapter) as answerer:
@@ -400,7 +402,9 @@ def ask(
         done = answer.completion
         _print_json(
             {
-                "answer": answer.text,
+                "answer": answer.model_text or answer.text,  # the model's own words
+                "reply": answer.text,  # what a reader is shown (bot.core.support)
+                "unsupported": answer.unsupported or None,
                 "mode": answer.mode.value,
                 "sources": [_source_dict(s) for s in answer.sources],
                 "cited": [s.number for s in answer.cited],
@@ -414,7 +418,10 @@ def ask(
     if job is None:
         typer.echo(answer.text, nl=False)
     typer.echo()
-    if answer.evidence:
+    if answer.quoted:  # the streamed words did not hold up: the sources are the reply
+        typer.echo(f"\n(Not supported by the sources: {answer.unsupported}.) The sources say:")
+        typer.echo(f"  {answer.text}")
+    elif answer.evidence:
         typer.echo("\nEvidence:")
         for sentence in answer.evidence:
             typer.echo(f"  “{sentence}”")
@@ -437,7 +444,8 @@ def eval_answers(
     db: EvalDbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Answer every question; print exact match, F1, answer-contains (x100) and latency."""
+    """Answer every question; print EM, F1, answer-contains (x100), evidence and reply scores,
+    latency."""
     from bot.core.answer_eval import evaluate_answers
     from knowledge.evaluation import load_questions
 
@@ -561,7 +569,7 @@ def tune_train(
             batch_size=batch_size, seed=seed, time_budget_s=time_budget, general=general,
             documents=documents, replace=replace,
             rag_prompt=services.answer_settings(settings).rag_prompt,
-            bases_dir=settings.bases_dir,
+            bases_dir=settings.bases_dir, model_threads=settings.model_threads,
         ),
         AdapterRegistry(settings.adapters_dir),
     )  # fmt: skip

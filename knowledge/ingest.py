@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from knowledge.parsers import (
     parse_bytes,
     parse_file,
     printable,
+    titled_from_text,
 )
 from knowledge.sandbox import ParseLimits, parse_isolated
 from knowledge.store import DocumentInfo, DocumentWrite, EmbeddingModel, KnowledgeStore
@@ -228,15 +229,20 @@ class Ingestor:
         source: str,
         added_by: str | None = None,
         may_replace: MayReplace | None = None,
+        title_from_text: bool = False,
     ) -> IngestReport:
         """Ingest an uploaded file's bytes (`name` picks the parser).
 
         `may_replace` guards documents stored already under an id the file names (a .jsonl
-        carries its own ids): those it refuses are reported and left as they are.
+        carries its own ids): those it refuses are reported and left as they are. With
+        `title_from_text`, `name` is a stand-in: a document it would title is titled by its
+        first heading or line instead.
         """
         if len(data) > self.max_bytes:
             raise BadDocumentError(f"{name} is over the {self.max_bytes / 1e6:.1f} MB limit.")
         docs = self._parse(data, name)
+        if title_from_text:
+            docs = [titled_from_text(d, PurePath(name).stem) for d in docs]
         sources = [SourceDocument(source, d.external_id or external_id, d, len(data)) for d in docs]
         return self._ingest(sources, added_by, None, may_replace)
 

@@ -320,3 +320,25 @@ def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[
             "(RAGTUNE_MAX_DOCUMENT_BYTES)."
         )
     return (parse or parse_bytes)(path.read_bytes(), name)
+
+
+TITLE_CHARS = 80
+"""Longest title taken from a document's first heading or line."""
+
+
+def titled_from_text(document: ParsedDocument, placeholder: str) -> ParsedDocument:
+    """`document` titled by its first heading or line when its title is only `placeholder` (the
+    stand-in file name an upload is parsed under)."""
+    if document.title != placeholder:
+        return document
+    first = next(
+        (
+            line.strip()
+            for section in document.sections
+            for line in (section.heading, *section.text.splitlines())
+            if line.strip()
+        ),
+        placeholder,
+    )
+    title = first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1].rstrip() + "…"
+    return ParsedDocument(title, document.sections, document.external_id)

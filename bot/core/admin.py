@@ -6,6 +6,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from bot.core.adapters import AdapterSwitcher
 from bot.core.compare import Comparison, ComparisonRunner
@@ -14,11 +15,24 @@ from bot.state import StateStore
 from knowledge.backup import BackupInfo, backup, database_path, timestamped
 from knowledge.errors import DocumentNotFoundError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport
+from knowledge.parsers import printable
 from knowledge.reindex import reindex
 from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
 
 UPLOAD_SOURCE = "telegram:"
 """Sources of documents made from uploaded files begin with this."""
+
+
+LABEL_CHARS = 100
+"""Longest file name kept as an upload's label."""
+
+
+def file_label(file_name: str) -> str:
+    """A sender's file name fit to show: no folders, no control characters, at most LABEL_CHARS
+    (it is only displayed: the parser is chosen by the stand-in name)."""
+    base = PurePath(file_name.replace("\\", "/")).name
+    shown = "".join(c for c in printable(base) if c.isprintable()).strip()
+    return shown if len(shown) <= LABEL_CHARS else shown[: LABEL_CHARS - 1] + "…"
 
 
 def document_tag(document: DocumentInfo) -> str:
@@ -94,19 +108,30 @@ class AdminService:
             )
 
     def add_file(
-        self, user_id: int | None, data: bytes, *, name: str, key: str, replace: bool = False
+        self,
+        user_id: int | None,
+        data: bytes,
+        *,
+        name: str,
+        key: str,
+        replace: bool = False,
+        label: str = "",
     ) -> IngestReport:
         """Add an uploaded file (the parser is chosen by `name`'s extension).
 
+        `name` is a stand-in ("upload.md"): a document that would be titled by it is titled by
+        its first heading or line. `label`, the sender's file name, only labels the source.
         An upload replaces only documents that uploads made, unless `replace`: a .jsonl names
         its own ids, and one an admin added from the command line must not be overwritten by
         accident.
         """
-        admin = self.check(user_id, "upload", f"{name}{' replace' if replace else ''}")
+        shown = file_label(label) or name
+        admin = self.check(user_id, "upload", f"{shown}{' replace' if replace else ''}")
         with self._lock:
             return self.ingestor.add_bytes(
-                data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{name}",
+                data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{shown}",
                 added_by=f"tg:{admin}", may_replace=None if replace else _made_by_an_upload,
+                title_from_text=True,
             )  # fmt: skip
 
     def documents(self, user_id: int | None, page: str, per_page: int = 10) -> Page:

@@ -155,6 +155,7 @@ async def _add_file(
         report = await asyncio.to_thread(
             admin.add_file, _user_id(update), data, name=f"upload{suffix}",
             key=f"tg-file:{document.file_unique_id}", replace=replace,
+            label=document.file_name or "",
         )  # fmt: skip
     except (NotAdminError, KnowledgeError) as exc:
         await status.edit_text(f"Nothing was added: {exc}")

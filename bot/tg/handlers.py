@@ -44,13 +44,15 @@ MIN_GROWTH_CHARS = 20
 WELCOME = (
     "Hello! Ask me anything about the knowledge base and I will answer from it, "
     "with the sources I used.\n\n"
-    "/help what I can do\n/reset forget our conversation\n/sources the sources of my last answer"
+    "/help what I can do\n/reset forget our conversation\n/sources the sources of my last answer\n"
+    "/whoami your Telegram id (an admin needs it to let you in or make you an admin)"
 )
 HELP = (
     "Send a question as a message. In groups, mention me, reply to me or write /ask and your "
     "question.\n\n"
     "/ask ask in a group\n/reset forget our conversation\n"
-    "/sources the sources behind my last answer\n/cancel stop the answer being written"
+    "/sources the sources behind my last answer\n/cancel stop the answer being written\n"
+    "/whoami your Telegram id"
 )
 USER_COMMANDS = [
     BotCommand("ask", "ask a question (in groups)"),
@@ -58,6 +60,7 @@ USER_COMMANDS = [
     BotCommand("sources", "the sources of my last answer"),
     BotCommand("cancel", "stop the answer being written"),
     BotCommand("help", "what I can do"),
+    BotCommand("whoami", "your Telegram id"),
 ]
 ADMIN_COMMANDS = [
     BotCommand("add", "add text to the knowledge base"),
@@ -114,6 +117,23 @@ async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/start: greet and say what the bot does."""
     if update.effective_message:
         await update.effective_message.reply_text(WELCOME)
+
+
+def whoami_text(user_id: int | None, chat_id: int, private: bool) -> str:
+    """/whoami's text: the ids an admin puts in RAGTUNE_ADMIN_IDS or RAGTUNE_ALLOWED_IDS."""
+    if user_id is None:
+        return f"This chat's id is {chat_id}."
+    mine = f"Your Telegram id is {user_id}."
+    return mine if private else f"{mine} This group's id is {chat_id}."
+
+
+async def whoami(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/whoami: the sender's numeric id (and the group's), for the allowlist and admin list."""
+    message, chat, user = update.effective_message, update.effective_chat, update.effective_user
+    if message is None or chat is None:
+        return
+    private = chat.type == ChatType.PRIVATE
+    await message.reply_text(whoami_text(user.id if user else None, chat.id, private))
 
 
 def help_text(admin: bool) -> str:
@@ -471,6 +491,7 @@ def add_handlers(application: Application) -> None:  # type: ignore[type-arg]
     """Register every handler on the application."""
     application.add_handler(CommandHandler("start", start))
     application.add_handler(CommandHandler("help", help_command))
+    application.add_handler(CommandHandler("whoami", whoami))
     application.add_handler(CommandHandler("reset", reset))
     application.add_handler(CommandHandler("sources", sources))
     application.add_handler(CommandHandler("cancel", cancel))

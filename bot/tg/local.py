@@ -124,6 +124,36 @@ def _send_line(emulator: BotAPIEmulator, line: str, user_id: int) -> str | None:
     return None
 
 
+async def _print_reply(
+    emulator: BotAPIEmulator, user_id: int, seen: int, drafts_before: int, timeout: float = 600
+) -> None:
+    """Print the bot's drafts as they grow (what Telegram shows while an answer is written), then
+    the messages it sent after message `seen`, without repeating what was streamed."""
+    streamed = ""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not settled(emulator, user_id, seen):
+        if asyncio.get_running_loop().time() > deadline:
+            print("The bot did not answer in time.")
+            return
+        drafts = emulator.sent("sendMessageDraft", user_id)[drafts_before:]
+        if drafts:
+            text = str(drafts[-1].params.get("text", ""))  # drafts are plain text
+            if text.startswith(streamed) and text != streamed:
+                sys.stdout.write(("" if streamed else "bot> ") + text[len(streamed) :])
+                sys.stdout.flush()
+                streamed = text
+        await asyncio.sleep(0.05)
+    for message in emulator.messages(user_id):
+        if int(message["message_id"]) <= seen:
+            continue
+        full = shown(message)
+        if streamed and full.startswith(f"bot> {streamed}"):
+            print(full[len(f"bot> {streamed}") :])  # the rest of the answer, its sources
+        else:
+            print(("\n" if streamed else "") + full)
+        streamed = ""
+
+
 async def chat(settings: Settings, *, user_id: int = 1) -> None:
     """Read lines from the terminal, send them to the bot as `user_id`, print its replies."""
     emulator = BotAPIEmulator()
@@ -146,17 +176,11 @@ async def chat(settings: Settings, *, user_id: int = 1) -> None:
                     print(await _press(emulator, line.removeprefix(PRESS).strip(), user_id))
                     continue
                 seen = max((int(m["message_id"]) for m in emulator.messages(user_id)), default=0)
+                drafts_before = len(emulator.sent("sendMessageDraft", user_id))
                 problem = _send_line(emulator, line, user_id)
                 if problem is not None:
                     print(problem)
                     continue
-                await asyncio.to_thread(
-                    emulator.wait_for,
-                    lambda seen=seen: settled(emulator, user_id, seen),  # type: ignore[misc]
-                    600,
-                )
-                for message in emulator.messages(user_id):
-                    if int(message["message_id"]) > seen:
-                        print(shown(message))
+                await _print_reply(emulator, user_id, seen, drafts_before)
     finally:
         emulator.stop()

@@ -56,8 +56,9 @@ def test_a_file_shared_in_a_group_is_added_only_with_an_explicit_add(
 
     run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
     ferry, salaries = [t for t in edits(emulator, GROUP) if t.startswith("Done")]
-    assert ferry.endswith("Added: 2. upload") and "1 new" in ferry
-    assert salaries.endswith("Added: 3. upload")
+    # Titled by their first line (cut at 60 characters in the status), not by "upload".
+    assert ferry.endswith("Added: 2. The ferry leaves at noon.") and "1 new" in ferry
+    assert salaries.endswith(f"Added: 3. {SALARIES.decode()[:60]}")
     assert len(emulator.sent("getFile")) == 2  # the plain share was never even downloaded
     assert "91,000" in stored_text(tmp_path)  # once an admin asked for it
 

@@ -294,7 +294,9 @@ def test_chat_talks_to_the_real_bot_through_the_emulator(tmp_path: Path) -> None
     assert "Ask me anything" in replies[0]
     assert "bot> Done: 1 chunks added, 0 unchanged, 0 replaced" in out  # the upload's final edit
     assert any("Tallinn" in line for line in replies[2:])
-    assert "Sources:" in out and "[1] upload" in out
+    # An upload is titled by its first line and labelled with the sender's file name.
+    first_line = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+    assert "Sources:" in out and f"[1] {first_line} — estonia.txt" in out
     assert "[1: Forget it] [2: Keep it]" in out and "bot> Kept." in out
     assert "No file at /no/such/file.txt" in out
     with KnowledgeStore.open(tmp_path / "kb.db") as store:

@@ -131,6 +131,19 @@ def test_start_greets(settings: Settings, emulator: BotAPIEmulator, tmp_path: Pa
     assert texts(emulator, 5) == [WELCOME]
 
 
+def test_whoami_tells_anyone_their_numeric_id(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/whoami", user_id=424242)  # not on any list
+        emulator.wait_for(lambda: bool(texts(emulator, 424242)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert texts(emulator, 424242) == ["Your Telegram id is 424242."]
+    menu = emulator.sent("setMyCommands")[0].params["commands"]
+    assert "whoami" in str(menu)
+
+
 def test_help_lists_cancel_to_everyone_and_the_admin_commands_to_admins_only(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
@@ -305,7 +318,8 @@ def test_an_admin_uploads_a_pdf_it_answers_from_it_and_after_forget_it_is_gone(
     assert done.endswith("Added: 2. Owls")  # says what was added
     before, after = texts(emulator, USER)
     assert "Owls hunt mice at night." in engine.history[0][-1]["content"]
-    assert before.startswith("At night [1]") and before.endswith("[1] Owls › page 1")
+    # Sources name the upload by the sender's file name.
+    assert before.startswith("At night [1]") and before.endswith("[1] Owls › page 1 — owls.pdf")
     assert "Owls hunt mice" not in engine.history[1][-1]["content"]  # forgotten for real
     assert after.endswith("[1] estonia")
     assert documents(tmp_path) == ["estonia"]
@@ -373,7 +387,10 @@ def test_hostile_uploads_are_refused_or_read_within_limits_and_the_bot_keeps_ser
     with KnowledgeStore.open(tmp_path / "kb.db") as store:
         stored = [(d.external_id, d.title, d.source) for d in store.list_documents()]
         text = " ".join(c.text for d in store.list_documents() for c in store.document_chunks(d.id))
-    assert len(stored) == 3 and "EVIL" not in repr(stored)  # names never from the sender
+    # Ids and titles never come from the sender; the file name is only a sanitised label.
+    assert len(stored) == 3 and "EVIL" not in repr([(i, t) for i, t, _ in stored])
+    labels = [source for _, _, source in stored if source.startswith("telegram:")]
+    assert labels == ["telegram:EVIL-broken-xref.pdf", "telegram:EVIL-scripts.html"]
     assert "lentil" in text and "ferry leaves at noon" in text
     assert not any(canary in text for canary in CANARIES)  # no script, style or handler text
 
@@ -437,7 +454,8 @@ def test_one_question_at_a_time_per_user_and_cancel(
 def test_a_flood_of_20_users_is_queued_or_told_busy_without_a_crash(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:
-    engine = ScriptedEngine([f"Answer {i} [1]" for i in range(20)], delay_s=0.01)
+    # No digits of their own: a figure in no source would be replaced by the quoted source.
+    engine = ScriptedEngine([f"Answer {chr(97 + i) * 2} [1]" for i in range(20)], delay_s=0.01)
     users = range(100, 120)
 
     def replies(user: int) -> list[str]:
