@@ -12,7 +12,7 @@ import re
 
 from knowledge.connection import Connection, connect
 from knowledge.migrations import MIGRATIONS, schema_version
-from knowledge.store import VECTOR_TABLE_PREFIX, create_vector_generation
+from knowledge.vector_tables import VECTOR_TABLE_PREFIX, create_vector_generation
 
 SchemaObject = tuple[str, str, str, str | None]
 """(type, name, table, normalised SQL) of one sqlite_master row."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -24,10 +23,13 @@ from knowledge.errors import (
 from knowledge.keywords import segment_for_index
 from knowledge.locking import try_exclusive
 from knowledge.migrations import migrate
+from knowledge.vector_tables import (
+    VECTOR_TABLE_PREFIX,
+    create_vector_generation,
+    exact_table,
+    is_vector_table,
+)
 
-VECTOR_TABLE_PREFIX = "vec_chunks_"
-EXACT_TABLE_PREFIX = "vec_floats_"
-_VECTOR_TABLE_NAME = re.compile(rf"^{VECTOR_TABLE_PREFIX}\d+$")
 # The coarse scan runs once per partition with a small k. sqlite-vec 0.1.9's k-NN costs grow
 # with k times the rows scanned (k=400 over 100k rows: ~50 ms here), so 16 partitions x k=25
 # give 400 candidates for the cost of one k=25 scan (~5 ms). Changing it needs a reindex.
@@ -140,38 +142,15 @@ def _nearest_sql(table: str) -> str:
     )
     return (
         f"SELECT chunk_id, vec_distance_cosine(embedding, :query) AS distance "
-        f"FROM {_exact_table(table)} WHERE chunk_id IN ({coarse}) "
+        f"FROM {exact_table(table)} WHERE chunk_id IN ({coarse}) "
         "ORDER BY distance, chunk_id LIMIT :k"
     )
-
-
-def _exact_table(vector_table: str) -> str:
-    """The plain table holding the float vectors of a vec0 generation."""
-    return EXACT_TABLE_PREFIX + vector_table.removeprefix(VECTOR_TABLE_PREFIX)
 
 
 def reindex_lock_path(database: Path) -> Path:
     """The lock file a running reindex of `database` holds (one per file, however it is named)."""
     real = database.resolve()
     return real.with_name(f"{real.name}.reindex-lock")
-
-
-def create_vector_generation(conn: Connection, name: str, dimension: int) -> None:
-    """Create one generation of the vector index: a vec0 table and its float table.
-
-    The vec0 table holds 1-bit quantised vectors for a fast coarse scan; the plain table beside
-    it holds the float vectors that re-score the candidates exactly (see `nearest_chunks`).
-    Point reads of floats from a vec0 table cost ~0.1 ms each here, from a plain table ~1 us.
-    """
-    if not _VECTOR_TABLE_NAME.match(name):
-        raise ValueError(f"not a vector table name: {name!r}")
-    conn.execute(
-        f"CREATE VIRTUAL TABLE {name} USING vec0("
-        f"part INTEGER PARTITION KEY, embedding bit[{int(dimension)}])"
-    )
-    conn.execute(
-        f"CREATE TABLE {_exact_table(name)} (chunk_id INTEGER PRIMARY KEY, embedding BLOB NOT NULL)"
-    )
 
 
 class KnowledgeStore:
@@ -282,11 +261,11 @@ class KnowledgeStore:
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?",
             (VECTOR_TABLE_PREFIX + "%",),
         )
-        return [str(name) for (name,) in rows if _VECTOR_TABLE_NAME.match(name)]
+        return [str(name) for (name,) in rows if is_vector_table(name)]
 
     def _drop_vector_tables(self, table: str) -> None:
         self.conn.execute(f"DROP TABLE IF EXISTS {table}")
-        self.conn.execute(f"DROP TABLE IF EXISTS {_exact_table(table)}")
+        self.conn.execute(f"DROP TABLE IF EXISTS {exact_table(table)}")
 
     def _reindex_lock(self, wait_s: float = 0.0) -> AbstractContextManager[bool]:
         """Held by a running reindex; free means none is running (a killed one releases it).
@@ -319,7 +298,7 @@ class KnowledgeStore:
             [(i, i % COARSE_PARTITIONS, b) for i, b in zip(ids, blobs, strict=True)],
         )
         self.conn.executemany(
-            f"INSERT INTO {_exact_table(table)}(chunk_id, embedding) VALUES (?, ?)",
+            f"INSERT INTO {exact_table(table)}(chunk_id, embedding) VALUES (?, ?)",
             list(zip(ids, blobs, strict=True)),
         )
 
@@ -455,10 +434,10 @@ class KnowledgeStore:
         for table in tables:
             if table is None:
                 continue
-            if not _VECTOR_TABLE_NAME.match(table):  # names go into SQL: never trust one
+            if not is_vector_table(table):  # names go into SQL: never trust one
                 raise ValueError(f"not a vector table name: {table!r}")
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
-            self.conn.executemany(f"DELETE FROM {_exact_table(table)} WHERE chunk_id = ?", params)
+            self.conn.executemany(f"DELETE FROM {exact_table(table)} WHERE chunk_id = ?", params)
         self.conn.executemany("DELETE FROM chunks_fts WHERE rowid = ?", params)
         self.conn.executemany("DELETE FROM chunks WHERE id = ?", params)
 
@@ -506,7 +485,7 @@ class KnowledgeStore:
         table = self._live_vector_table()
         marks = ",".join("?" * len(ids))
         rows = self.conn.execute(
-            f"SELECT chunk_id, vec_distance_cosine(embedding, ?) FROM {_exact_table(table)} "
+            f"SELECT chunk_id, vec_distance_cosine(embedding, ?) FROM {exact_table(table)} "
             f"WHERE chunk_id IN ({marks})",
             (_blob(vector), *ids),
         )
@@ -583,7 +562,7 @@ class KnowledgeStore:
         """Chunks that `table` has no vector for yet (added while a reindex ran)."""
         rows = self.conn.execute(
             f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id "
-            f"WHERE c.id NOT IN (SELECT chunk_id FROM {_exact_table(table)}) ORDER BY c.id LIMIT ?",
+            f"WHERE c.id NOT IN (SELECT chunk_id FROM {exact_table(table)}) ORDER BY c.id LIMIT ?",
             (limit,),
         ).fetchall()
         return [StoredChunk(*row) for row in rows]
@@ -618,7 +597,7 @@ class KnowledgeStore:
             # A contentless FTS5 table keeps one docsize row per indexed row.
             "keywords": ids("SELECT id FROM chunks_fts_docsize"),
             "vectors": ids(f"SELECT rowid FROM {table}") if table else set(),
-            "exact_vectors": ids(f"SELECT chunk_id FROM {_exact_table(table)}") if table else set(),
+            "exact_vectors": ids(f"SELECT chunk_id FROM {exact_table(table)}") if table else set(),
         }
 
     def count_rows(self) -> dict[str, int]:
@@ -646,7 +625,7 @@ class KnowledgeStore:
         if not dimension.isdigit() or f"bit[{int(dimension)}]" not in str(sql):
             return [f"its embedding dimension {dimension!r} is not its vector table's"]
         (wrong,) = self.conn.execute(
-            f"SELECT count(*) FROM {_exact_table(live)} WHERE length(embedding) != ?",
+            f"SELECT count(*) FROM {exact_table(live)} WHERE length(embedding) != ?",
             (4 * int(dimension),),
         ).fetchone()
         return [f"{wrong} vectors of the wrong size"] if wrong else []
