@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from knowledge.connection import Connection, transaction
 from knowledge.errors import NewerSchemaError
+from knowledge.snapshot import database_path, timestamped, write_copy
 
 Migration = Callable[[Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -137,9 +138,6 @@ def migrate(conn: Connection) -> int:
 
 def _backup_before_migrating(conn: Connection, version: int) -> None:
     """A checked copy of the old schema beside the database, in case a migration goes wrong."""
-    from knowledge.backup import backup, database_path, timestamped
-
+    # Integrity only: the copy has the old schema, which this ragtune would first migrate.
     path = database_path(conn)
-    backup(
-        conn, timestamped(path.parent / "backups", f"{path.stem}-schema-v{version}"), whole=False
-    )
+    write_copy(conn, timestamped(path.parent / "backups", f"{path.stem}-schema-v{version}"))

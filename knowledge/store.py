@@ -23,6 +23,15 @@ from knowledge.errors import (
 from knowledge.keywords import segment_for_index
 from knowledge.locking import try_exclusive
 from knowledge.migrations import migrate
+from knowledge.schema import foreign_schema
+from knowledge.snapshot import (
+    BackupError,
+    BackupInfo,
+    check_file,
+    database_path,
+    timestamped,
+    write_copy,
+)
 from knowledge.vector_tables import (
     VECTOR_TABLE_PREFIX,
     create_vector_generation,
@@ -659,3 +668,53 @@ class KnowledgeStore:
             names = ", ".join(str(name) for (name,) in broken[:5])
             found.append(f"{len(broken)} documents not whole (gaps or repeats: {names})")
         return found
+
+    # --- backups ------------------------------------------------------------------------------
+
+    def backup(self, destination: Path | None = None) -> BackupInfo:
+        """A checked copy of this knowledge base, taken while others keep reading and writing.
+
+        `destination` must be a new file (default: a timestamped one in `backups/` beside the
+        database). The copy is one consistent snapshot without the table of a reindex running
+        meanwhile, and it is linked into place only after it passed `verify_file`: a backup
+        that exists is a good backup, and a failed one leaves no file behind.
+        """
+        if destination is None:
+            path = database_path(self.conn)
+            destination = timestamped(path.parent / "backups", path.stem)
+        return write_copy(
+            self.conn, destination, prepare=_drop_unfinished_reindex, check=self.verify_file
+        )
+
+    @classmethod
+    def verify_file(cls, path: Path, *, shown_as: Path | None = None) -> BackupInfo:
+        """Check, read-only, that `path` is a whole knowledge base of ragtune's own schema.
+
+        Integrity, the exact schema (no extra tables, indexes, views or triggers), a live vector
+        table, agreeing chunk, keyword and vector rows, and every document whole. `shown_as`
+        names the file in messages when `path` is a private copy of it.
+        """
+
+        def contents(conn: Connection, name: Path) -> tuple[int, int]:
+            return cls(conn, inspect_only=True).whole_contents(name)
+
+        return check_file(path, shown_as=shown_as, contents=contents)
+
+    def whole_contents(self, name: Path) -> tuple[int, int]:
+        """(documents, chunks) of a file opened `inspect_only`, or BackupError naming `name`
+        when it is not exactly ragtune's schema with whole, agreeing rows."""
+        if (reason := foreign_schema(self.conn)) is not None:
+            raise BackupError(f"{name} is not a ragtune knowledge base: {reason}.")
+        if problems := self.metadata_problems():
+            raise BackupError(f"{name} is not a usable knowledge base: {problems[0]}.")
+        if self.fts_options() - {"version"}:
+            raise BackupError(f"{name} changes the keyword index's options.")
+        if problems := self.problems():
+            raise BackupError(f"{name} is not whole: {'; '.join(problems)}.")
+        stats = self.stats()
+        return stats.documents, stats.chunks
+
+
+def _drop_unfinished_reindex(copy: Connection) -> None:
+    """A reindex running at backup time left its half-filled table in the copy: not ours."""
+    KnowledgeStore(copy, inspect_only=True).drop_abandoned_vector_tables()
