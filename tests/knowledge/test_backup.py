@@ -276,3 +276,49 @@ def test_restore_refuses_metadata_that_would_reach_sql_or_later_vectors(
     with KnowledgeStore.open(live) as store:
         store.delete_document(store.resolve_document("fact-1").id)  # deletes work as before
         assert store.problems() == [] and store.stats().chunks == 0
+
+
+def _listing(folder: Path) -> dict[str, str]:
+    """Every file under `folder` with its content hash."""
+    return {str(p.relative_to(folder)): _sha256(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_store_backup_without_a_destination_goes_to_a_new_file_in_backups(tmp_path: Path) -> None:
+    db = _kb_with_facts(tmp_path, "kb.db")
+    with KnowledgeStore.open(db) as store:
+        chunks = store.stats().chunks
+        first = store.backup()
+        second = store.backup()  # the same second: a new name all the same
+    assert first.path != second.path
+    for info in (first, second):
+        assert info.path.parent == tmp_path / "backups" and info.path.name.startswith("kb-")
+        assert info.path.is_file() and info.bytes == info.path.stat().st_size
+        assert (info.documents, info.chunks) == (2, chunks)
+        assert (verify(info.path).documents, verify(info.path).chunks) == (2, chunks)
+    assert not list(tmp_path.rglob(".*.partial"))
+
+
+def test_store_backup_to_a_destination_refuses_a_file_that_exists(tmp_path: Path) -> None:
+    db = _kb_with_facts(tmp_path, "kb.db")
+    saved, other = tmp_path / "saved.db", tmp_path / "notes.txt"
+    other.write_text("not a backup, and not to be replaced")
+    with KnowledgeStore.open(db) as store:
+        info = store.backup(saved)
+        assert info.path == saved
+        assert (info.documents, info.chunks) == (2, store.stats().chunks)
+        before = _listing(tmp_path)
+        for taken in (saved, other):
+            with pytest.raises(BackupError) as refused:
+                store.backup(taken)
+            assert str(refused.value) == f"{taken} exists already; choose a new file name."
+        assert _listing(tmp_path) == before  # nothing replaced, nothing left beside them
+        assert len(store.list_documents()) == 2
+    assert verify(saved).documents == 2
+
+
+def test_an_in_memory_store_backs_up_only_to_a_named_file(tmp_path: Path) -> None:
+    with KnowledgeStore.open(":memory:") as store:
+        add(Ingestor(store, HashEmbedder()), 1)
+        with pytest.raises(BackupError, match="an in-memory database cannot be backed up"):
+            store.backup()
+        assert store.backup(tmp_path / "saved.db").documents == 1
