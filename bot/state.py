@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import ParamSpec, TypeVar, cast
 
+from bot.state_migrations import migrate_state
 from knowledge.connection import (
     Connection,
     connect,
@@ -31,36 +32,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 ALERT_INTERVAL_S = 600.0
 """At most one admin alert per this many seconds while the state cannot be written."""
-
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS turns (
-        id         INTEGER PRIMARY KEY,
-        chat_key   TEXT NOT NULL,
-        role       TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
-        content    TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS turns_by_chat ON turns(chat_key, id)",
-    """CREATE TABLE IF NOT EXISTS audit (
-        id         INTEGER PRIMARY KEY,
-        user_id    INTEGER NOT NULL,
-        action     TEXT NOT NULL,
-        allowed    INTEGER NOT NULL,
-        detail     TEXT NOT NULL,
-        created_at TEXT NOT NULL
-    )""",
-    # One row per question admitted, for rate limits, daily budgets and "users today".
-    """CREATE TABLE IF NOT EXISTS questions (
-        id       INTEGER PRIMARY KEY,
-        user_id  INTEGER NOT NULL,
-        chat_id  INTEGER NOT NULL,
-        asked_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS questions_by_user ON questions(user_id, asked_at)",
-    "CREATE INDEX IF NOT EXISTS questions_by_time ON questions(asked_at)",
-    # Small facts that survive a restart, e.g. the active adapter.
-    "CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-)
 
 
 @dataclass(frozen=True)
@@ -144,9 +115,7 @@ class StateStore:
         self._lock = threading.RLock()
         path = database_file(conn)
         self.failures = WriteFailures(str(path) if path else "in memory")
-        with transaction(conn):
-            for statement in SCHEMA:
-                conn.execute(statement)
+        migrate_state(conn)
 
     def alert_due(self) -> str | None:
         """What to tell the admins about failed state writes, at most once per interval."""
@@ -157,10 +126,16 @@ class StateStore:
         """Open (creating if needed) the state database at `path`.
 
         If the file cannot be opened for want of space or permission, the state lives in memory
-        until the next start (and `alert_due` says so): the bot still starts and answers.
+        until the next start (and `alert_due` says so): the bot still starts and answers. A file
+        from a newer ragtune is refused (NewerSchemaError), never set aside for memory.
         """
         try:
-            return cls(connect(path))
+            conn = connect(path)
+            try:
+                return cls(conn)
+            except BaseException:
+                conn.close()  # a refused file is left as it was, not held open
+                raise
         except Exception as exc:
             if not is_storage_failure(exc):
                 raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from knowledge.connection import Connection, transaction
 from knowledge.errors import NewerSchemaError
@@ -116,24 +116,33 @@ def schema_version(conn: Connection) -> int:
     return int(version)
 
 
-def migrate(conn: Connection) -> int:
-    """Apply pending migrations, each in its own transaction; return the resulting version."""
+def migrate(
+    conn: Connection, steps: Sequence[Migration] | None = None, *, what: str = "This database"
+) -> int:
+    """Apply pending `steps` (the knowledge base's by default), each in its own transaction.
+
+    Returns the resulting version. The bot's state database passes its own steps, and `what`
+    names its file in the sentence that refuses a database from a newer ragtune.
+    """
+    # Read at call time, not bound as a default: tests stand in for older or newer ragtunes by
+    # replacing the module's list.
+    chain = MIGRATIONS if steps is None else steps
     current = schema_version(conn)
-    if current > len(MIGRATIONS):
+    if current > len(chain):
         raise NewerSchemaError(
-            f"This database has schema version {current}, newer than this ragtune understands "
-            f"({len(MIGRATIONS)}): upgrade ragtune to open it."
+            f"{what} has schema version {current}, newer than this ragtune understands "
+            f"({len(chain)}): upgrade ragtune to open it."
         )
-    if 0 < current < len(MIGRATIONS):
+    if 0 < current < len(chain):
         _backup_before_migrating(conn, current)
-    for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+    for number, step in enumerate(chain[current:], start=current + 1):
         with transaction(conn):
             # Another process may have opened the same file at the same moment and applied
             # this step while we waited for the write lock.
             if schema_version(conn) < number:
                 step(conn)
                 conn.execute(f"PRAGMA user_version = {number}")
-    return len(MIGRATIONS)
+    return len(chain)
 
 
 def _backup_before_migrating(conn: Connection, version: int) -> None:
