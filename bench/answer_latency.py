@@ -72,13 +72,13 @@ def main() -> None:
         for question in questions:
             # Steady-state time to first token: the previous answer left the system prompt cached.
             started = time.perf_counter()
-            prepared = answerer.prepare(question.question)
-            job = answerer.start(prepared)
-            if job is None:
+            run = answerer.begin(question.question)
+            if run.job is None:
                 continue
-            next(job.pieces())
+            next(run.pieces())
             ttft.append(time.perf_counter() - started)
-            job.result()
+            run.answer()
+            prepared = run.prepared
             llama.reset()  # raw prompt evaluation starts from an empty cache
             prompt_eval.append(raw_generation(llama, prepared.messages, 1)[0])
             # Overhead: both sides evaluate the whole prompt from an empty cache.

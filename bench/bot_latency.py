@@ -25,9 +25,9 @@ from bot import app
 from bot.config import Settings
 from bot.core.answer import Answerer
 from bot.llm.llama import LlamaCppEngine
-from bot.tg.emulator import BotAPIEmulator
-from bot.tg.handlers import BotServices
-from bot.tg.local import emulator_settings, running_bot
+from bot.local.chat import emulator_settings, running_bot
+from bot.local.emulator import BotAPIEmulator
+from bot.tg.context import BotServices
 from knowledge.evaluation import load_questions
 
 QUESTIONS = 20
@@ -48,13 +48,11 @@ def through_bot(emulator: BotAPIEmulator, question: str, user_id: int) -> tuple[
 def direct(answerer: Answerer, question: str) -> tuple[float, float]:
     """(seconds to first token, seconds to the finished Answer) through the core."""
     started = time.perf_counter()
-    prepared = answerer.prepare(question)
-    job = answerer.start(prepared)
+    run = answerer.begin(question)
     first = None
-    if job is not None:
-        for _ in job.pieces():
-            first = first or time.perf_counter() - started
-    answerer.finish(prepared, job.result() if job else None)
+    for _ in run.pieces():
+        first = first or time.perf_counter() - started
+    run.answer()
     total = time.perf_counter() - started
     return first or total, total
 
@@ -73,7 +71,7 @@ def main() -> None:
         app.build_ingestor(settings, store, embedder).add_paths([DEV_EVAL_DIR / "corpus.jsonl"])
         store.close()
         services, close = app.build_bot_services(settings)
-        engine = services.answerer.worker.engine
+        engine = services.chat.answerer.worker.engine
         assert isinstance(engine, LlamaCppEngine)
         llama: Any = engine._llama  # reset between questions while the worker is idle
         bot_first: list[float] = []
@@ -103,7 +101,7 @@ def main() -> None:
                         core_final.append(final)
 
         # The core side answers with no chat memory, like each new user on the bot side.
-        answerer = services.answerer
+        answerer = services.chat.answerer
         emulator = BotAPIEmulator()
         emulator.start()
 

@@ -1,4 +1,12 @@
-"""Composition root: build the services from Settings (the bot's Application joins later)."""
+"""Composition root: every service built from Settings, then the bot's PTB Application.
+
+Read this first. `open_local_services` opens what can fail locally (the model, both databases,
+the active adapter, the embedder's folder); `finish_bot_services` builds the core on top (search,
+answering, the chat and admin services) and hands it to the Telegram layer as `BotServices`;
+`build_application` registers the handlers (bot.tg.register). A question then goes
+bot.tg.handlers → bot.core.chat.ChatService → bot.core.answer → (knowledge search, the model's
+worker). Tests build this same wiring with a scripted engine and a hashing embedder (`Backends`).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.core.chat import ChatService
 from bot.core.compare import ComparisonRunner
 from bot.core.profiles import PromptProfile, profile_for
 from bot.llm import catalogue
@@ -31,7 +40,20 @@ from knowledge.store import KnowledgeStore
 if TYPE_CHECKING:
     from telegram.ext import Application
 
-    from bot.tg.handlers import BotServices
+    from bot.tg.context import BotServices
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The heavy parts, built from Settings unless given here. Tests give a scripted engine and
+    a hashing embedder and get the real wiring around them; nothing else differs."""
+
+    engine: ChatEngine | None = None
+    """The chat model (None: the one Settings name, loaded and warmed)."""
+    embedder: Embedder | None = None
+    """The embedder (None: the configured sentence-transformers model)."""
+    served_model: Path | None = None
+    """With `engine`: the GGUF file adapters are checked against (None: adapters refused)."""
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -48,9 +70,7 @@ def open_store(settings: Settings, db: Path | None = None) -> KnowledgeStore:
     return KnowledgeStore.open(db or settings.db)
 
 
-def build_ingestor(
-    settings: Settings, store: KnowledgeStore, embedder: SentenceTransformerEmbedder
-) -> Ingestor:
+def build_ingestor(settings: Settings, store: KnowledgeStore, embedder: Embedder) -> Ingestor:
     """An Ingestor with the configured chunking and size cap."""
     return Ingestor(
         store,
@@ -223,9 +243,11 @@ class LocalServices:
     adapters: AdapterSwitcher
     store: KnowledgeStore
     writer: KnowledgeStore
-    embedder: SentenceTransformerEmbedder
+    embedder: Embedder
     model: ServedModel | None
-    """None for an OpenAI-compatible server."""
+    """None for an OpenAI-compatible server or an engine given in Backends."""
+    warm: bool = True
+    """Warm the embedder and the model before the first question (the built ones)."""
 
     def close(self) -> None:
         """Stop the model's thread and close the databases."""
@@ -235,22 +257,32 @@ class LocalServices:
         self.state.close()
 
 
-def open_local_services(settings: Settings) -> LocalServices:
+def open_local_services(settings: Settings, backends: Backends | None = None) -> LocalServices:
     """The model, both databases, the active adapter and the embedder's folder, checked.
 
     Quick (about a second): loading the embedder itself waits for `finish_bot_services`.
     """
-    served = served_model(settings)  # first: a bad model stops start-up before anything loads
-    engine = build_engine(settings, served)
+    given = backends or Backends()
+    if given.engine is None:
+        served = served_model(settings)  # first: a bad model stops start-up before anything loads
+        engine = build_engine(settings, served)
+        served_path = served.info.path if served is not None else None
+    else:
+        served, engine, served_path = None, given.engine, given.served_model
     worker = build_worker(settings, engine)
     state = StateStore.open(settings.state_db)
-    adapters = build_adapter_switcher(settings, worker, state, served)
+    adapters = AdapterSwitcher(worker, AdapterRegistry(settings.adapters_dir), served_path, state)
     adapters.restore()  # the adapter active before a restart; a broken one stops start-up here
     store = open_store(settings)
     writer = open_store(settings)  # admin writes go through a connection of their own
-    embedder = build_embedder(settings)
-    embedder.check()
-    return LocalServices(worker, state, adapters, store, writer, embedder, served)
+    embedder: Embedder
+    if given.embedder is None:
+        embedder = build_embedder(settings)
+        embedder.check()
+    else:
+        embedder = given.embedder
+    warm = given.engine is None and given.embedder is None
+    return LocalServices(worker, state, adapters, store, writer, embedder, served, warm)
 
 
 def finish_bot_services(
@@ -258,10 +290,11 @@ def finish_bot_services(
 ) -> tuple[BotServices, Callable[[], None]]:
     """Everything else the bot needs (the embedder loaded, the model warm); returns the
     services and a function closing what this opened (`local` is closed by its owner)."""
-    from bot.tg.handlers import BotServices
+    from bot.tg.context import BotServices
 
     worker, state, embedder = local.worker, local.state, local.embedder
-    embedder.embed(["warm up"])  # load the embedder now, not on the first question
+    if local.warm:
+        embedder.embed(["warm up"])  # load the embedder now, not on the first question
     searcher = build_searcher(settings, local.store, embedder)
     profile = local.model.profile if local.model is not None else profile_for(None)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings, profile))
@@ -275,26 +308,28 @@ def finish_bot_services(
         comparisons=ComparisonRunner(
             answerer, local.adapters, settings.eval_questions, settings.eval_limit
         ),
+        worker=worker,
+        chat_model=local.model.info.summary() if local.model is not None else None,
     )
-    worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
+    if local.warm:
+        worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 
     def close() -> None:
         searcher.close()
 
     services = BotServices(
-        answerer=answerer,
-        state=state,
+        chat=ChatService(answerer, access=build_access(settings, state), state=state),
         admin=admin,
-        access=build_access(settings, state),
         alert_chats=alert_chats(settings),
-        model=local.model.info if local.model is not None else None,
     )
     return services, close
 
 
-def build_bot_services(settings: Settings) -> tuple[BotServices, Callable[[], None]]:
+def build_bot_services(
+    settings: Settings, backends: Backends | None = None
+) -> tuple[BotServices, Callable[[], None]]:
     """Everything the bot needs, opened once; returns the services and a function closing them."""
-    local = open_local_services(settings)
+    local = open_local_services(settings, backends)
     try:
         opened, close_rest = finish_bot_services(settings, local)
     except BaseException:
@@ -313,10 +348,10 @@ def build_application(
     services: Callable[[], tuple[BotServices, Callable[[], None]]] | None = None,
 ) -> Application:  # type: ignore[type-arg]
     """The PTB Application: heavy services open in post_init and close in post_shutdown."""
-    from telegram import BotCommandScopeChat
     from telegram.ext import Application as PTBApplication
 
-    from bot.tg.handlers import ADMIN_COMMANDS, SERVICES, USER_COMMANDS, add_handlers
+    from bot.tg.context import CONTEXT_TYPES, SERVICES
+    from bot.tg.register import add_handlers, set_command_menus
     from bot.tg.retry import RetryingRateLimiter
 
     token = settings.telegram_bot_token
@@ -330,12 +365,7 @@ def build_application(
         opened, close = await asyncio.to_thread(services or (lambda: build_bot_services(settings)))
         application.bot_data[SERVICES] = opened
         closers.append(close)
-        # The menu is a convenience; the admin check itself is in bot.core.admin.
-        await application.bot.set_my_commands(USER_COMMANDS)
-        for admin_id in settings.admin_ids:
-            await application.bot.set_my_commands(
-                USER_COMMANDS + ADMIN_COMMANDS, scope=BotCommandScopeChat(admin_id)
-            )
+        await set_command_menus(application.bot, settings.admin_ids)
 
     async def post_shutdown(application: Application) -> None:  # type: ignore[type-arg]
         for close in closers:
@@ -348,6 +378,7 @@ def build_application(
         .base_file_url(settings.telegram_file_url)
         .post_init(post_init)
         .post_shutdown(post_shutdown)
+        .context_types(CONTEXT_TYPES)
         # Keeps within Telegram's flood limits and, on a 429, waits retry_after before retrying
         # (no call reaches that chat before its retry time); 5xx and timeouts get 3 attempts
         # with exponential backoff.

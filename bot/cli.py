@@ -239,10 +239,8 @@ def kb_backup(
     path: Annotated[Path, typer.Argument(help="The new backup file.")], db: DbOption = None
 ) -> None:
     """A consistent copy of the live knowledge base, checked before it is kept."""
-    from knowledge.backup import backup
-
     with _store(db) as store:
-        info = backup(store.conn, path)
+        info = store.backup(path)
     typer.echo(f"backed up {info.documents} documents, {info.chunks} chunks to {info.path} "
                f"({info.bytes / 1e6:.1f} MB, integrity ok)")  # fmt: skip
 
@@ -391,13 +389,12 @@ def ask(
     with _answerer(mode, db, chat=chat_key is not None, adapter=adapter) as answerer:
         if reset and answerer.state is not None and chat_key is not None:
             answerer.state.reset(chat_key)
-        prepared = answerer.prepare(question, mode=mode, chat_key=chat_key)
-        job = answerer.start(prepared)
-        if job is not None and not as_json:
-            for piece in job.pieces():
+        run = answerer.begin(question, mode=mode, chat_key=chat_key)
+        if not as_json:
+            for piece in run.pieces():
                 sys.stdout.write(piece)
                 sys.stdout.flush()
-        answer = answerer.finish(prepared, job.result() if job else None, chat_key=chat_key)
+        answer = run.answer()
     if as_json:
         done = answer.completion
         _print_json(
@@ -415,7 +412,7 @@ def ask(
             }
         )
         return
-    if job is None:
+    if run.job is None:  # a refusal: nothing was streamed
         typer.echo(answer.text, nl=False)
     typer.echo()
     if answer.quoted:  # the streamed words did not hold up: the sources are the reply
@@ -506,8 +503,8 @@ def eval_compare(
         keyed: dict[str, dict[str, float | int | None]] = {
             n: s.as_dict() for n, s in results.items()
         }
-        keyed["base"]["general"] = round(general[0], 2)
-        keyed["fine-tuned"]["general"] = round(general[1], 2)
+        keyed["base"]["general"] = round(general.base, 2)
+        keyed["fine-tuned"]["general"] = round(general.tuned, 2)
         _print_json(keyed)
 
 
@@ -627,7 +624,8 @@ def run() -> None:
     """Start the Telegram bot (long polling, or a webhook); without a token, say what to set."""
     from telegram.error import InvalidToken
 
-    from bot.tg.serve import ServeError, Server
+    from bot.core.errors import ServeError
+    from bot.tg.serve import Server
     from bot.tg.webhook import WebhookConfig
 
     settings = get_settings()
@@ -673,7 +671,7 @@ def run() -> None:
 @cli.command()
 def chat(db: DbOption = None) -> None:
     """Talk to the real bot from the terminal, as an admin, through the local Bot API emulator."""
-    from bot.tg.local import chat as chat_loop
+    from bot.local.chat import chat as chat_loop
 
     settings = get_settings()
     if db is not None:

@@ -1,8 +1,17 @@
-"""Errors the knowledge base raises, each carrying one sentence fit to show a person."""
+"""Errors the knowledge base raises, each carrying one sentence fit to show a person.
+
+`RagtuneError`, the root of every error ragtune tells a person, lives here because `knowledge`
+is the lowest package: every layer above can subclass it without an import running back up.
+The whole tree is listed in bot/core/errors.py.
+"""
 
 
-class KnowledgeError(Exception):
-    """Base class: the message is a complete sentence for the user."""
+class RagtuneError(Exception):
+    """Something to tell a person: the message is one complete sentence."""
+
+
+class KnowledgeError(RagtuneError):
+    """The knowledge base cannot do what was asked."""
 
 
 class SQLiteUnavailableError(KnowledgeError):

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+from bot import app
 from bot.config import Settings
+from bot.core.access import AccessSettings
+from bot.llm.adapters import AdapterRegistry
 from bot.llm.catalogue import Catalogue
 from bot.llm.engine import GenerationLimits, Message
+from bot.tg.context import BotServices
 from knowledge.embeddings import Vectors
+from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 
 
@@ -66,7 +71,6 @@ class ScriptedEngine:
     """A ChatEngine that replies from a script, word by word, and records what it was sent."""
 
     model_id = "test/scripted"
-    can_stream = True
     supports_lora = False
 
     def __init__(self, replies: Sequence[str] = (), *, delay_s: float = 0.0) -> None:
@@ -110,6 +114,60 @@ class ScriptedEngine:
                 return
             time.sleep(self.delay_s)
             yield word if number == 0 else f" {word}"
+
+
+ServicesFactory = Callable[[], tuple[BotServices, Callable[[], None]]]
+FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
+ADMIN, USER = 1, 5
+MAX_BYTES = 200_000
+QUIET_CHAT = 7
+"""Where a scripted bot reports errors unless a test asks for its alerts (nobody reads it)."""
+
+
+def scripted_services(
+    tmp_path: Path,
+    engine: ScriptedEngine,
+    *,
+    queue: int = 8,
+    access: AccessSettings | None = None,
+    alert_chats: tuple[int, ...] = (),
+    adapters: tuple[AdapterRegistry, Path] | None = None,
+    eval_questions: Path | None = None,
+    max_bytes: int = MAX_BYTES,
+    state_db: Path | None = None,
+    kb_db: Path | None = None,
+) -> ServicesFactory:
+    """The bot's real wiring (bot.app), with a scripted model and a hashing embedder, over a
+    knowledge base that holds FACTS; `ADMIN` is the admin. No access limits unless `access`
+    (the model has tests of its own)."""
+    limits = access or AccessSettings(per_minute=0, per_day=0)
+    (alert_chat,) = alert_chats or (QUIET_CHAT,)
+    settings = Settings(
+        _env_file=None,
+        db=kb_db or tmp_path / "kb.db",
+        state_db=state_db or tmp_path / "state.db",
+        adapters_dir=adapters[0].root if adapters else tmp_path / "adapters",
+        eval_questions=eval_questions,
+        max_document_bytes=max_bytes,
+        model_queue_size=queue,
+        admin_ids=(ADMIN,),
+        admin_chat_id=alert_chat,
+        access=limits.mode.value,
+        allowed_ids=tuple(sorted(limits.allowed_ids)),
+        questions_per_minute=limits.per_minute,
+        questions_per_day=limits.per_day,
+        min_similarity=-1.0,
+        max_answer_tokens=5000,
+    )
+    backends = app.Backends(engine, HashEmbedder(), adapters[1] if adapters else None)
+
+    def build() -> tuple[BotServices, Callable[[], None]]:
+        (tmp_path / "estonia.txt").write_text(FACTS)
+        with KnowledgeStore.open(settings.db) as store:
+            Ingestor(store, HashEmbedder()).add_paths([tmp_path / "estonia.txt"])
+        return app.build_bot_services(settings, backends)
+
+    return build
 
 
 # Every bot in the suite runs with these; conftest greps every test's logs and output for them.

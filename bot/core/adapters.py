@@ -44,7 +44,7 @@ class AdapterSwitcher:
     def resolve(self, name: str) -> Adapter:
         """The adapter called `name`, checked against the served model (nothing is switched)."""
         adapter = self.registry.get(name)
-        if not self.worker.engine.supports_lora or self.served_model is None:
+        if not self.worker.supports_lora or self.served_model is None:
             raise AdapterError(
                 "Adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama) and its GGUF file."
             )

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from bot.core.access import start_of_day
 from bot.core.adapters import AdapterSwitcher
 from bot.core.compare import Comparison, ComparisonRunner
-from bot.llm.adapters import Adapter, AdapterError
+from bot.core.errors import AdapterError, KnowledgeWriteError, NotAdminError
+from bot.llm.adapters import Adapter
+from bot.llm.worker import ModelWorker
 from bot.state import StateStore
-from knowledge.backup import BackupInfo, backup, database_path, timestamped
-from knowledge.errors import DocumentNotFoundError
-from knowledge.ingest import DocumentResult, Ingestor, IngestReport
-from knowledge.parsers import printable
+from knowledge.connection import is_storage_failure
+from knowledge.errors import BadDocumentError, DocumentNotFoundError
+from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
+from knowledge.parsers import SUPPORTED_SUFFIXES, printable
 from knowledge.reindex import reindex
-from knowledge.store import DocumentInfo, KnowledgeStore, StoreStats
+from knowledge.snapshot import BackupInfo
+from knowledge.store import DocumentInfo, KnowledgeStore
 
 UPLOAD_SOURCE = "telegram:"
 """Sources of documents made from uploaded files begin with this."""
@@ -51,8 +56,43 @@ def _made_by_an_upload(existing: DocumentInfo) -> str | None:
     )
 
 
-class NotAdminError(Exception):
-    """The user is not an admin; the attempt was logged."""
+@dataclass(frozen=True)
+class BotStats:
+    """What /stats shows: the knowledge base, the models, the queue and today's users."""
+
+    documents: int
+    chunks: int
+    embedder: str
+    """The embedding model's id ("none yet" before the first document)."""
+    chat_model: str
+    adapter: str
+    """The active adapter's name, or "none"."""
+    queue: int
+    """Answers queued or being written."""
+    users_today: int
+
+
+def upload_summary(report: IngestReport, listed: int = 5) -> str:
+    """What an upload added, replaced, kept and skipped, naming the documents."""
+    counts = {o: report.count(o) for o in Outcome}
+    lines = [
+        f"Done: {report.chunks_embedded} chunks added, "
+        f"{sum(r.chunks_reused for r in report.results)} unchanged, "
+        f"{sum(r.chunks_removed for r in report.results)} replaced "
+        f"({counts[Outcome.ADDED]} new, {counts[Outcome.REPLACED]} updated, "
+        f"{counts[Outcome.UNCHANGED]} unchanged documents)."
+    ]
+    changed = [r for r in report.results if r.outcome in (Outcome.ADDED, Outcome.REPLACED)]
+    lines += [
+        f"{r.outcome.value.capitalize()}: {r.document_id}. {r.title[:60]}" for r in changed[:listed]
+    ]
+    if len(changed) > listed:
+        lines.append(f"… and {len(changed) - listed} more (see /docs).")
+    for failure in report.failures[:listed]:
+        lines.append(f"Skipped: {failure.error}")
+    if len(report.failures) > listed:
+        lines.append(f"… and {len(report.failures) - listed} more skipped.")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -77,6 +117,8 @@ class AdminService:
         max_bytes: int,
         adapters: AdapterSwitcher | None = None,
         comparisons: ComparisonRunner | None = None,
+        worker: ModelWorker | None = None,
+        chat_model: str | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
         self.store = store  # a writer connection of its own; searches use another one
@@ -85,6 +127,10 @@ class AdminService:
         self.max_bytes = max_bytes
         self.adapters = adapters
         self.comparisons = comparisons
+        self.worker = worker
+        """The model's worker, for /stats' queue (None: no model)."""
+        self.chat_model = chat_model or (worker.model_id if worker is not None else "none")
+        """How /stats names the chat model."""
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
 
     def is_admin(self, user_id: int | None) -> bool:
@@ -107,6 +153,21 @@ class AdminService:
                 text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
             )
 
+    def check_upload(self, user_id: int | None, file_name: str, size: int | None) -> None:
+        """Before a file is downloaded: the sender is an admin, and the file is of a kind and
+        size that can be added (else one sentence, and nothing was added)."""
+        suffix = PurePath(file_name).suffix.lower()
+        self.check(user_id, "upload-request", suffix)
+        if suffix not in SUPPORTED_SUFFIXES:
+            raise BadDocumentError(
+                f"I can read {', '.join(SUPPORTED_SUFFIXES)} files, not {suffix or 'this'}."
+            )
+        if size is not None and size > self.max_bytes:
+            raise BadDocumentError(
+                f"That file is {size / 1e6:.1f} MB, over the {self.max_bytes / 1e6:.1f} MB "
+                "limit; nothing was added."
+            )
+
     def add_file(
         self,
         user_id: int | None,
@@ -127,12 +188,20 @@ class AdminService:
         """
         shown = file_label(label) or name
         admin = self.check(user_id, "upload", f"{shown}{' replace' if replace else ''}")
-        with self._lock:
-            return self.ingestor.add_bytes(
-                data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{shown}",
-                added_by=f"tg:{admin}", may_replace=None if replace else _made_by_an_upload,
-                title_from_text=True,
-            )  # fmt: skip
+        try:
+            with self._lock:
+                return self.ingestor.add_bytes(
+                    data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{shown}",
+                    added_by=f"tg:{admin}", may_replace=None if replace else _made_by_an_upload,
+                    title_from_text=True,
+                )  # fmt: skip
+        except Exception as exc:
+            if not is_storage_failure(exc):
+                raise
+            raise KnowledgeWriteError(
+                f"The knowledge base cannot be written ({exc}): the file was not added, or not "
+                "all of it; free some space and send it again."
+            ) from None
 
     def documents(self, user_id: int | None, page: str, per_page: int = 10) -> Page:
         """One page of documents (`page` as typed: anything but a number means the first)."""
@@ -167,11 +236,21 @@ class AdminService:
             self.store.delete_document(found.id)
         return found
 
-    def stats(self, user_id: int | None) -> StoreStats:
-        """Sizes of the knowledge base."""
+    def stats(self, user_id: int | None) -> BotStats:
+        """Sizes of the knowledge base, the models, the queue and how many asked today."""
         self.check(user_id, "stats")
         with self._lock:
-            return self.store.stats()
+            numbers = self.store.stats()
+        active = self.adapters.active if self.adapters is not None else None
+        return BotStats(
+            documents=numbers.documents,
+            chunks=numbers.chunks,
+            embedder=numbers.model.model_id if numbers.model else "none yet",
+            chat_model=self.chat_model,
+            adapter=active or "none",
+            queue=self.worker.waiting if self.worker is not None else 0,
+            users_today=self.state.users_since(start_of_day(time.time())),
+        )
 
     def reindex(
         self, user_id: int | None, progress: Callable[[int, int], object] | None = None
@@ -194,8 +273,7 @@ class AdminService:
         """A checked copy of the knowledge base in `backups/` beside it."""
         self.check(user_id, "backup")
         with self._lock:
-            path = database_path(self.store.conn)
-            return backup(self.store.conn, timestamped(path.parent / "backups", path.stem))
+            return self.store.backup()
 
     def list_adapters(self, user_id: int | None) -> tuple[list[Adapter], str | None]:
         """The adapters there are, and the active one's name."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -159,7 +159,7 @@ class Answerer:
             raise ModelError(
                 f"RAGTUNE_CONTEXT_TOKENS ({self.settings.context_tokens}) and "
                 f"RAGTUNE_MAX_ANSWER_TOKENS ({self.settings.limits.max_tokens}) leave no room "
-                f"for a question in the model's {worker.engine.context_window}-token context "
+                f"for a question in the model's {worker.context_window}-token context "
                 "(RAGTUNE_CONTEXT_WINDOW): lower them or raise it."
             )
 
@@ -170,7 +170,7 @@ class Answerer:
         kept: list[Message] = []
         budget = self.settings.history_tokens
         for turn in reversed(turns):  # newest first, until the budget is spent
-            cost = self.worker.engine.count_tokens(turn.content)
+            cost = self.worker.count_tokens(turn.content)
             if cost > budget:
                 break
             budget -= cost
@@ -193,13 +193,13 @@ class Answerer:
         return f"{previous} {question}" if previous else question
 
     def _prompt_tokens(self, messages: Sequence[Message]) -> int:
-        count = self.worker.engine.count_tokens
+        count = self.worker.count_tokens
         return sum(count(m["content"]) + _TOKENS_PER_MESSAGE for m in messages) + _PROMPT_MARGIN
 
     def _room(self) -> int:
         """Prompt tokens the context window holds beside the answer (llama.cpp shortens an
         answer that would not fit, so at most half the window is kept for it)."""
-        window = self.worker.engine.context_window
+        window = self.worker.context_window
         return window - min(self.settings.limits.max_tokens, window // 2)
 
     def _question_room(self, mode: Mode) -> int:
@@ -216,7 +216,7 @@ class Answerer:
         """A refusal when the question cannot fit (see `_question_room`); decided before any
         search."""
         allowed = self._question_room(mode)
-        tokens = self.worker.engine.count_tokens(question)
+        tokens = self.worker.count_tokens(question)
         if tokens <= allowed:
             return None
         return too_long(len(question), len(question) * max(0, allowed) // tokens)
@@ -231,7 +231,7 @@ class Answerer:
             if over <= 0:
                 return messages
             if not history:
-                tokens = max(1, self.worker.engine.count_tokens(question))
+                tokens = max(1, self.worker.count_tokens(question))
                 return too_long(len(question), len(question) * max(0, tokens - over) // tokens)
             history = history[2:]  # the oldest exchange goes first
 
@@ -271,7 +271,7 @@ class Answerer:
             text, dropped_text = quote_source(hit.chunk.text)
             dropped += dropped_title + dropped_text
             block = source_block(len(sources) + 1, title, text)
-            cost = self.worker.engine.count_tokens(block)
+            cost = self.worker.count_tokens(block)
             if sources and cost > budget:
                 break  # the best source always goes in; later ones only if they fit
             budget -= cost
@@ -290,22 +290,39 @@ class Answerer:
             return PreparedAnswer(question, mode, [], [], refusal=fitted)
         return PreparedAnswer(question, mode, fitted, sources)
 
-    def start(
-        self, prepared: PreparedAnswer, adapter: AdapterChoice = DEFAULT_ADAPTER
-    ) -> Job | None:
-        """Queue the generation (None for a refusal); raises QueueFullError when full."""
-        if prepared.refusal is not None:
-            return None
-        return self.worker.submit(prepared.messages, self.settings.limits, adapter)
-
-    def finish(
+    def begin(
         self,
-        prepared: PreparedAnswer,
-        completion: Completion | None,
+        question: str,
         *,
+        mode: Mode = Mode.RAG,
         chat_key: str | None = None,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
+    ) -> AnswerRun:
+        """Retrieve and queue the generation (none for a refusal); raises QueueFullError when
+        the model's queue is full. Blocks for the search: call it from a thread in async code."""
+        prepared = self.prepare(question, mode=mode, chat_key=chat_key)
+        job = (
+            None
+            if prepared.refusal is not None
+            else self.worker.submit(prepared.messages, self.settings.limits, adapter)
+        )
+        return AnswerRun(self, prepared, job, chat_key)
+
+    def ask(
+        self,
+        question: str,
+        *,
+        mode: Mode = Mode.RAG,
+        chat_key: str | None = None,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
     ) -> Answer:
-        """Build the Answer and remember the exchange."""
+        """Answer in one blocking call (evaluation, scripts)."""
+        return self.begin(question, mode=mode, chat_key=chat_key, adapter=adapter).answer()
+
+    def conclude(
+        self, prepared: PreparedAnswer, completion: Completion | None, chat_key: str | None
+    ) -> Answer:
+        """The Answer to a finished generation (or a refusal), remembered in the chat."""
         text = prepared.refusal or (
             tidy_answer(completion.text, len(prepared.sources)) if completion else ""
         )
@@ -343,15 +360,56 @@ class Answerer:
             )
         return answer
 
-    def ask(
+
+class AnswerRun:
+    """One question being answered: what was retrieved and, unless it was refused, its queued
+    generation. The one place where retrieve → generate → answer happens, for every front end
+    (Telegram, the terminal, evaluation)."""
+
+    def __init__(
         self,
-        question: str,
-        *,
-        mode: Mode = Mode.RAG,
-        chat_key: str | None = None,
-        adapter: AdapterChoice = DEFAULT_ADAPTER,
-    ) -> Answer:
-        """Answer in one blocking call (evaluation, scripts)."""
-        prepared = self.prepare(question, mode=mode, chat_key=chat_key)
-        job = self.start(prepared, adapter)
-        return self.finish(prepared, job.result() if job else None, chat_key=chat_key)
+        answerer: Answerer,
+        prepared: PreparedAnswer,
+        job: Job | None,
+        chat_key: str | None,
+    ) -> None:
+        self.answerer = answerer
+        self.prepared = prepared
+        self.job = job
+        """None when the question was refused before the model (the refusal is the answer)."""
+        self.chat_key = chat_key
+
+    @property
+    def position(self) -> int:
+        """Generations ahead of this one when it was queued (0: next, or none needed)."""
+        return self.job.position if self.job is not None else 0
+
+    def pieces(self) -> Iterator[str]:
+        """The answer's text as it is generated (blocking; nothing for a refusal)."""
+        return self.job.pieces() if self.job is not None else iter(())
+
+    async def apieces(self) -> AsyncIterator[str]:
+        """The answer's text as it is generated, waited for in a thread."""
+        if self.job is not None:
+            async for piece in self.job.apieces():
+                yield piece
+
+    def cancel(self) -> None:
+        """Stop the generation (the model's place is given back); harmless when finished."""
+        if self.job is not None:
+            self.job.cancel()
+
+    def finish(self) -> Answer | None:
+        """Wait for the generation and build the Answer, remembered in the chat; None when the
+        generation was cancelled (nothing is remembered then)."""
+        completion = self.job.result() if self.job is not None else None
+        if completion is not None and completion.cancelled:
+            return None
+        return self.answerer.conclude(self.prepared, completion, self.chat_key)
+
+    def answer(self) -> Answer:
+        """`finish` for callers that never cancel (the terminal, evaluation)."""
+        answer = self.finish()
+        if answer is None:
+            raise ModelError("The answer was stopped before it was finished.")
+        return answer

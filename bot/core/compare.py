@@ -15,7 +15,7 @@ from knowledge.errors import KnowledgeError
 from knowledge.evaluation import EvalQuestion, load_questions
 
 GENERAL_PROBE = Path(__file__).with_name("general_probe.jsonl")
-"""20 general-knowledge questions with answers that no adapter trains on (tuning mixes in a
+"""General-knowledge questions with answers that no adapter trains on (tuning mixes in a
 different list): forgetting shows as the fine-tuned model answering fewer of them."""
 
 # (name in tables and JSON, answering mode, whether the adapter is applied)
@@ -48,18 +48,26 @@ def compare(
     return results
 
 
-def general_knowledge(
-    answerer: Answerer, switcher: AdapterSwitcher, adapter: str
-) -> tuple[float, float]:
-    """Answer-contains (×100) on the general probe: (base model, with the adapter)."""
+@dataclass(frozen=True)
+class GeneralProbe:
+    """Answer-contains (×100) on the general-knowledge probe, without and with the adapter."""
+
+    base: float
+    tuned: float
+    questions: int
+    """How many probe questions were asked."""
+
+
+def general_knowledge(answerer: Answerer, switcher: AdapterSwitcher, adapter: str) -> GeneralProbe:
+    """The general-knowledge probe answered by the base model and with the adapter."""
     path = switcher.resolve(adapter).path
     probe = load_questions(GENERAL_PROBE)
     base = evaluate_answers(answerer, probe, mode=Mode.BASE, adapter=None)
     tuned = evaluate_answers(answerer, probe, mode=Mode.BASE, adapter=path)
-    return base.contains, tuned.contains
+    return GeneralProbe(base.contains, tuned.contains, len(probe))
 
 
-def table(results: dict[str, AnswerScores], general: tuple[float, float] | None = None) -> str:
+def table(results: dict[str, AnswerScores], general: GeneralProbe | None = None) -> str:
     """A Markdown table of the comparison (and the forgetting probe's figures)."""
     lines = [
         "| mode | EM | F1 | answer-contains | p50 latency |",
@@ -69,8 +77,8 @@ def table(results: dict[str, AnswerScores], general: tuple[float, float] | None 
         lines.append(f"| {name} | {s.em:.1f} | {s.f1:.1f} | {s.contains:.1f} | {s.p50_s:.2f} s |")
     if general is not None:
         lines.append(
-            f"\ngeneral-knowledge probe (20 held-out questions, answer-contains): "
-            f"base {general[0]:.1f}, fine-tuned {general[1]:.1f}"
+            f"\ngeneral-knowledge probe ({general.questions} held-out questions, "
+            f"answer-contains): base {general.base:.1f}, fine-tuned {general.tuned:.1f}"
         )
     return "\n".join(lines)
 
@@ -109,8 +117,7 @@ class Comparison:
     adapter: str
     questions: int
     results: dict[str, AnswerScores]
-    general: tuple[float, float]
-    """General-knowledge probe, answer-contains: (base, fine-tuned)."""
+    general: GeneralProbe
 
 
 class ComparisonRunner:

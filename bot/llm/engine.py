@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypedDict
 
+from knowledge.errors import RagtuneError
+
 
 class Message(TypedDict):
     """One chat turn."""
@@ -24,7 +26,7 @@ class GenerationLimits:
     timeout_s: float = 120.0
 
 
-class ModelError(Exception):
+class ModelError(RagtuneError):
     """The model cannot be used; the message is one sentence for a person."""
 
 
@@ -32,8 +34,9 @@ class ChatEngine(Protocol):
     """A chat model. Only the model worker thread calls `stream`."""
 
     model_id: str
-    can_stream: bool
     supports_lora: bool
+    adapter: Path | None
+    """The LoRA adapter applied now (None: the base model alone); set by `use_adapter`."""
 
     @property
     def context_window(self) -> int:

@@ -42,7 +42,6 @@ def default_threads() -> int:
 class LlamaCppEngine:
     """A GGUF chat model loaded in this process through llama-cpp-python."""
 
-    can_stream = True
     supports_lora = True
 
     def __init__(

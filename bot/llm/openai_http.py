@@ -14,7 +14,6 @@ from bot.llm.engine import GenerationLimits, Message, ModelError
 class OpenAIEngine:
     """Streams chat completions from a server speaking the OpenAI API."""
 
-    can_stream = True
     supports_lora = False
 
     def __init__(
@@ -28,6 +27,8 @@ class OpenAIEngine:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model_id = model
+        self.adapter: Path | None = None
+        """Always None: the OpenAI API cannot switch adapters."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client or httpx.Client(timeout=httpx.Timeout(120, connect=5))
         self._headers = headers

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeVar, cast
 
-from bot.llm.engine import ChatEngine, GenerationLimits, Message
+from bot.llm.engine import ChatEngine, GenerationLimits, Message, ModelError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -24,7 +24,7 @@ DEFAULT_ADAPTER: Final = "default"
 AdapterChoice = Path | None | Literal["default"]
 
 
-class QueueFullError(Exception):
+class QueueFullError(ModelError):
     """Every place in the queue is taken; try again shortly."""
 
 
@@ -35,9 +35,13 @@ class Completion:
     text: str
     tokens: int
     finish_reason: FinishReason
-    queued_s: float
     first_token_s: float | None
     generation_s: float
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the generation was stopped by `Job.cancel` (a user's /cancel, a shutdown)."""
+        return self.finish_reason == "cancelled"
 
     @property
     def tokens_per_s(self) -> float:
@@ -71,7 +75,6 @@ class Job:
         self._state = threading.Lock()  # orders `cancel` against the worker picking the job up
         self._pieces: queue.Queue[object] = queue.Queue()
         self.completion: Future[Completion] = Future()
-        self.submitted = time.perf_counter()
 
     def cancel(self) -> None:
         """Stop at the next token; a job still queued finishes at once and never starts."""
@@ -80,9 +83,7 @@ class Job:
             if self._started or self.completion.done():
                 return
         self._pieces.put(_DONE)
-        self.completion.set_result(
-            Completion("", 0, "cancelled", time.perf_counter() - self.submitted, None, 0.0)
-        )
+        self.completion.set_result(Completion("", 0, "cancelled", None, 0.0))
 
     def begin(self) -> bool:
         """Mark the job as running (model thread); False when it was cancelled while queued."""
@@ -144,7 +145,6 @@ class ModelWorker:
         self._lock = threading.Lock()
         self.default_adapter: Path | None = None
         """The adapter of jobs that name none; changed only through `set_default_adapter`."""
-        self._applied: Path | None = None  # what the engine has now (model thread only)
         self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
         self._thread.start()
 
@@ -157,6 +157,26 @@ class ModelWorker:
     def waiting(self) -> int:
         """Jobs queued or running."""
         return self._waiting
+
+    # What the core may know of the engine, without reaching through the worker into it.
+    @property
+    def model_id(self) -> str:
+        """The served model's name."""
+        return self.engine.model_id
+
+    @property
+    def context_window(self) -> int:
+        """Tokens the model attends to (prompt + answer)."""
+        return self.engine.context_window
+
+    @property
+    def supports_lora(self) -> bool:
+        """Whether LoRA adapters can be applied to this model."""
+        return self.engine.supports_lora
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` takes in the model's vocabulary (safe from any thread)."""
+        return self.engine.count_tokens(text)
 
     def submit(
         self,
@@ -205,9 +225,8 @@ class ModelWorker:
 
     def _apply(self, path: Path | None) -> None:
         """Put `path` on the engine unless it is there already (model thread only)."""
-        if path != self._applied:
+        if path != self.engine.adapter:
             self.engine.use_adapter(path)
-            self._applied = path
 
     def close(self) -> None:
         """Finish queued jobs, then stop the thread."""
@@ -267,7 +286,6 @@ class ModelWorker:
                 text="".join(text),
                 tokens=len(text),
                 finish_reason=reason,
-                queued_s=started - job.submitted,
                 first_token_s=first,
                 generation_s=time.perf_counter() - started,
             )

@@ -21,14 +21,11 @@ from telegram.ext import Application
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 from tornado.httpserver import HTTPServer
 
-from bot.tg.handlers import cancel_for_shutdown
+from bot.core.errors import ServeError
+from bot.tg.context import SERVICES, BotServices
 from bot.tg.webhook import WebhookConfig, webhook_server
 
 log = logging.getLogger(__name__)
-
-
-class ServeError(Exception):
-    """The bot cannot serve (e.g. its webhook port is taken); the message is one sentence."""
 
 
 def unreachable(api_url: str, error: BaseException, wait_s: float | None = None) -> str:
@@ -82,7 +79,8 @@ class Server:
         Without the cancel, PTB's stop waits for every running handler, i.e. for whole answers
         (up to RAGTUNE_GENERATION_TIMEOUT_S), and a service manager would kill the bot mid-write.
         """
-        cancelled = cancel_for_shutdown(self.application)
+        services: BotServices | None = self.application.bot_data.get(SERVICES)
+        cancelled = services.chat.cancel_all() if services is not None else 0
         log.info("stopping; %d answers in progress cancelled", cancelled)
         self._stopped.set()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.tg.emulator import BotAPIEmulator
+from bot.local.emulator import BotAPIEmulator
 from tests.helpers import KNOWN_TOKEN
 
 

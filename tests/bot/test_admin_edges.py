@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
+from bot.local.chat import buttons
+from bot.local.emulator import BotAPIEmulator
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator
-from bot.tg.local import buttons
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
-from tests.bot.test_telegram import ADMIN, USER, run_bot, scripted_services, texts
-from tests.helpers import HashEmbedder, ScriptedEngine
+from tests.bot.test_telegram import run_bot, texts
+from tests.helpers import ADMIN, USER, HashEmbedder, ScriptedEngine, scripted_services
 
 GROUP = -500
 SALARIES = b"Salaries 2026: Ada earns 91,000 euros. Grace earns 88,000 euros."

@@ -14,11 +14,11 @@ import pytest
 
 from bot.config import Settings
 from bot.core.answer import Answer, Mode
-from bot.tg.emulator import BotAPIEmulator
+from bot.local.emulator import BotAPIEmulator
 from bot.tg.handlers import APOLOGY
 from bot.tg.render import answer_html, sendable, utf16_length
-from tests.bot.test_telegram import delivered, run_bot, scripted_services
-from tests.helpers import KNOWN_TOKEN, ScriptedEngine
+from tests.bot.test_telegram import delivered, run_bot
+from tests.helpers import KNOWN_TOKEN, ScriptedEngine, scripted_services
 
 FRAGMENTS = [
     "<b>", "</b>", "<i>unclosed", "</i>", "<script>alert(1)</script>", "<a href='x'>", "**bold**",

@@ -10,27 +10,21 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from bot import app
 from bot.config import Settings
-from bot.core.admin import AdminService
-from bot.core.answer import Answerer
-from bot.llm.worker import ModelWorker
-from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator
-from bot.tg.handlers import BotServices
+from bot.local.emulator import BotAPIEmulator
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import SentenceTransformerEmbedder
-from knowledge.ingest import Ingestor, content_hash
+from knowledge.ingest import content_hash
 from knowledge.parsers import parse_bytes
-from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.bot.test_telegram import ADMIN, run_bot
-from tests.helpers import ScriptedEngine
+from tests.bot.test_telegram import run_bot
+from tests.helpers import ADMIN, ScriptedEngine, ServicesFactory
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 WRITERS = int(os.environ.get("RAGTUNE_WRITERS", "2"))
@@ -73,29 +67,13 @@ def known_versions(folder: Path) -> dict[str, set[tuple[str, ...]]]:
     return known
 
 
-def bot_services(
-    tmp_path: Path, embedder: SentenceTransformerEmbedder
-) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
-    """The bot's real store, writer and ingestor with the real embedder (a scripted model)."""
-
-    def build() -> tuple[BotServices, Callable[[], None]]:
-        store = KnowledgeStore.open(tmp_path / "kb.db")
-        writer = KnowledgeStore.open(tmp_path / "kb.db")
-        state = StateStore.open(tmp_path / "state.db")
-        worker = ModelWorker(ScriptedEngine())
-        answerer = Answerer(worker, HybridSearcher(store, embedder), state=state)
-        admin = AdminService((ADMIN,), writer, Ingestor(writer, embedder), state,
-                             max_bytes=20_000_000)  # fmt: skip
-
-        def close() -> None:
-            worker.close()
-            store.close()
-            writer.close()
-            state.close()
-
-        return BotServices(answerer, state, admin), close
-
-    return build
+def bot_services(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> ServicesFactory:
+    """The bot's real wiring with the real embedder (a scripted model)."""
+    settings = Settings(
+        _env_file=None, db=tmp_path / "kb.db", state_db=tmp_path / "state.db",
+        adapters_dir=tmp_path / "adapters", admin_ids=(ADMIN,), max_document_bytes=20_000_000,
+    )  # fmt: skip
+    return lambda: app.build_bot_services(settings, app.Backends(ScriptedEngine(), embedder))
 
 
 def check_invariants(db: Path, known: dict[str, set[tuple[str, ...]]]) -> tuple[int, int]:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 from bot.config import Settings
+from bot.local.emulator import BotAPIEmulator
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator
 from bot.tg.handlers import APOLOGY
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
-from tests.bot.test_telegram import ADMIN, run_bot, scripted_services, texts
-from tests.helpers import HashEmbedder, ScriptedEngine, SmallDisk
+from tests.bot.test_telegram import run_bot, texts
+from tests.helpers import ADMIN, HashEmbedder, ScriptedEngine, SmallDisk, scripted_services
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 QUESTION = "What is the capital of Estonia?"

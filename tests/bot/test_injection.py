@@ -12,9 +12,9 @@ from bot.app import build_bot_services
 from bot.config import Settings
 from bot.core.guard import echoes_prompt
 from bot.core.prompts import BASE_SYSTEM, RAG_SYSTEM
+from bot.local.chat import terminal_text
+from bot.local.emulator import BotAPIEmulator
 from bot.state import StateStore, Turn
-from bot.tg.emulator import BotAPIEmulator
-from bot.tg.local import terminal_text
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore

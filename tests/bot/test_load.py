@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.llm.model_files import packaged_gguf_path
-from bot.tg.emulator import BotAPIEmulator
+from bot.local.emulator import BotAPIEmulator
 from bot.tg.handlers import BUSY, ONE_AT_A_TIME, STOPPED
 from knowledge.embeddings import SentenceTransformerEmbedder
 from tests.bot.test_run import RAGTUNE, TOKEN, bot_env

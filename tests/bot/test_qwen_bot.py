@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.tg.emulator import BotAPIEmulator
+from bot.local.emulator import BotAPIEmulator
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore

@@ -23,8 +23,8 @@ import pytest
 from bot.core.adapters import ACTIVE_ADAPTER
 from bot.llm.adapters import Manifest, file_sha256
 from bot.llm.model_files import packaged_gguf_path
+from bot.local.emulator import BotAPIEmulator
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore

@@ -16,93 +16,30 @@ import pytest
 
 from bot.app import build_application
 from bot.config import Settings
-from bot.core.access import AccessMode, AccessPolicy, AccessSettings
-from bot.core.adapters import AdapterSwitcher
-from bot.core.admin import AdminService
-from bot.core.answer import Answerer, AnswerSettings
-from bot.core.compare import ComparisonRunner
+from bot.core.access import AccessMode, AccessSettings
 from bot.llm.adapters import AdapterRegistry, Manifest, file_sha256
-from bot.llm.engine import GenerationLimits
-from bot.llm.worker import ModelWorker
+from bot.local.chat import buttons, running_bot
+from bot.local.emulator import BotAPIEmulator, Fault, SentCall
 from bot.state import StateStore
-from bot.tg.emulator import BotAPIEmulator, Fault, SentCall
-from bot.tg.handlers import (
-    APOLOGY,
-    BUSY,
-    ONE_AT_A_TIME,
-    RESTARTING,
-    STOPPED,
-    WELCOME,
-    BotServices,
-)
-from bot.tg.local import buttons, running_bot
+from bot.tg.handlers import APOLOGY, BUSY, ONE_AT_A_TIME, RESTARTING, STOPPED
+from bot.tg.menus import WELCOME
 from bot.tg.serve import Server
 from knowledge.ingest import Ingestor
-from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder, ScriptedEngine, consistent_chunk_count
+from tests.helpers import (
+    ADMIN,
+    MAX_BYTES,
+    USER,
+    HashEmbedder,
+    ScriptedEngine,
+    ServicesFactory,
+    consistent_chunk_count,
+    scripted_services,
+)
 from tests.hostile_files import CANARIES, HTML_WITH_SCRIPTS
 
-FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
-ADMIN, USER = 1, 5
-MAX_BYTES = 200_000
 
-
-def scripted_services(
-    tmp_path: Path,
-    engine: ScriptedEngine,
-    *,
-    queue: int = 8,
-    access: AccessSettings | None = None,
-    alert_chats: tuple[int, ...] = (),
-    adapters: tuple[AdapterRegistry, Path] | None = None,
-    eval_questions: Path | None = None,
-    max_bytes: int = MAX_BYTES,
-    state_db: Path | None = None,
-    kb_db: Path | None = None,
-) -> Callable[[], tuple[BotServices, Callable[[], None]]]:
-    """Real store, search and state with a scripted model (the model has tests of its own)."""
-
-    def build() -> tuple[BotServices, Callable[[], None]]:
-        store = KnowledgeStore.open(kb_db or tmp_path / "kb.db")
-        embedder = HashEmbedder()
-        (tmp_path / "estonia.txt").write_text(FACTS)
-        Ingestor(store, embedder).add_paths([tmp_path / "estonia.txt"])
-        state = StateStore.open(state_db or tmp_path / "state.db")
-        writer = KnowledgeStore.open(kb_db or tmp_path / "kb.db")
-        worker = ModelWorker(engine, max_queue=queue)
-        answerer = Answerer(
-            worker, HybridSearcher(store, embedder), state=state,
-            settings=AnswerSettings(
-                min_similarity=-1.0, limits=GenerationLimits(max_tokens=5000)
-            ),
-        )  # fmt: skip
-        switcher = AdapterSwitcher(worker, *adapters, state) if adapters else None
-        admin = AdminService(
-            (ADMIN,), writer, Ingestor(writer, embedder, max_bytes=max_bytes), state,
-            max_bytes=max_bytes,
-            adapters=switcher,
-            comparisons=ComparisonRunner(answerer, switcher, eval_questions, 20)
-            if switcher else None,
-        )  # fmt: skip
-
-        def close() -> None:
-            worker.close()
-            store.close()
-            writer.close()
-            state.close()
-
-        policy = AccessPolicy(access, frozenset({ADMIN}), state) if access else None
-        return BotServices(answerer, state, admin, policy, alert_chats), close
-
-    return build
-
-
-def run_bot(
-    settings: Settings,
-    services: Callable[[], tuple[BotServices, Callable[[], None]]],
-    scenario: Callable[[], None],
-) -> None:
+def run_bot(settings: Settings, services: ServicesFactory, scenario: Callable[[], None]) -> None:
     """Start the real Application (polling the emulator), run `scenario` in a thread, stop."""
 
     async def main() -> None:

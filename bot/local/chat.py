@@ -12,9 +12,12 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from bot.app import build_application
 from bot.config import Settings
-from bot.tg.emulator import JSON, BotAPIEmulator
-from bot.tg.handlers import BotServices
+from bot.local.emulator import JSON, BotAPIEmulator
+from bot.tg.context import BotServices
+from bot.tg.handlers import in_progress
+from bot.tg.serve import open_application
 
 ServicesFactory = Callable[[], tuple[BotServices, Callable[[], None]]]
 _TAGS = re.compile(r"</?[a-z][^>]*>")
@@ -37,9 +40,6 @@ async def running_bot(
     settings: Settings, services: ServicesFactory | None = None
 ) -> AsyncIterator[None]:
     """The real PTB Application, polling, for the duration of the block (post_init included)."""
-    from bot.app import build_application
-    from bot.tg.serve import open_application
-
     application = build_application(settings, services)
     async with open_application(application):
         assert application.updater is not None
@@ -82,9 +82,7 @@ def settled(emulator: BotAPIEmulator, chat_id: int, seen: int) -> bool:
     latest = [m for m in emulator.messages(chat_id) if int(m["message_id"]) > seen]
     if not latest:
         return False
-    text = str(latest[-1].get("text", ""))
-    # Status messages end with "…" until they are final; a queue notice precedes the answer.
-    return not text.endswith("…") and not text.startswith("You are number")
+    return not in_progress(str(latest[-1].get("text", "")))
 
 
 async def _press(emulator: BotAPIEmulator, argument: str, user_id: int) -> str:
