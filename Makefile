@@ -87,8 +87,12 @@ lint: setup
 types: setup
 	$(BIN)/mypy
 
+# Two workers, each given its own share of the cores (tests/conftest.py): most of the suite runs
+# one model or process at a time, so two of them keep both cores of a small machine busy.
+PYTEST_WORKERS ?= 2
+
 pytest: test-models
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint types pytest
 

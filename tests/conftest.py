@@ -169,3 +169,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             f"{len(leaked)} known secret(s) appeared in the {report.when} phase's logs or output "
             "(not shown here, so as not to print them again)"
         )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker gets its own share of the cores (inherited by the
+    processes it starts): models, embedders and trainings size their threads by the cores they
+    may use, and threads of two workers on one core slow both down many times over."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker.startswith("gw") and 1 < count <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker[2:]) :: count])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order and group the tests for pytest-xdist (`make test` runs two workers).
+
+    A file's tests stay on one worker, so its module fixtures (a trained adapter) are built
+    once; tests that share an ingested eval corpus share a worker too. Files with slow tests go
+    first, so that no long test starts last while the other worker has nothing left to do.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order is kept
+    for item in items:
+        shared = {"dev_store", "finance_store"} & set(getattr(item, "fixturenames", ()))
+        group = "eval_stores" if shared else str(item.path.relative_to(REPO_ROOT))
+        item.add_marker(pytest.mark.xdist_group(group))

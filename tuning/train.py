@@ -157,7 +157,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     train_set = train_set + general
     random.seed(settings.seed)
     torch.manual_seed(settings.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
 
     base: BaseModel = load_base(settings.base, settings.bases_dir)
     lora = LoraConfig(

@@ -262,8 +262,9 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result) == {
         "em", "f1", "contains", "n", "p50_s", "p95_s", "first_text_p50_s", "tokens_per_s",
-        "evidence_contains", "evidence_n",
+        "evidence_contains", "evidence_n", "reply_contains", "replaced",
     }  # fmt: skip
+    assert 0 <= result["reply_contains"] <= 100 and 0 <= result["replaced"] <= 100
     # The questions' own passages are the corpus: every answer that found one is counted.
     assert 0 < result["evidence_n"] <= 4 and 0 <= result["evidence_contains"] <= 100
     assert 0 < result["first_text_p50_s"] <= result["p95_s"]

@@ -14,7 +14,7 @@ import pytest
 
 from bot.core.prompts import rag_messages, source_block
 from bot.llm.engine import GenerationLimits, Message, ModelError
-from bot.llm.llama import LlamaCppEngine
+from bot.llm.llama import LlamaCppEngine, default_threads
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.openai_http import OpenAIEngine
 from bot.llm.worker import ModelWorker, QueueFullError
@@ -36,7 +36,7 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="module")
 def worker(model_path: Path) -> Iterator[ModelWorker]:
-    started = ModelWorker(LlamaCppEngine(model_path, context_window=1024, threads=2), max_queue=1)
+    started = ModelWorker(LlamaCppEngine(model_path, context_window=1024), max_queue=1)
     yield started
     started.close()
 
@@ -104,7 +104,8 @@ def test_round_trip_through_llama_cpp_server(model_path: Path) -> None:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024", "--n_threads", "2"],
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
+         "--n_threads", str(default_threads())],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/v1"
