@@ -162,7 +162,7 @@ def test_no_import_circles() -> None:
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            circle = path[path.index(name) :] + [name]
+            circle = [*path[path.index(name) :], name]
             raise AssertionError("import circle: " + " -> ".join(circle))
         if name in done:
             return
