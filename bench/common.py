@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -72,3 +73,28 @@ def answering_on(
             yield answerer, questions[::step][:per_set]
         finally:
             store.close()
+
+
+ANSWER_SETS = {"xquad": DEV_EVAL_DIR, "tatqa": DEV_EVAL_DIR.parent / "dev-finance"}
+"""The two dev sets answers are measured on: Wikipedia and annual reports."""
+
+
+def per_set_option(description: str | None) -> int:
+    """`--per-set N` from the command line (default 60): questions answered per dev set."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--per-set", type=int, default=60)
+    return int(parser.parse_args().per_set)
+
+
+def each_answer_set(per_set: int) -> Iterator[tuple[str, Answerer, list[EvalQuestion]]]:
+    """For each dev set: its name, an Answerer with the served model and default settings over a
+    fresh knowledge base of its corpus, and `per_set` of its questions spread over the set."""
+    settings = Settings(_env_file=None)
+    embedder = app.build_embedder(settings)
+    worker = app.build_worker(settings, app.build_engine(settings))
+    try:
+        for name, folder in ANSWER_SETS.items():
+            with answering_on(folder, settings, embedder, worker, per_set) as (answerer, asked):
+                yield name, answerer, asked
+    finally:
+        worker.close()

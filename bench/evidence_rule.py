@@ -9,47 +9,26 @@ quoted sentences contain a gold answer when the sources held a gold passage.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-from pathlib import Path
 
-from bench.common import answering_on
-from bot import app
-from bot.config import Settings
+from bench.common import each_answer_set, per_set_option
 from bot.core import evidence
 from bot.core.answer_eval import contains_answer
 
-EVAL_DIR = Path(os.environ.get("RAGTUNE_EVAL_DIR", Path(__file__).parents[2] / "shared/eval/dev"))
-SETS = {"xquad": EVAL_DIR, "tatqa": EVAL_DIR.parent / "dev-finance"}
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def main() -> None:
     """Answer once per question, then score every weight on the same answers."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--per-set", type=int, default=60)
-    args = parser.parse_args()
-    settings = Settings(_env_file=None)
-    embedder = app.build_embedder(settings)
-    worker = app.build_worker(settings, app.build_engine(settings))
     rows: dict[str, list[tuple[str, str, list[str], tuple[str, ...]]]] = {}
-    try:
-        for name, folder in SETS.items():
-            with answering_on(folder, settings, embedder, worker, args.per_set) as (
-                answerer,
-                asked,
-            ):
-                rows[name] = []
-                for question in asked:
-                    answer = answerer.ask(question.question)
-                    gold = set(question.positive_ids)
-                    if any(s.hit.external_id in gold for s in answer.sources):
-                        texts = [s.text for s in answer.cited or answer.sources]
-                        row = (answer.model_text, question.question, texts, question.answers)
-                        rows[name].append(row)
-    finally:
-        worker.close()
+    for name, answerer, asked in each_answer_set(per_set_option(__doc__)):
+        rows[name] = []
+        for question in asked:
+            answer = answerer.ask(question.question)
+            gold = set(question.positive_ids)
+            if any(s.hit.external_id in gold for s in answer.sources):
+                texts = [s.text for s in answer.cited or answer.sources]
+                rows[name].append((answer.model_text, question.question, texts, question.answers))
     results: dict[str, dict[str, float]] = {}
     for weight in WEIGHTS:
         evidence.QUESTION_WEIGHT = weight  # the module reads it on every call

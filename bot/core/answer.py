@@ -8,7 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from bot.core.evidence import quote_evidence
 from bot.core.guard import echoes_prompt, quote_source
@@ -56,6 +56,17 @@ class Mode(StrEnum):
 
     RAG = "rag"
     BASE = "base"
+
+
+class Asking(TypedDict, total=False):
+    """How a question is answered (`Answerer.begin` and `ask`)."""
+
+    mode: Mode
+    """RAG (the default) or the model alone."""
+    chat_key: str | None
+    """The conversation it belongs to (None: no memory)."""
+    adapter: AdapterChoice
+    """The LoRA adapter (default: the one users get)."""
 
 
 class Retriever(Protocol):
@@ -290,34 +301,23 @@ class Answerer:
             return PreparedAnswer(question, mode, [], [], refusal=fitted)
         return PreparedAnswer(question, mode, fitted, sources)
 
-    def begin(
-        self,
-        question: str,
-        *,
-        mode: Mode = Mode.RAG,
-        chat_key: str | None = None,
-        adapter: AdapterChoice = DEFAULT_ADAPTER,
-    ) -> AnswerRun:
+    def begin(self, question: str, **how: Unpack[Asking]) -> AnswerRun:
         """Retrieve and queue the generation (none for a refusal); raises QueueFullError when
         the model's queue is full. Blocks for the search: call it from a thread in async code."""
-        prepared = self.prepare(question, mode=mode, chat_key=chat_key)
+        chat_key = how.get("chat_key")
+        prepared = self.prepare(question, mode=how.get("mode", Mode.RAG), chat_key=chat_key)
         job = (
             None
             if prepared.refusal is not None
-            else self.worker.submit(prepared.messages, self.settings.limits, adapter)
+            else self.worker.submit(
+                prepared.messages, self.settings.limits, how.get("adapter", DEFAULT_ADAPTER)
+            )
         )
         return AnswerRun(self, prepared, job, chat_key)
 
-    def ask(
-        self,
-        question: str,
-        *,
-        mode: Mode = Mode.RAG,
-        chat_key: str | None = None,
-        adapter: AdapterChoice = DEFAULT_ADAPTER,
-    ) -> Answer:
+    def ask(self, question: str, **how: Unpack[Asking]) -> Answer:
         """Answer in one blocking call (evaluation, scripts)."""
-        return self.begin(question, mode=mode, chat_key=chat_key, adapter=adapter).answer()
+        return self.begin(question, **how).answer()
 
     def conclude(
         self, prepared: PreparedAnswer, completion: Completion | None, chat_key: str | None
@@ -361,23 +361,17 @@ class Answerer:
         return answer
 
 
+@dataclass(frozen=True)
 class AnswerRun:
     """One question being answered: what was retrieved and, unless it was refused, its queued
     generation. The one place where retrieve → generate → answer happens, for every front end
     (Telegram, the terminal, evaluation)."""
 
-    def __init__(
-        self,
-        answerer: Answerer,
-        prepared: PreparedAnswer,
-        job: Job | None,
-        chat_key: str | None,
-    ) -> None:
-        self.answerer = answerer
-        self.prepared = prepared
-        self.job = job
-        """None when the question was refused before the model (the refusal is the answer)."""
-        self.chat_key = chat_key
+    answerer: Answerer
+    prepared: PreparedAnswer
+    job: Job | None
+    """None when the question was refused before the model (the refusal is the answer)."""
+    chat_key: str | None
 
     @property
     def position(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -56,16 +56,16 @@ class Stopped:
     restarting: bool
 
 
+@dataclass(frozen=True)
 class AnswerHandle:
     """An answer on its way: where it is in the queue, its text as it grows, then the finished
     Answer. Use it as an async context manager: leaving it gives back the user's turn and the
     model's place, whatever happened."""
 
-    def __init__(self, service: ChatService, user_id: int, chat_key: str, run: AnswerRun) -> None:
-        self._service = service
-        self._user_id = user_id
-        self._chat_key = chat_key
-        self._run = run
+    _service: ChatService
+    _user_id: int
+    _chat_key: str
+    _run: AnswerRun
 
     @property
     def position(self) -> int:
@@ -103,25 +103,20 @@ class AnswerHandle:
 Outcome = Refused | AlreadyAnswering | Busy | Restarting | AnswerHandle
 
 
+@dataclass
 class ChatService:
     """Questions from people in chats: admitted, answered one at a time per user, cancellable."""
 
-    def __init__(
-        self,
-        answerer: Answerer,
-        *,
-        access: AccessPolicy | None = None,
-        state: StateStore | None = None,
-    ) -> None:
-        self.answerer = answerer
-        self.access = access
-        """None: everyone may ask, without limits."""
-        self.state = state
-        self.stopping = False
-        """Set by `cancel_all`: no new answer starts."""
-        # user id -> their answer (None while their question is checked and retrieved)
-        self._active: dict[int, AnswerRun | None] = {}
-        self._last: OrderedDict[str, Answer] = OrderedDict()
+    answerer: Answerer
+    access: AccessPolicy | None = None
+    """None: everyone may ask, without limits."""
+    state: StateStore | None = None
+    """Where conversations are kept (None: no memory to reset)."""
+    stopping: bool = field(default=False, init=False)
+    """Set by `cancel_all`: no new answer starts."""
+    # user id -> their answer (None while their question is checked and retrieved)
+    _active: dict[int, AnswerRun | None] = field(default_factory=dict, init=False, repr=False)
+    _last: OrderedDict[str, Answer] = field(default_factory=OrderedDict, init=False, repr=False)
 
     @property
     def capacity(self) -> int:

@@ -12,9 +12,9 @@ after four turns the 135M model answered five different questions with one earli
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -35,8 +35,7 @@ IN_A_ROW = 1
 CITATIONS = re.compile(r"\s*\[\d+\]")
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A final answer message, taken apart as the reader sees it."""
 
     answer: str
