@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
     from bot.tg.context import BotServices
 
+ServicesFactory = Callable[[], "tuple[BotServices, Callable[[], None]]"]
+"""Opens the bot's services (in post_init) and returns them with the function that closes them."""
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -247,7 +250,8 @@ class LocalServices:
     model: ServedModel | None
     """None for an OpenAI-compatible server or an engine given in Backends."""
     warm: bool = True
-    """Warm the embedder and the model before the first question (the built ones)."""
+    """Warm the embedder and the model before the first question (only when both were built
+    from Settings: a caller that gives either warms what it gives)."""
 
     def close(self) -> None:
         """Stop the model's thread and close the databases."""
@@ -343,10 +347,7 @@ def build_bot_services(
     return opened, close
 
 
-def build_application(
-    settings: Settings,
-    services: Callable[[], tuple[BotServices, Callable[[], None]]] | None = None,
-) -> Application:  # type: ignore[type-arg]
+def build_application(settings: Settings, services: ServicesFactory | None = None) -> Application:  # type: ignore[type-arg]
     """The PTB Application: heavy services open in post_init and close in post_shutdown."""
     from telegram.ext import Application as PTBApplication
 

@@ -51,6 +51,16 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
 
 
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the defaults a user gets plus what they set themselves: a developer's own
+    RAGTUNE_* variables (another model, other limits) never leak into them. (Knobs that tests
+    read when they are imported, such as RAGTUNE_EVAL_DIR, were read before this runs.)"""
+    for name in list(os.environ):
+        if name.startswith("RAGTUNE_") or name == "TELEGRAM_BOT_TOKEN":
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def real_embedder() -> SentenceTransformerEmbedder:
     """The packaged all-MiniLM-L6-v2, loaded once per test session."""

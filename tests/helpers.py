@@ -8,11 +8,13 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from bot import app
+from bot.app import ServicesFactory
 from bot.config import Settings
 from bot.core.access import AccessSettings
 from bot.llm.adapters import AdapterRegistry
@@ -116,12 +118,9 @@ class ScriptedEngine:
             yield word if number == 0 else f" {word}"
 
 
-ServicesFactory = Callable[[], tuple[BotServices, Callable[[], None]]]
 FACTS = "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
 ADMIN, USER = 1, 5
 MAX_BYTES = 200_000
-QUIET_CHAT = 7
-"""Where a scripted bot reports errors unless a test asks for its alerts (nobody reads it)."""
 
 
 def scripted_services(
@@ -138,10 +137,9 @@ def scripted_services(
     kb_db: Path | None = None,
 ) -> ServicesFactory:
     """The bot's real wiring (bot.app), with a scripted model and a hashing embedder, over a
-    knowledge base that holds FACTS; `ADMIN` is the admin. No access limits unless `access`
-    (the model has tests of its own)."""
+    knowledge base that holds FACTS; `ADMIN` is the admin. No access limits unless `access`;
+    errors are reported to `alert_chats` only (the model has tests of its own)."""
     limits = access or AccessSettings(per_minute=0, per_day=0)
-    (alert_chat,) = alert_chats or (QUIET_CHAT,)
     settings = Settings(
         _env_file=None,
         db=kb_db or tmp_path / "kb.db",
@@ -151,7 +149,6 @@ def scripted_services(
         max_document_bytes=max_bytes,
         model_queue_size=queue,
         admin_ids=(ADMIN,),
-        admin_chat_id=alert_chat,
         access=limits.mode.value,
         allowed_ids=tuple(sorted(limits.allowed_ids)),
         questions_per_minute=limits.per_minute,
@@ -165,7 +162,9 @@ def scripted_services(
         (tmp_path / "estonia.txt").write_text(FACTS)
         with KnowledgeStore.open(settings.db) as store:
             Ingestor(store, HashEmbedder()).add_paths([tmp_path / "estonia.txt"])
-        return app.build_bot_services(settings, backends)
+        services, close = app.build_bot_services(settings, backends)
+        # Where errors are reported is the Telegram layer's business; most tests want none.
+        return replace(services, alert_chats=alert_chats), close
 
     return build
 

@@ -12,7 +12,7 @@ from pathlib import PurePath
 from bot.core.access import start_of_day
 from bot.core.adapters import AdapterSwitcher
 from bot.core.compare import Comparison, ComparisonRunner
-from bot.core.errors import AdapterError, KnowledgeWriteError, NotAdminError
+from bot.core.errors import KnowledgeWriteError, NotAdminError
 from bot.llm.adapters import Adapter
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
@@ -115,9 +115,9 @@ class AdminService:
         state: StateStore,
         *,
         max_bytes: int,
-        adapters: AdapterSwitcher | None = None,
-        comparisons: ComparisonRunner | None = None,
-        worker: ModelWorker | None = None,
+        adapters: AdapterSwitcher,
+        comparisons: ComparisonRunner,
+        worker: ModelWorker,
         chat_model: str | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
@@ -128,9 +128,9 @@ class AdminService:
         self.adapters = adapters
         self.comparisons = comparisons
         self.worker = worker
-        """The model's worker, for /stats' queue (None: no model)."""
-        self.chat_model = chat_model or (worker.model_id if worker is not None else "none")
-        """How /stats names the chat model."""
+        """The model's worker, for /stats' queue."""
+        self.chat_model = chat_model or worker.model_id
+        """How /stats names the chat model (default: the engine's model id)."""
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
 
     def is_admin(self, user_id: int | None) -> bool:
@@ -241,14 +241,14 @@ class AdminService:
         self.check(user_id, "stats")
         with self._lock:
             numbers = self.store.stats()
-        active = self.adapters.active if self.adapters is not None else None
+        active = self.adapters.active
         return BotStats(
             documents=numbers.documents,
             chunks=numbers.chunks,
             embedder=numbers.model.model_id if numbers.model else "none yet",
             chat_model=self.chat_model,
             adapter=active or "none",
-            queue=self.worker.waiting if self.worker is not None else 0,
+            queue=self.worker.waiting,
             users_today=self.state.users_since(start_of_day(time.time())),
         )
 
@@ -278,24 +278,16 @@ class AdminService:
     def list_adapters(self, user_id: int | None) -> tuple[list[Adapter], str | None]:
         """The adapters there are, and the active one's name."""
         self.check(user_id, "adapter")
-        switcher = self._switcher()
-        return switcher.registry.list(), switcher.active
+        return self.adapters.registry.list(), self.adapters.active
 
     def use_adapter(self, user_id: int | None, name: str | None) -> Adapter | None:
         """Switch the served model to adapter `name` (None: none), between two answers."""
         self.check(user_id, "adapter", f"use {name}" if name else "off")
-        return self._switcher().use(name)
+        return self.adapters.use(name)
 
     def compare(
         self, user_id: int | None, adapter: str | None, progress: Callable[[], object]
     ) -> Comparison:
         """Base, fine-tuned, RAG and RAG + fine-tuned on the configured questions."""
         self.check(user_id, "eval", adapter or "")
-        if self.comparisons is None:
-            raise AdapterError("This bot was started without adapter support.")
         return self.comparisons.run(adapter, progress)
-
-    def _switcher(self) -> AdapterSwitcher:
-        if self.adapters is None:
-            raise AdapterError("This bot was started without adapter support.")
-        return self.adapters

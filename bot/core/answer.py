@@ -302,16 +302,24 @@ class Answerer:
         return PreparedAnswer(question, mode, fitted, sources)
 
     def begin(self, question: str, **how: Unpack[Asking]) -> AnswerRun:
-        """Retrieve and queue the generation (none for a refusal); raises QueueFullError when
+        """Retrieve, then queue the generation (none for a refusal); raises QueueFullError when
         the model's queue is full. Blocks for the search: call it from a thread in async code."""
         chat_key = how.get("chat_key")
         prepared = self.prepare(question, mode=how.get("mode", Mode.RAG), chat_key=chat_key)
+        return self.start(prepared, chat_key, how.get("adapter", DEFAULT_ADAPTER))
+
+    def start(
+        self,
+        prepared: PreparedAnswer,
+        chat_key: str | None = None,
+        adapter: AdapterChoice = DEFAULT_ADAPTER,
+    ) -> AnswerRun:
+        """Queue the generation of a prepared answer (none for a refusal); never blocks.
+        Raises QueueFullError when the model's queue is full."""
         job = (
             None
             if prepared.refusal is not None
-            else self.worker.submit(
-                prepared.messages, self.settings.limits, how.get("adapter", DEFAULT_ADAPTER)
-            )
+            else self.worker.submit(prepared.messages, self.settings.limits, adapter)
         )
         return AnswerRun(self, prepared, job, chat_key)
 
@@ -363,9 +371,9 @@ class Answerer:
 
 @dataclass(frozen=True)
 class AnswerRun:
-    """One question being answered: what was retrieved and, unless it was refused, its queued
-    generation. The one place where retrieve → generate → answer happens, for every front end
-    (Telegram, the terminal, evaluation)."""
+    """One question being answered: what `Answerer.prepare` retrieved and, unless it was
+    refused, its queued generation, which it turns into the Answer. Every front end (Telegram,
+    the terminal, evaluation) answers through it."""
 
     answerer: Answerer
     prepared: PreparedAnswer

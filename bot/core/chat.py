@@ -41,7 +41,8 @@ class AlreadyAnswering:
 
 @dataclass(frozen=True)
 class Busy:
-    """Every place in the model's queue is taken; the question was not counted."""
+    """As many questions are in hand as the model's queue can take (or it is full); the
+    question was not counted."""
 
 
 @dataclass(frozen=True)
@@ -155,17 +156,21 @@ class ChatService:
             searching = asyncio.create_task(on_search()) if on_search is not None else None
             try:
                 # Embedding and SQLite work run in a thread: the event loop is never blocked.
-                run = await asyncio.to_thread(
-                    self.answerer.begin, question, mode=Mode.RAG, chat_key=chat_key
+                prepared = await asyncio.to_thread(
+                    self.answerer.prepare, question, mode=Mode.RAG, chat_key=chat_key
                 )
-            except QueueFullError:  # taken by other work (an /eval); not counted against the user
-                return Busy()
             finally:
                 if searching is not None:
                     await searching
-            self._active[user_id] = run  # from here on /cancel and a shutdown can stop it
-            if self.stopping:
+            if self.stopping:  # nothing is queued for an answer nobody would wait for
                 return Restarting()
+            try:
+                # Queued here, on the event loop: nothing can cancel us between queueing the
+                # generation and registering it for /cancel and a shutdown.
+                run = self.answerer.start(prepared, chat_key)
+            except QueueFullError:  # taken by other work (an /eval); not counted against the user
+                return Busy()
+            self._active[user_id] = run
             if self.access is not None:
                 await asyncio.to_thread(self.access.record, user_id, chat_id)
             handle = AnswerHandle(self, user_id, chat_key, run)

@@ -2,13 +2,13 @@
 
     RagtuneError                    knowledge.errors: the root, in the lowest package
     ├── KnowledgeError              the knowledge base (knowledge.errors has its subclasses)
-    │   └── KnowledgeWriteError     a write failed for want of space or permission
+    │   └── KnowledgeWriteError     (here) a write failed for want of space or permission
     ├── ModelError                  the chat model cannot be used (bot.llm.engine)
     │   ├── AdapterError            an adapter cannot be found, read or applied (bot.llm.adapters)
     │   ├── QueueFullError          every place in the model's queue is taken (bot.llm.worker)
     │   └── TuningError             training data, base model or export (tuning.errors)
-    ├── NotAdminError               an admin command from someone who is not one (audited)
-    └── ServeError                  the bot cannot serve, e.g. its webhook port is taken
+    ├── NotAdminError               (here) an admin command from someone not one (audited)
+    └── ServeError                  (here) the bot cannot serve, e.g. its webhook port is taken
 
 A front end catches `RagtuneError` and shows its message; it catches a subclass only where it
 must act differently (a refused button press is an alert, not a reply). The Telegram layer

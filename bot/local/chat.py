@@ -6,20 +6,18 @@ import asyncio
 import html
 import re
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from bot.app import build_application
+from bot.app import ServicesFactory, build_application
 from bot.config import Settings
 from bot.local.emulator import JSON, BotAPIEmulator
-from bot.tg.context import BotServices
 from bot.tg.handlers import in_progress
 from bot.tg.serve import open_application
 
-ServicesFactory = Callable[[], tuple[BotServices, Callable[[], None]]]
 _TAGS = re.compile(r"</?[a-z][^>]*>")
 
 

@@ -71,14 +71,11 @@ def admin_command(handler: Callable[[AdminRequest], Awaitable[None]]) -> Handler
 
     @functools.wraps(handler)
     async def run(update: Update, context: BotContext) -> None:
-        message, admin = update.effective_message, context.services.admin
+        message = update.effective_message
         if message is None:
             return
-        if admin is None:  # a bot built without admin services: nobody is one
-            await message.reply_text("Admin commands are not available in this bot.")
-            return
         try:
-            await handler(AdminRequest(update, context, message, admin))
+            await handler(AdminRequest(update, context, message, context.services.admin))
         except RagtuneError as exc:
             await message.reply_text(str(exc))
 
@@ -91,11 +88,11 @@ def admin_button(handler: Callable[[CallbackQuery, str, AdminService], Awaitable
 
     @functools.wraps(handler)
     async def run(update: Update, context: BotContext) -> None:
-        query, admin = update.callback_query, context.services.admin
-        if query is None or query.data is None or admin is None:
+        query = update.callback_query
+        if query is None or query.data is None:
             return
         try:
-            await handler(query, query.data, admin)
+            await handler(query, query.data, context.services.admin)
         except NotAdminError as exc:
             await query.answer(str(exc), show_alert=True)
         except RagtuneError as exc:
@@ -359,9 +356,8 @@ async def backup_command(request: AdminRequest) -> None:
     if info.bytes > MAX_UPLOAD_BYTES:
         await request.reply(f"{summary} Too big to send here; it is at {info.path}.")
         return
-    await request.message.reply_document(
-        info.path.read_bytes(), filename=info.path.name, caption=summary
-    )
+    data = await asyncio.to_thread(info.path.read_bytes)  # up to 50 MB: not on the event loop
+    await request.message.reply_document(data, filename=info.path.name, caption=summary)
 
 
 @admin_command

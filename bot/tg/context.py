@@ -47,8 +47,7 @@ class BotServices:
     """What the handlers need, built once by bot.app and kept in `bot_data`."""
 
     chat: ChatService
-    admin: AdminService | None = None
-    """None: a bot without admin commands (they answer that they are for admins only)."""
+    admin: AdminService
     alert_chats: tuple[int, ...] = ()
     """Chats told when a handler fails."""
     notices: NoticeThrottle = field(default_factory=NoticeThrottle)

@@ -66,9 +66,8 @@ async def whoami(update: Update, context: BotContext) -> None:
 async def help_command(update: Update, context: BotContext) -> None:
     """/help: the commands (admins also get theirs)."""
     if update.effective_message:
-        admin = context.services.admin
         user = update.effective_user
-        is_admin = admin is not None and admin.is_admin(user.id if user else None)
+        is_admin = context.services.admin.is_admin(user.id if user else None)
         await update.effective_message.reply_text(help_text(is_admin))
 
 

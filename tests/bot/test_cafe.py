@@ -11,7 +11,7 @@ after four turns the 135M model answered five different questions with one earli
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -20,9 +20,11 @@ import pytest
 
 from bot import app
 from bot.config import Settings
+from bot.core.answer import Answer
 from bot.core.guard import WORD_JOINER
 from bot.local.chat import terminal_text
 from bot.local.emulator import BotAPIEmulator
+from bot.tg.context import BotServices
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
@@ -32,7 +34,6 @@ from tests.bot.test_telegram import run_bot
 pytestmark = pytest.mark.slow
 IN_A_ROW = 1
 """The customer who asks all ten questions in one chat; fresh chats are 100, 101, …"""
-CITATIONS = re.compile(r"\s*\[\d+\]")
 
 
 class Reply(NamedTuple):
@@ -66,16 +67,20 @@ def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_
     )  # fmt: skip
     with KnowledgeStore.open(settings.db) as store:  # in this process: no second embedder load
         assert not Ingestor(store, real_embedder).add_paths([CAFE_FAQ]).failures
-        knowledge = " ".join(c.text for batch in store.iter_chunks() for c in batch)
     asked = [(IN_A_ROW, q) for q, _ in CAFE_QUESTIONS]
     asked += [(100 + n, q) for n, (q, _) in enumerate(CAFE_QUESTIONS)]
     replies: list[Reply] = []
+    answers: list[Answer] = []  # the core's Answer behind each reply: its sources and evidence
+    built: list[BotServices] = []
+
+    def build() -> tuple[BotServices, Callable[[], None]]:
+        services, close = app.build_bot_services(settings, app.Backends(embedder=real_embedder))
+        built.append(services)
+        return services, close
 
     def answered(chat: int, before: int) -> bool:
-        return any(
-            c.params.get("parse_mode") == "HTML"
-            for c in emulator.sent("sendMessage", chat)[before:]
-        )
+        sent = emulator.sent("sendMessage", chat)[before:]
+        return any(c.params.get("parse_mode") == "HTML" for c in sent)
 
     def scenario() -> None:
         for chat, question in asked:
@@ -83,22 +88,20 @@ def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_
             emulator.send_text(question, user_id=chat)
             emulator.wait_for(partial(answered, chat, before), timeout=120)
             replies.append(final_reply(emulator, chat))
+            answer = built[0].chat.last_answer(f"tg:{chat}")
+            assert answer is not None
+            answers.append(answer)
 
-    backends = app.Backends(embedder=real_embedder)
-    run_bot(settings, lambda: app.build_bot_services(settings, backends), scenario)
+    run_bot(settings, build, scenario)
     in_a_row, fresh = replies[:10], replies[10:]
-
-    def evidence(reply: Reply) -> list[str]:
-        """The source sentences shown: the quote under the answer, or the answer itself where
-        the model's words did not hold up and the sources were quoted instead."""
-        quoted = [line.strip("“” ") for line in reply.evidence.splitlines() if line.strip()]
-        instead = CITATIONS.sub("", reply.answer).strip()
-        return quoted or ([instead] if instead in knowledge else [])
-
     for (question, _), chat, alone in zip(CAFE_QUESTIONS, in_a_row, fresh, strict=True):
         assert chat == alone, question  # the same answer, evidence and sources
-        assert all(line in knowledge for line in evidence(chat)), question  # the sources' words
-    assert sum(bool(evidence(r)) for r in in_a_row) >= 8  # none only when no word is shared
+    for (question, _), answer, reply in zip(CAFE_QUESTIONS, answers, in_a_row, strict=False):
+        own_sources = " ".join(s.text for s in answer.sources)
+        assert all(e in own_sources for e in answer.evidence), question
+        if not answer.quoted:  # the evidence is what the reader sees under the answer
+            assert all(e in reply.evidence for e in answer.evidence), question
+    assert sum(bool(a.evidence) for a in answers[:10]) >= 8  # none only when no word is shared
     assert len({r.answer for r in in_a_row}) >= 8  # ten questions, not one answer repeated
     right = sum(
         is_right(r.answer, check) for r, (_, check) in zip(in_a_row, CAFE_QUESTIONS, strict=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot import app
+from bot.app import ServicesFactory
 from bot.config import Settings
 from bot.local.emulator import BotAPIEmulator
 from knowledge.chunking import chunk_document
@@ -24,7 +25,7 @@ from knowledge.ingest import content_hash
 from knowledge.parsers import parse_bytes
 from knowledge.store import KnowledgeStore
 from tests.bot.test_telegram import run_bot
-from tests.helpers import ADMIN, ScriptedEngine, ServicesFactory
+from tests.helpers import ADMIN, ScriptedEngine
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 WRITERS = int(os.environ.get("RAGTUNE_WRITERS", "2"))

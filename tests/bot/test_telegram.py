@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.app import build_application
+from bot.app import ServicesFactory, build_application
 from bot.config import Settings
 from bot.core.access import AccessMode, AccessSettings
 from bot.llm.adapters import AdapterRegistry, Manifest, file_sha256
@@ -32,7 +32,6 @@ from tests.helpers import (
     USER,
     HashEmbedder,
     ScriptedEngine,
-    ServicesFactory,
     consistent_chunk_count,
     scripted_services,
 )
