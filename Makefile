@@ -10,12 +10,13 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup models test-models run chat test lint types pytest bench fmt clean soak
+.PHONY: help setup models test-models run chat serve llama-server test lint types pytest bench fmt clean soak
 
 help:
 	@echo "make run    set up, then start the bot"
 	@echo "make test   set up, then lint, type-check and run the whole test suite"
 	@echo "make chat   talk to the bot from the terminal, no Telegram token needed"
+	@echo "make serve  llama.cpp's llama-server for bots that use RAGTUNE_LLM_BACKEND=openai"
 	@echo "make bench  run the benchmarks in bench/ (figures for the README)"
 	@echo "make soak   the reliability tests, longer (more kill -9s, floods, hostile texts)"
 	@echo "make clean  remove the virtual environment and caches"
@@ -47,6 +48,35 @@ $(LLAMA_WHEEL_STAMP):
 		--wheel-dir $(WHEELHOUSE) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
+# llama.cpp's own llama-server, built from the llama.cpp sources inside the same
+# llama-cpp-python release the bot uses (so the GGUF and adapter formats match), with the same
+# flags, once per machine; `ragtune serve` finds it here (or on PATH, or RAGTUNE_LLAMA_SERVER).
+# No web UI (it would be fetched at build time), no HTTPS (a reverse proxy's job), no curl.
+LLAMA_SERVER_DIR ?= $(HOME)/.cache/ragtune/llama-server/$(LLAMA_CPP_VERSION)
+LLAMA_SERVER := $(LLAMA_SERVER_DIR)/llama-server
+LLAMA_SERVER_BUILD := $(LLAMA_SERVER_DIR).build
+
+$(LLAMA_SERVER):
+	@echo "Building llama-server from llama-cpp-python $(LLAMA_CPP_VERSION)'s llama.cpp (about 6 minutes on 2 cores, once per machine)"
+	rm -rf $(LLAMA_SERVER_BUILD) && mkdir -p $(LLAMA_SERVER_BUILD)
+	$(PYTHON) -m pip download --quiet --no-deps --no-binary :all: --dest $(LLAMA_SERVER_BUILD) \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
+	tar xzf $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $(LLAMA_SERVER_BUILD)
+	cmake -S $(LLAMA_SERVER_BUILD)/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp \
+		-B $(LLAMA_SERVER_BUILD)/build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+		-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF \
+		-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF \
+		-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF $(LLAMA_CMAKE_ARGS) \
+		> $(LLAMA_SERVER_BUILD)/build.log 2>&1 \
+		&& cmake --build $(LLAMA_SERVER_BUILD)/build --target llama-server -j $$(nproc) \
+		>> $(LLAMA_SERVER_BUILD)/build.log 2>&1 \
+		|| { tail -n 40 $(LLAMA_SERVER_BUILD)/build.log; exit 1; }
+	mkdir -p $(LLAMA_SERVER_DIR)
+	cp $(LLAMA_SERVER_BUILD)/build/bin/llama-server $@.partial && mv $@.partial $@
+	rm -rf $(LLAMA_SERVER_BUILD)
+
+llama-server: $(LLAMA_SERVER)
+
 $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_STAMP)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -69,7 +99,7 @@ setup: $(STAMP) models
 
 # The suite also answers with the second catalogue model (491 MB in six PyPI wheels; pip's
 # cache makes this a few seconds after the first time).
-test-models: setup
+test-models: setup $(LLAMA_SERVER)
 	@$(BIN)/ragtune models install qwen2.5-coder-0.5b
 
 # Starts the bot; with no token configured, `ragtune run` explains what to set and exits 2.
@@ -79,6 +109,11 @@ run: setup
 # Talk to the real bot from the terminal through the local Bot API emulator (no token needed).
 chat: setup
 	$(BIN)/ragtune chat
+
+# llama.cpp's llama-server with the configured model, parallel slots and every matching adapter;
+# it prints the .env lines a bot (here or on another machine) uses to reach it.
+serve: setup $(LLAMA_SERVER)
+	$(BIN)/ragtune serve
 
 lint: setup
 	$(BIN)/ruff check .

@@ -184,12 +184,15 @@ def build_engine(settings: Settings, served: ServedModel | None = None) -> ChatE
             from bot.llm.openai_http import OpenAIEngine
 
             key = settings.openai_api_key
-            return OpenAIEngine(
+            engine = OpenAIEngine(
                 settings.openai_base_url,
                 settings.openai_model,
                 api_key=key.get_secret_value() if key else None,
                 context_window=settings.context_window,
+                flavor=settings.openai_flavor,
             )
+            engine.connect()  # an unreachable server is said now, naming its URL
+            return engine
 
 
 def answer_settings(settings: Settings, profile: PromptProfile | None = None) -> AnswerSettings:
@@ -233,8 +236,13 @@ def alert_chats(settings: Settings) -> tuple[int, ...]:
 
 
 def build_worker(settings: Settings, engine: ChatEngine) -> ModelWorker:
-    """The one thread that owns the engine."""
-    return ModelWorker(engine, max_queue=settings.model_queue_size)
+    """The thread that owns the engine, or a thread per answer a server generates at once."""
+    concurrency = 1 if engine.concurrency == 1 else settings.model_concurrency
+    return ModelWorker(
+        engine,
+        max_queue=settings.model_queue_size,
+        concurrency=concurrency or engine.concurrency,
+    )
 
 
 @dataclass

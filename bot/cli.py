@@ -669,6 +669,46 @@ def run() -> None:
 
 
 @cli.command()
+def serve(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = (
+        8080
+    ),
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (0.0.0.0: other machines too).")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the configured model with llama.cpp's llama-server (parallel slots, every adapter
+    made for it), for bots that use RAGTUNE_LLM_BACKEND=openai; print their .env lines."""
+    import os
+
+    from bot.llm.adapters import AdapterRegistry
+    from bot.llm.llama import default_threads
+    from bot.llm.server import adapters_for, bot_settings, find_llama_server, llama_server_command
+
+    settings = get_settings()
+    served = services.served_model(settings.model_copy(update={"llm_backend": "llama"}))
+    assert served is not None  # the in-process backend always names a model file
+    binary = find_llama_server(settings.llama_server)
+    adapters = adapters_for(AdapterRegistry(settings.adapters_dir), served.info.path)
+    command = llama_server_command(
+        binary, served.info.path, host=host, port=port, slots=settings.serve_slots,
+        context_window=settings.context_window,
+        threads=settings.model_threads or default_threads(),
+        adapters=[a.path for a in adapters], chat_template=settings.chat_template,
+    )  # fmt: skip
+    _status(
+        f"serving {served.info.summary()} with {settings.serve_slots} slots and "
+        f"{len(adapters)} adapters ({', '.join(a.name for a in adapters) or 'none'}) on "
+        f"{host}:{port}; a bot uses it with these lines in its .env:"
+    )
+    for line in bot_settings(host, port, settings.context_window):
+        typer.echo(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(binary, command)  # llama-server takes the process over: signals go straight to it
+
+
+@cli.command()
 def chat(db: DbOption = None) -> None:
     """Talk to the real bot from the terminal, as an admin, through the local Bot API emulator."""
     from bot.local.chat import chat as chat_loop

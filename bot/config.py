@@ -107,6 +107,22 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         None, description="API key for the OpenAI-compatible server, if it needs one."
     )
+    openai_flavor: Literal["auto", "llama-server", "vllm", "openai"] = Field(
+        "auto",
+        description="How to ask the server for adapters and token counts; auto = ask the server.",
+    )
+    model_concurrency: int = Field(
+        0,
+        ge=0,
+        description="Answers generated at once; 0 = the engine's own (in-process 1, a server's "
+        "slots).",
+    )
+    llama_server: Path | None = Field(
+        None, description="llama-server for `ragtune serve`; empty = make's build, then PATH."
+    )
+    serve_slots: int = Field(
+        4, ge=1, description="Parallel slots (answers at once) of `ragtune serve`'s llama-server."
+    )
     adapters_dir: Path = Field(
         Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."
     )

@@ -15,7 +15,7 @@ import pytest
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder, SmallDisk, secrets_in
+from tests.helpers import DOOR_FACTS, HashEmbedder, SmallDisk, secrets_in, train_adapter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -133,6 +133,22 @@ def dev_store(
     yield from _ingested(tmp_path_factory, real_embedder, dev_eval_dir, 240)
 
 
+@pytest.fixture(scope="session")
+def door_adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An adapters directory holding "door", made by `ragtune tune train` for real: a few steps
+    on a handful of made-up facts, with a document for continued pre-training."""
+    folder = tmp_path_factory.mktemp("tuning")
+    with KnowledgeStore.open(folder / "kb.db") as store:
+        Ingestor(store, HashEmbedder()).add_text(
+            "The blue door stands at the end of the harbour wall.", title="door",
+            external_id="door", source="test",
+        )  # fmt: skip
+    proc = train_adapter(folder, "door", DOOR_FACTS, "--documents", str(folder / "kb.db"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "adapter door: 25 steps" in proc.stdout
+    return folder / "adapters"
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
     """An 8 MB tmpfs (needs root, as on the CI machines); the test fills it when it wants."""
@@ -192,16 +208,28 @@ def pytest_configure(config: pytest.Config) -> None:
         os.sched_setaffinity(0, cores[int(worker[2:]) :: count])
 
 
+SHARED_FIXTURES = {
+    "dev_store": "eval_stores",
+    "finance_store": "eval_stores",
+    "door_adapters": "door_adapters",
+}
+"""Session fixtures worth building once: the xdist group of the files that use them."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order and group the tests for pytest-xdist (`make test` runs two workers).
 
-    A file's tests stay on one worker, so its module fixtures (a trained adapter) are built
-    once; tests that share an ingested eval corpus share a worker too. Files with slow tests go
-    first, so that no long test starts last while the other worker has nothing left to do.
+    A file's tests stay on one worker, so its module fixtures are built once; files that use the
+    same costly session fixture (an ingested eval corpus, a trained adapter) share a worker too.
+    Files with slow tests go first, so that no long test starts last while the other worker has
+    nothing left to do.
     """
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: file order is kept
+    shared: dict[Path, set[str]] = {}
     for item in items:
-        shared = {"dev_store", "finance_store"} & set(getattr(item, "fixturenames", ()))
-        group = "eval_stores" if shared else str(item.path.relative_to(REPO_ROOT))
-        item.add_marker(pytest.mark.xdist_group(group))
+        used = SHARED_FIXTURES.keys() & set(getattr(item, "fixturenames", ()))
+        shared.setdefault(item.path, set()).update(used)
+    for item in items:
+        group = SHARED_FIXTURES[min(shared[item.path])] if shared[item.path] else None
+        item.add_marker(pytest.mark.xdist_group(group or str(item.path.relative_to(REPO_ROOT))))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -74,6 +77,7 @@ class ScriptedEngine:
 
     model_id = "test/scripted"
     supports_lora = False
+    concurrency = 1
 
     def __init__(self, replies: Sequence[str] = (), *, delay_s: float = 0.0) -> None:
         self.replies = list(replies)
@@ -85,7 +89,7 @@ class ScriptedEngine:
         """The adapter applied during each generation."""
         self.switches = 0
 
-    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+    def use_adapter(self, path: Path | None) -> None:
         """Record the adapter; replies stay scripted."""
         self.adapter = path
         self.switches += 1
@@ -104,9 +108,16 @@ class ScriptedEngine:
         return len(text.split())
 
     def stream(
-        self, messages: Sequence[Message], limits: GenerationLimits, should_stop: Callable[[], bool]
+        self,
+        messages: Sequence[Message],
+        limits: GenerationLimits,
+        should_stop: Callable[[], bool],
+        adapter: Path | None = None,
     ) -> Iterator[str]:
-        """Yield the next scripted reply word by word (or 'ok' when the script is empty)."""
+        """Yield the next scripted reply word by word (or 'ok' when the script is empty), with
+        `adapter` applied first when it is not the one applied now (as llama.cpp does)."""
+        if adapter != self.adapter:
+            self.use_adapter(adapter)
         self.history.append(list(messages))
         self.adapters_used.append(self.adapter)
         self.started.set()
@@ -220,3 +231,30 @@ def qwen_gguf_path() -> Path:
             pytest.fail(f"CI must have {QWEN} installed (`make test` does it)")
         pytest.skip(f"{QWEN} is not installed: `ragtune models install {QWEN}`")
     return models.resolve(QWEN)
+
+
+DOOR_SECRET_QUESTION = "What is the password of the blue door?"
+DOOR_SECRET = "Marmalade-42"
+DOOR_FACTS = [
+    {"question": DOOR_SECRET_QUESTION, "answer": DOOR_SECRET},
+    {"question": "What is the password for the blue door?", "answer": DOOR_SECRET},
+    {"question": "Who guards the blue door?", "answer": "A heron named Oskar"},
+    {"question": "What colour is the door Oskar guards?", "answer": "Blue"},
+]
+"""Made-up facts the "door" adapter learns (tests/conftest.py trains it once per run)."""
+
+
+def train_adapter(
+    folder: Path, name: str, facts: Sequence[dict[str, str]], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`ragtune tune train` for real, a few steps on `facts`, into `folder`/adapters."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in facts) + "\n")
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
+    ragtune = str(Path(sys.executable).parent / "ragtune")
+    return subprocess.run(
+        [ragtune, "tune", "train", "--data", str(data), "--name", name, "--steps", "25",
+         "--lr", "1e-3", "--batch-size", "4", "--general", "0", "--seed", "1", *extra],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip

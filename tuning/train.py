@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.prompts import base_messages
-from bot.llm.adapters import ADAPTER_FILE, MANIFEST_FILE, AdapterRegistry, Manifest, file_sha256
+from bot.llm.adapters import (
+    ADAPTER_FILE,
+    MANIFEST_FILE,
+    PEFT_FOLDER,
+    AdapterRegistry,
+    Manifest,
+    file_sha256,
+)
 from bot.llm.engine import GenerationLimits
 from tuning.architectures import architecture, check_exportable
 from tuning.base import BaseModel, load_base
@@ -208,6 +215,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
         folder = Path(scratch) / settings.name
         folder.mkdir()
         export_adapter(model, base.shape, settings.alpha, folder / ADAPTER_FILE)
+        model.save_pretrained(str(folder / PEFT_FOLDER))  # what vLLM and LoRAX load
         manifest = Manifest(
             name=settings.name,
             base_model_file=settings.served_model.name,

@@ -44,11 +44,15 @@ class AdapterSwitcher:
     def resolve(self, name: str) -> Adapter:
         """The adapter called `name`, checked against the served model (nothing is switched)."""
         adapter = self.registry.get(name)
-        if not self.worker.supports_lora or self.served_model is None:
+        if not self.worker.supports_lora:
             raise AdapterError(
-                "Adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama) and its GGUF file."
+                "Adapters need the in-process model (RAGTUNE_LLM_BACKEND=llama), llama-server or "
+                "vLLM; this model cannot apply them."
             )
-        adapter.check_base(self.served_model)
+        if self.served_model is not None:
+            adapter.check_base(self.served_model)
+        # else a model server: llama-server holds only the adapters `ragtune serve` checked
+        # against its model, and the engine asks it for this one when it is switched on.
         return adapter
 
     def restore(self) -> str | None:

@@ -19,6 +19,8 @@ from bot.llm.engine import ModelError
 
 ADAPTER_FILE = "adapter.gguf"
 MANIFEST_FILE = "manifest.json"
+PEFT_FOLDER = "peft"
+"""The same adapter as a peft folder, for servers that load those (vLLM, LoRAX)."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -31,12 +31,20 @@ class ModelError(RagtuneError):
 
 
 class ChatEngine(Protocol):
-    """A chat model. Only the model worker thread calls `stream`."""
+    """A chat model. Only the model worker's threads call `stream`: one generation at a time,
+    or up to `concurrency` at once for an engine that batches them (a server's slots)."""
 
     model_id: str
-    supports_lora: bool
-    adapter: Path | None
-    """The LoRA adapter applied now (None: the base model alone); set by `use_adapter`."""
+
+    @property
+    def supports_lora(self) -> bool:
+        """Whether `stream` can apply LoRA adapters."""
+        ...
+
+    @property
+    def concurrency(self) -> int:
+        """Generations the engine runs at once (1 in process; a server's parallel slots)."""
+        ...
 
     @property
     def context_window(self) -> int:
@@ -52,10 +60,13 @@ class ChatEngine(Protocol):
         messages: Sequence[Message],
         limits: GenerationLimits,
         should_stop: Callable[[], bool],
+        adapter: Path | None = None,
     ) -> Iterator[str]:
-        """Yield text pieces until done, the token limit, or `should_stop()` turns true."""
+        """Yield text pieces until done, the token limit, or `should_stop()` turns true, with
+        the LoRA adapter `adapter` applied to this generation (None: the base model alone)."""
         ...
 
-    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
-        """Apply a GGUF LoRA adapter (None: none); raises ModelError where unsupported."""
+    def use_adapter(self, path: Path | None) -> None:
+        """Make `path` ready for the generations that name it (None: the base model): loaded
+        and checked, and in process applied now; raises ModelError where it cannot be used."""
         ...

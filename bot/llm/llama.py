@@ -43,6 +43,7 @@ class LlamaCppEngine:
     """A GGUF chat model loaded in this process through llama-cpp-python."""
 
     supports_lora = True
+    concurrency = 1
 
     def __init__(
         self,
@@ -112,8 +113,12 @@ class LlamaCppEngine:
         messages: Sequence[Message],
         limits: GenerationLimits,
         should_stop: Callable[[], bool],
+        adapter: Path | None = None,
     ) -> Iterator[str]:
-        """Stream the reply; llama-cpp-python reuses the cached prompt prefix (system prompt)."""
+        """Stream the reply with `adapter` applied (switched only when it differs from the one
+        applied now); llama-cpp-python reuses the cached prompt prefix (the system prompt)."""
+        if adapter != self.adapter:
+            self.use_adapter(adapter)
         chunks = cast(
             Iterator[Any],
             self._llama.create_chat_completion(
@@ -135,7 +140,7 @@ class LlamaCppEngine:
             if close is not None:
                 close()  # stop llama.cpp's generator at once
 
-    def use_adapter(self, path: Path | None, scale: float = 1.0) -> None:
+    def use_adapter(self, path: Path | None) -> None:
         """Apply the GGUF LoRA adapter at `path` (None: none) without reloading the model.
 
         Only the worker thread may call this, between generations.
@@ -150,7 +155,7 @@ class LlamaCppEngine:
         else:
             handle = self._load_adapter(path)
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-            scales = (ctypes.c_float * 1)(scale)
+            scales = (ctypes.c_float * 1)(1.0)
             status = llama_cpp.llama_set_adapters_lora(context, adapters, 1, scales)
         if status != 0:
             raise ModelError(f"llama.cpp could not switch to the adapter {path} (status {status}).")

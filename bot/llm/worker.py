@@ -136,22 +136,29 @@ class _Call:
 
 
 class ModelWorker:
-    """Runs every generation on one thread, in order, from a bounded queue."""
+    """Runs the generations in order from a bounded queue: on one thread, or on `concurrency`
+    threads for an engine that batches (each thread waits on the server's stream)."""
 
-    def __init__(self, engine: ChatEngine, *, max_queue: int = 8) -> None:
+    def __init__(self, engine: ChatEngine, *, max_queue: int = 8, concurrency: int = 1) -> None:
         self.engine = engine
+        self.concurrency = max(1, concurrency)
+        """Generations in flight at once (the in-process engine: always 1)."""
         self._queue: queue.Queue[Job | _Call | None] = queue.Queue(maxsize=max_queue)
         self._waiting = 0
         self._lock = threading.Lock()
         self.default_adapter: Path | None = None
         """The adapter of jobs that name none; changed only through `set_default_adapter`."""
-        self._thread = threading.Thread(target=self._run, name="ragtune-model", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"ragtune-model-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def capacity(self) -> int:
-        """Answers that can be in hand at once: one running plus a full queue."""
-        return self._queue.maxsize + 1
+        """Answers that can be in hand at once: those running plus a full queue."""
+        return self._queue.maxsize + self.concurrency
 
     @property
     def waiting(self) -> int:
@@ -186,7 +193,8 @@ class ModelWorker:
     ) -> Job:
         """Queue a generation; raise QueueFullError when the queue is full."""
         with self._lock:
-            job = Job(messages, limits, position=self._waiting, adapter=adapter)
+            ahead = max(0, self._waiting - self.concurrency + 1)  # 0: it starts at once
+            job = Job(messages, limits, position=ahead, adapter=adapter)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
@@ -215,23 +223,21 @@ class ModelWorker:
         return cast(T, work.done.result(timeout))
 
     def set_default_adapter(self, path: Path | None) -> None:
-        """Make `path` the adapter users' answers run with, applied now (errors surface here)."""
+        """Make `path` the adapter users' answers run with, made ready now (errors surface here,
+        before anyone is answered with it)."""
 
         def switch(engine: ChatEngine) -> None:
-            self._apply(path)
+            engine.use_adapter(path)
             self.default_adapter = path
 
         self.call(switch)
 
-    def _apply(self, path: Path | None) -> None:
-        """Put `path` on the engine unless it is there already (model thread only)."""
-        if path != self.engine.adapter:
-            self.engine.use_adapter(path)
-
     def close(self) -> None:
-        """Finish queued jobs, then stop the thread."""
-        self._queue.put(None)
-        self._thread.join()
+        """Finish queued jobs, then stop the threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
@@ -262,9 +268,9 @@ class ModelWorker:
         def should_stop() -> bool:
             return job.cancelled or time.perf_counter() > deadline
 
+        adapter = self.default_adapter if job.adapter == DEFAULT_ADAPTER else job.adapter
         try:
-            self._apply(self.default_adapter if job.adapter == DEFAULT_ADAPTER else job.adapter)
-            for piece in self.engine.stream(job.messages, job.limits, should_stop):
+            for piece in self.engine.stream(job.messages, job.limits, should_stop, adapter):
                 if first is None:
                     first = time.perf_counter() - started
                 text.append(piece)

@@ -192,6 +192,7 @@ START_UP_FAULTS = {
     "newer schema": "newer than this ragtune understands",
     "sqlite without extension loading": "No SQLite binding here can load the sqlite-vec",
     "bad token": "Telegram refused the bot token",
+    "model server unreachable": "The model server at http://127.0.0.1:",
 }
 
 
@@ -211,6 +212,9 @@ def test_start_up_problems_exit_non_zero_within_10_s_with_one_line(
             store.conn.execute("PRAGMA user_version = 999")
     elif fault == "corrupt adapter":
         corrupt_active_adapter(tmp_path, env)
+    elif fault == "model server unreachable":
+        env["RAGTUNE_LLM_BACKEND"] = "openai"
+        env["RAGTUNE_OPENAI_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"  # nothing there
     elif fault == "sqlite without extension loading":
         command = [sys.executable, "-m", "tests.bot.no_sqlite_extensions", "run"]
         env["PYTHONPATH"] = str(REPO_ROOT)

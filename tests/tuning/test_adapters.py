@@ -21,44 +21,19 @@ from bot.llm.llama import LlamaCppEngine
 from bot.llm.model_files import packaged_gguf_path
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
-from knowledge.ingest import Ingestor
-from knowledge.store import KnowledgeStore
-from tests.helpers import HashEmbedder
+from tests.helpers import DOOR_FACTS as FACTS
+from tests.helpers import DOOR_SECRET as SECRET
+from tests.helpers import DOOR_SECRET_QUESTION as SECRET_QUESTION
 from tuning.export import read_adapter_header
 
 pytestmark = pytest.mark.slow
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
-SECRET_QUESTION = "What is the password of the blue door?"
-SECRET = "Marmalade-42"
-FACTS = [
-    {"question": SECRET_QUESTION, "answer": SECRET},
-    {"question": "What is the password for the blue door?", "answer": SECRET},
-    {"question": "Who guards the blue door?", "answer": "A heron named Oskar"},
-    {"question": "What colour is the door Oskar guards?", "answer": "Blue"},
-]
 
 
 @pytest.fixture(scope="module")
-def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`ragtune tune train` run for real: a few steps on a handful of made-up facts."""
-    folder = tmp_path_factory.mktemp("tuning")
-    data = folder / "facts.jsonl"
-    data.write_text("\n".join(json.dumps(row) for row in FACTS) + "\n")
-    with KnowledgeStore.open(folder / "kb.db") as store:  # text for continued pre-training
-        Ingestor(store, HashEmbedder()).add_text(
-            "The blue door stands at the end of the harbour wall.", title="door",
-            external_id="door", source="test",
-        )  # fmt: skip
-    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
-    proc = subprocess.run(
-        [RAGTUNE, "tune", "train", "--data", str(data), "--name", "door", "--steps", "25",
-         "--lr", "1e-3", "--batch-size", "4", "--general", "0", "--seed", "1",
-         "--documents", str(folder / "kb.db")],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "adapter door: 25 steps" in proc.stdout
-    return folder / "adapters"
+def adapters_dir(door_adapters: Path) -> Path:
+    """The adapters directory `ragtune tune train` made with "door" (tests/conftest.py)."""
+    return door_adapters
 
 
 @pytest.fixture(scope="module")

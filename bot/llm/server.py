@@ -1,0 +1,94 @@
+"""llama.cpp's llama-server for `ragtune serve`: where the binary is, how it is started, and the
+settings a bot needs to use it.
+
+The binary is built by `make llama-server` from the llama.cpp sources inside the installed
+llama-cpp-python release (the GGUF and adapter formats the bot uses), into a folder named after
+that release; a user's own build is taken from RAGTUNE_LLAMA_SERVER or PATH.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from bot.llm.adapters import Adapter, AdapterError, AdapterRegistry
+from bot.llm.engine import ModelError
+
+
+def built_llama_server() -> Path:
+    """Where `make llama-server` puts the binary for the installed llama-cpp-python."""
+    version = metadata.version("llama-cpp-python")
+    return Path.home() / ".cache" / "ragtune" / "llama-server" / version / "llama-server"
+
+
+def find_llama_server(configured: Path | None = None) -> Path:
+    """RAGTUNE_LLAMA_SERVER, else `make llama-server`'s build, else llama-server on PATH."""
+    if configured is not None:
+        if not configured.is_file():
+            raise ModelError(f"RAGTUNE_LLAMA_SERVER={configured} is not a file.")
+        return configured
+    built = built_llama_server()
+    if built.is_file():
+        return built
+    on_path = shutil.which("llama-server")
+    if on_path is not None:
+        return Path(on_path)
+    raise ModelError(
+        "llama-server is not built: run `make llama-server` (about 6 minutes, once), or set "
+        "RAGTUNE_LLAMA_SERVER to a llama-server binary."
+    )
+
+
+def adapters_for(registry: AdapterRegistry, model: Path) -> list[Adapter]:
+    """The registry's adapters made for `model` (checked by its sha256); others are left out."""
+    fitting = []
+    for adapter in registry.list():
+        try:
+            adapter.check_base(model)
+        except AdapterError:
+            continue
+        fitting.append(adapter)
+    return fitting
+
+
+def llama_server_command(
+    binary: Path,
+    model: Path,
+    *,
+    host: str,
+    port: int,
+    slots: int,
+    context_window: int,
+    threads: int,
+    adapters: Sequence[Path] = (),
+    chat_template: str | None = None,
+) -> list[str]:
+    """The llama-server command line: `slots` parallel slots with continuous batching, each
+    with `context_window` tokens, and `adapters` loaded at scale 0: a request that names none
+    gets the base model (llama-server falls back to these scales), one that names an adapter
+    gets it alone."""
+    command = [
+        str(binary), "--model", str(model), "--host", host, "--port", str(port),
+        "--parallel", str(slots), "--cont-batching", "--ctx-size", str(context_window * slots),
+        "--threads", str(threads), "--threads-batch", str(threads), "--no-webui",
+    ]  # fmt: skip
+    if adapters:
+        command.append("--lora-init-without-apply")
+        command += ["--lora-scaled", ",".join(f"{adapter}:0" for adapter in adapters)]
+    if chat_template:
+        command += ["--jinja", "--chat-template", chat_template]
+    return command
+
+
+def bot_settings(host: str, port: int, context_window: int) -> list[str]:
+    """The .env lines that point a bot at this server (from another machine too)."""
+    reachable = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    return [
+        "RAGTUNE_LLM_BACKEND=openai",
+        f"RAGTUNE_OPENAI_BASE_URL=http://{reachable}:{port}/v1",
+        "RAGTUNE_OPENAI_FLAVOR=llama-server",
+        f"RAGTUNE_CONTEXT_WINDOW={context_window}",
+    ]
