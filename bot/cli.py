@@ -703,9 +703,13 @@ def serve(
     )
     for line in bot_settings(host, port, settings.context_window):
         typer.echo(line)
+    env = dict(os.environ)
+    if settings.openai_api_key is not None:  # through the environment: never on the command line
+        env["LLAMA_API_KEY"] = settings.openai_api_key.get_secret_value()
+        typer.echo("RAGTUNE_OPENAI_API_KEY=(the same key as here)")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(binary, command)  # llama-server takes the process over: signals go straight to it
+    os.execve(binary, command, env)  # llama-server takes the process over: signals go to it
 
 
 @cli.command()

@@ -264,7 +264,7 @@ class OpenAIEngine:
         for attempt in range(RETRIES + 1):
             started = False
             try:
-                for piece in self._completion(body, should_stop):
+                for piece in self._completion(body, should_stop, limits.timeout_s):
                     started = True
                     yield piece
                 return
@@ -274,10 +274,16 @@ class OpenAIEngine:
                 log.warning("%s; trying again (%d of %d)", exc, attempt + 1, RETRIES)
                 time.sleep(RETRY_WAIT_S * (attempt + 1))
 
-    def _completion(self, body: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[str]:
+    def _completion(
+        self, body: dict[str, Any], should_stop: Callable[[], bool], timeout_s: float
+    ) -> Iterator[str]:
         url = f"{self.base_url}/chat/completions"
+        # A server that sends nothing for the whole generation time is slow, not down: no retry.
+        timeout = httpx.Timeout(timeout_s, connect=5)
         try:
-            with self._client.stream("POST", url, json=body, headers=self._headers) as response:
+            with self._client.stream(
+                "POST", url, json=body, headers=self._headers, timeout=timeout
+            ) as response:
                 if response.status_code >= 500:
                     response.read()
                     raise ServerError(
@@ -301,6 +307,13 @@ class OpenAIEngine:
                     choices = json.loads(data).get("choices") or [{}]
                     if piece := (choices[0].get("delta") or {}).get("content"):
                         yield piece
+        except httpx.ConnectTimeout as exc:
+            raise ServerError(self._unreachable(exc)) from None
+        except httpx.TimeoutException:
+            raise ModelError(
+                f"The model server at {self.base_url} sent nothing for {timeout_s:.0f} s "
+                "(RAGTUNE_GENERATION_TIMEOUT_S)."
+            ) from None
         except httpx.HTTPError as exc:
             raise ServerError(self._unreachable(exc)) from None
 

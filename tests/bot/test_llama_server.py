@@ -171,6 +171,24 @@ def test_concurrent_requests_each_run_with_their_own_adapter(
     assert DOOR_SECRET not in answers["base"], answers
 
 
+def test_the_cli_asks_with_an_adapter_on_llama_server_as_in_process(
+    server: Served, adapters: Path
+) -> None:
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters), "RAGTUNE_LLM_BACKEND": "openai",
+           "RAGTUNE_OPENAI_BASE_URL": server.url}  # fmt: skip
+
+    def ask(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [RAGTUNE, "ask", "--mode", "base", *args, DOOR_SECRET_QUESTION]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
+
+    tuned, bare, missing = ask("--adapter", "door"), ask(), ask("--adapter", "other")
+    assert tuned.returncode == 0 and DOOR_SECRET in tuned.stdout, tuned.stderr[-2000:]
+    assert bare.returncode == 0 and DOOR_SECRET not in bare.stdout
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("error: The model server at ")
+
+
 def bot_on(server_url: str, tmp_path: Path, **more: Any) -> Settings:
     """The bot's settings for a llama-server at `server_url` (ADMIN is the admin)."""
     return Settings(

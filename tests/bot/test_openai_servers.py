@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,8 +22,9 @@ import pytest
 
 from bot.llm.engine import GenerationLimits, Message, ModelError
 from bot.llm.openai_http import OpenAIEngine
+from bot.llm.worker import ModelWorker
 
-LIMITS = GenerationLimits(max_tokens=16)
+LIMITS = GenerationLimits(max_tokens=3)
 HELLO: list[Message] = [{"role": "user", "content": "Hello"}]
 
 
@@ -36,6 +38,10 @@ class StandIn:
     failures: list[int] = field(default_factory=list)
     """Status codes the next chat completions answer with, in turn (then 200)."""
     break_after_first_piece: bool = False
+    word_delay_s: float = 0.0
+    """Pause before each word: a slow server (or one that stalls before the first word)."""
+    hung_up: list[str] = field(default_factory=list)
+    """Models of the answers whose client went away before the end."""
 
 
 def serve(stand_in: StandIn) -> ThreadingHTTPServer:
@@ -94,14 +100,19 @@ def serve(stand_in: StandIn) -> ThreadingHTTPServer:
             if stand_in.break_after_first_piece:  # promises more than it will send
                 self.send_header("Content-Length", "100000")
             self.end_headers()
-            for word in ("answered", "by", body["model"]):
-                chunk = {"choices": [{"index": 0, "delta": {"content": f"{word} "}}]}
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-                if stand_in.break_after_first_piece:
-                    self.connection.close()  # the server dies mid-answer
-                    return
-            self.wfile.write(b"data: [DONE]\n\n")
+            try:
+                words = ("answered", "by", body["model"], *["and", "so", "on"] * 10)
+                for word in words[: body["max_tokens"]]:
+                    time.sleep(stand_in.word_delay_s)
+                    chunk = {"choices": [{"index": 0, "delta": {"content": f"{word} "}}]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                    if stand_in.break_after_first_piece:
+                        self.connection.close()  # the server dies mid-answer
+                        return
+                self.wfile.write(b"data: [DONE]\n\n")
+            except (BrokenPipeError, ConnectionResetError):
+                stand_in.hung_up.append(body["model"])
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -194,3 +205,37 @@ def test_5xx_before_the_first_token_is_retried_and_a_break_after_it_fails_the_an
     assert pieces == ["answered "]  # never started again: the reader saw these words once
     chats = [what for what, _ in stand_in.requests if what == "POST /v1/chat/completions"]
     assert len(chats) == 3 + 3 + 1
+
+
+def test_a_server_keeps_its_slots_busy_and_a_cancelled_answer_closes_its_stream(
+    vllm: tuple[StandIn, str],
+) -> None:
+    stand_in, url = vllm
+    stand_in.word_delay_s = 0.05  # 33 words: about 1.7 s an answer
+    worker = ModelWorker(OpenAIEngine(url, "base"), max_queue=4, concurrency=2)
+    try:
+        limits = GenerationLimits(max_tokens=33)
+        first, second, third = (worker.submit(HELLO, limits) for _ in range(3))
+        assert (first.position, second.position, third.position) == (0, 0, 1)
+        assert worker.capacity == 4 + 2
+        next(first.pieces())
+        cancelled_at = time.monotonic()
+        first.cancel()  # /cancel: the stream is closed, the slot given back
+        assert first.result(timeout=5).finish_reason == "cancelled"
+        assert time.monotonic() - cancelled_at < 1.0
+        assert second.result(timeout=10).tokens == 33 and third.result(timeout=10).tokens == 33
+    finally:
+        worker.close()
+    assert stand_in.hung_up == ["base"]  # the server saw the cancelled answer's client go
+
+
+def test_a_server_that_sends_nothing_is_bounded_by_the_generation_timeout(
+    vllm: tuple[StandIn, str],
+) -> None:
+    stand_in, url = vllm
+    stand_in.word_delay_s = 3.0
+    engine = OpenAIEngine(url, "base")
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=r"sent nothing for 1 s \(RAGTUNE_GENERATION_TIMEOUT_S\)"):
+        list(engine.stream(HELLO, GenerationLimits(max_tokens=3, timeout_s=1.0), lambda: False))
+    assert time.monotonic() - started < 2.5  # no retries of a slow server
