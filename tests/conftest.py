@@ -216,6 +216,7 @@ SHARED_FIXTURES = {
 """Session fixtures worth building once: the xdist group of the files that use them."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order and group the tests for pytest-xdist (`make test` runs two workers).
 
