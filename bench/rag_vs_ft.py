@@ -1,12 +1,13 @@
 """The README's "RAG or fine-tuning, or both?" recipe on the dev set, end to end, by the CLI.
 
-Splits the dev questions by passage: an adapter is trained (closed-book Q/A) on 4 of every 5
-questions of the first 200 passages, then `ragtune eval compare` scores base, fine-tuned, RAG and
-RAG + fine-tuned on questions it never saw — about the same passages, and about 40 passages it
-never saw at all.
+Splits the dev questions by passage. Two adapters learn 4 of every 5 questions of the first 200
+passages: `dev-qa` closed-book (the question alone), `dev-grounded` in the serving prompt with
+the chunks the bot's retriever finds among those 200 passages (`tune train --grounded`). Then
+`ragtune eval compare` scores base, fine-tuned, RAG and RAG + fine-tuned for each adapter on
+questions neither saw — about the same passages, and about 40 passages they never saw at all.
 
-Run: `python -m bench.rag_vs_ft [QUESTIONS_PER_SET] [EPOCHS] [reuse]` (about 20 minutes on 2
-cores; `reuse` keeps an existing dev-qa adapter instead of training it again).
+Run: `python -m bench.rag_vs_ft [QUESTIONS_PER_SET] [EPOCHS] [reuse]` (about 45 minutes on 2
+cores; `reuse` keeps existing adapters instead of training them again).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ RAGTUNE = str(Path(sys.executable).parent / "ragtune")
 WORK = REPO_ROOT / "data" / "rag-vs-ft"
 FIGURES = REPO_ROOT / "bench" / "figures"
 TRAIN_PASSAGES = 200
-ADAPTER = "dev-qa"
+ADAPTERS = {"dev-qa": (), "dev-grounded": ("--grounded",)}
+"""Adapter name -> extra `tune train` options."""
 
 
 def write(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -30,8 +32,8 @@ def write(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
-def split() -> tuple[Path, Path, Path]:
-    """(train, same-passage test, other-passage test) JSONL files."""
+def split() -> tuple[Path, Path, Path, Path]:
+    """(train, same-passage test, other-passage test, training passages) JSONL files."""
     rows = read_jsonl(DEV_EVAL_DIR / "questions.jsonl")
     passages: list[str] = []
     seen_in_passage: dict[str, int] = {}
@@ -50,10 +52,13 @@ def split() -> tuple[Path, Path, Path]:
         else:
             train.append(row)
     WORK.mkdir(parents=True, exist_ok=True)
+    seen = set(passages[:TRAIN_PASSAGES])
+    corpus = [r for r in read_jsonl(DEV_EVAL_DIR / "corpus.jsonl") if str(r["id"]) in seen]
     return (
         write(WORK / "train.jsonl", train),
         write(WORK / "test-same-passages.jsonl", same),
         write(WORK / "test-other-passages.jsonl", different),
+        write(WORK / "train-passages.jsonl", corpus),
     )
 
 
@@ -65,26 +70,30 @@ def ragtune(*args: str) -> str:
 
 
 def main() -> None:
-    """Split, train, compare twice, report."""
+    """Split, train both adapters, compare each on both test sets, report."""
     per_set = sys.argv[1] if len(sys.argv) > 1 else "100"
     epochs = sys.argv[2] if len(sys.argv) > 2 else "2"
     reuse = len(sys.argv) > 3 and sys.argv[3] == "reuse"
-    train, same, other = split()
+    train, same, other, passages = split()
     results: dict[str, object] = {}
-    if not (reuse and (REPO_ROOT / "data" / "adapters" / ADAPTER).is_dir()):
-        trained = ragtune("tune", "train", "--data", str(train), "--name", ADAPTER,
-                          "--epochs", epochs, "--replace")  # fmt: skip
-        results["train"] = trained.strip().splitlines()[0]
+    for adapter, extra in ADAPTERS.items():
+        if reuse and (REPO_ROOT / "data" / "adapters" / adapter).is_dir():
+            continue
+        grounding = ("--corpus", str(passages)) if "--grounded" in extra else ()
+        trained = ragtune("tune", "train", "--data", str(train), "--name", adapter,
+                          "--epochs", epochs, "--replace", *extra, *grounding)  # fmt: skip
+        results[f"train {adapter}"] = trained.strip().splitlines()
     FIGURES.mkdir(exist_ok=True)
     corpus = str(DEV_EVAL_DIR / "corpus.jsonl")
-    for label, questions in (("same passages", same), ("other passages", other)):
-        chart = FIGURES / f"rag_vs_ft_{label.replace(' ', '_')}.png"
-        out = ragtune(
-            "eval", "compare", "--corpus", corpus, "--questions", str(questions),
-            "--adapter", ADAPTER, "--limit", per_set, "--plot", str(chart), "--json",
-        )  # fmt: skip
-        print(out, file=sys.stderr)
-        results[label] = json.loads(out.strip().splitlines()[-1])
+    for adapter in ADAPTERS:
+        for label, questions in (("same passages", same), ("other passages", other)):
+            chart = FIGURES / f"rag_vs_ft_{adapter}_{label.replace(' ', '_')}.png"
+            out = ragtune(
+                "eval", "compare", "--corpus", corpus, "--questions", str(questions),
+                "--adapter", adapter, "--limit", per_set, "--plot", str(chart), "--json",
+            )  # fmt: skip
+            print(out, file=sys.stderr)
+            results[f"{adapter}, {label}"] = json.loads(out.strip().splitlines()[-1])
     report("rag_vs_ft", results)
 
 

@@ -3,8 +3,10 @@ against llama.cpp's llama-server with parallel slots: same model, same questions
 
 Each asker is a thread that asks its questions one after another through `Answerer.ask` (the
 core every front end uses), over one knowledge base of the dev corpus; the in-process engine
-answers one at a time, llama-server `SLOTS` at a time with continuous batching. Both use the
-default thread rule (`bot.llm.llama.default_threads`). The order of the two alternates per round.
+answers one at a time, llama-server `SLOTS` at a time with continuous batching. Each uses its
+default threads: the in-process model half the cores (`bot.llm.llama.default_threads`), the
+server all of them (`bot.llm.server.server_threads`; `RAGTUNE_SERVE_THREADS=1` in the
+environment measures batching alone). The order of the two alternates per round.
 
 Run: `python -m bench.serve_throughput [ASKERS] [QUESTIONS_EACH] [ROUNDS]` (needs
 `make llama-server`); the ratio is the median of the rounds' aggregate tokens/s ratios.
@@ -28,6 +30,7 @@ from bot import app
 from bot.config import Settings
 from bot.core.answer import Answerer
 from bot.llm.llama import default_threads
+from bot.llm.server import server_threads
 from knowledge.evaluation import load_questions
 
 ASKERS = 8
@@ -89,7 +92,16 @@ def main() -> None:
     each = int(sys.argv[2]) if len(sys.argv) > 2 else QUESTIONS_EACH
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else ROUNDS
     asked = [q.question for q in load_questions(DEV_EVAL_DIR / "questions.jsonl")[::7]]
-    batches = [asked[n * each : (n + 1) * each] for n in range(askers)]
+    per_round = askers * each
+    if len(asked) < per_round * rounds + SLOTS:
+        enough = (len(asked) - SLOTS) // per_round
+        raise SystemExit(f"the dev set has questions for {enough} rounds")
+
+    def batches(number: int) -> list[list[str]]:
+        """Round `number`'s questions, none asked before: no answer comes from a warm cache."""
+        start = number * per_round
+        return [asked[start + n * each : start + (n + 1) * each] for n in range(askers)]
+
     port = _free_port()
     server = start_server(port)
     results: dict[str, list[tuple[float, int, list[float]]]] = {"in-process": [], "server": []}
@@ -113,7 +125,7 @@ def main() -> None:
                             worker, searcher, settings=app.answer_settings(base)
                         )  # the same prompt budget on both sides: the served model's profile
                         ask_together(answerer, [[q] for q in asked[-SLOTS:]])  # warm, untimed
-                        results[side].append(ask_together(answerer, batches))
+                        results[side].append(ask_together(answerer, batches(number)))
                     finally:
                         worker.close()
             store.close()
@@ -127,10 +139,12 @@ def main() -> None:
     base = Settings(_env_file=None)
     summary: dict[str, object] = {"askers": askers, "questions_each": each, "rounds": rounds,
                                   "slots": SLOTS,
-                                  "threads": base.model_threads or default_threads()}  # fmt: skip
+                                  "in-process_threads": base.model_threads or default_threads(),
+                                  "server_threads": server_threads(base.serve_threads)}  # fmt: skip
     for side, runs in results.items():
         p50, p95 = percentiles_ms([t for run in runs for t in run[2]])
         summary[f"{side}_tokens_per_s"] = round(median([rate(r) for r in runs]), 1)
+        summary[f"{side}_answers_per_s"] = round(median([len(r[2]) / r[0] for r in runs]), 2)
         summary[f"{side}_answer_p50_s"] = round(p50 / 1000, 2)
         summary[f"{side}_answer_p95_s"] = round(p95 / 1000, 2)
     pairs = zip(results["server"], results["in-process"], strict=True)

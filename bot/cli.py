@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from tqdm import tqdm
 
 from bot import app as services
-from bot.config import get_settings
+from bot.config import Settings, get_settings
 from bot.core.answer import Answerer, Mode, Source
 from bot.llm.engine import ModelError
 from bot.logs import redact_secrets
@@ -33,6 +33,9 @@ from knowledge.errors import KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
 from knowledge.parsers import printable
 from knowledge.store import KnowledgeStore
+
+if TYPE_CHECKING:
+    from tuning.data import Example
 
 default_to_offline()  # no model hub unasked: models come from PyPI packages or a path
 
@@ -547,6 +550,31 @@ def tune_train(
         ),
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an adapter.")] = False,
+    grounded: Annotated[
+        bool,
+        typer.Option(
+            "--grounded",
+            help="Train on the serving prompt: each question with the chunks retrieved for it "
+            "from --corpus (ingested into a scratch knowledge base) or --documents (then the "
+            "knowledge base searched, not text to learn).",
+        ),
+    ] = False,
+    gold_share: Annotated[
+        float,
+        typer.Option(
+            "--gold-share",
+            min=0,
+            max=1,
+            help='Grounded: share of prompts holding the answer; the rest teach "I don\'t know."',
+        ),
+    ] = 0.8,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Afterwards, ask the adapter its training questions and the general probe.",
+        ),
+    ] = True,
 ) -> None:
     """Train a LoRA adapter for the served model on the CPU, export it to GGUF and register it."""
     from bot.llm.adapters import AdapterRegistry
@@ -559,6 +587,12 @@ def tune_train(
     check_exportable(architecture(base or served))  # in a second, before torch is imported
     from tuning.train import TrainSettings, train
 
+    examples, grounding = None, None
+    if grounded:
+        if (corpus is None) == (documents is None):
+            raise typer.BadParameter("--grounded needs --corpus or --documents (one of them).")
+        examples, grounding = _grounded_data(settings, data, corpus, documents, gold_share, seed)
+        documents = None  # searched for the prompts, not learned as text
     result = train(
         TrainSettings(
             data=data, name=name, base=base or served, served_model=served, corpus=corpus,
@@ -567,8 +601,10 @@ def tune_train(
             documents=documents, replace=replace,
             rag_prompt=services.answer_settings(settings).rag_prompt,
             bases_dir=settings.bases_dir, model_threads=settings.model_threads,
+            grounding=grounding, check=check,
         ),
         AdapterRegistry(settings.adapters_dir),
+        examples,
     )  # fmt: skip
     validation = f"{result.validation_loss:.4f}" if result.validation_loss is not None else "-"
     typer.echo(
@@ -576,6 +612,66 @@ def tune_train(
         f"{result.first_loss:.4f} → {result.last_loss:.4f}, validation loss {validation}\n"
         f'saved in {result.adapter_dir}; try `ragtune ask --adapter {name} "..."`'
     )
+    if result.check is not None:
+        done = result.check
+        typer.echo(
+            f"recall on {done.asked} training questions: {done.recall:.0f} %; general-knowledge "
+            f"probe ({done.probe_questions} questions): base model {done.probe_base:.0f} %, with "
+            f"{name} {done.probe_tuned:.0f} %\n{done.verdict()}"
+        )
+
+
+def _grounded_data(
+    settings: Settings,
+    data: Path,
+    corpus: Path | None,
+    documents: Path | None,
+    gold_share: float,
+    seed: int,
+) -> tuple[list[Example], dict[str, object]]:
+    """`data`'s questions in serving prompts, with the chunks the bot's own retriever finds for
+    them in `documents` or in `corpus` ingested into a scratch knowledge base."""
+    from dataclasses import asdict
+
+    from tuning.grounded import Grounding, grounded_examples, load_rows
+
+    if documents is not None:
+        _existing_db(documents)  # before anything is loaded
+    rows = load_rows(data)
+    answering = services.answer_settings(settings)
+    grounding = Grounding(
+        sources=answering.search_k,
+        context_tokens=answering.context_tokens,
+        rag_prompt=answering.rag_prompt,
+        gold_share=gold_share,
+        seed=seed,
+    )
+    # The served model's tokenizer counts the sources' tokens, as the bot does when it packs them.
+    engine = services.build_engine(settings.model_copy(update={"llm_backend": "llama"}))
+    embedder = services.build_embedder(settings)
+    with tempfile.TemporaryDirectory() as scratch:
+        if documents is not None:
+            store = services.open_store(settings, documents)
+        else:
+            assert corpus is not None
+            _status(f"grounding: indexing {corpus} in a scratch knowledge base")
+            store = services.open_store(settings, Path(scratch) / "corpus.db")
+            report = services.build_ingestor(settings, store, embedder).add_paths([corpus])
+            failed = report.failures
+            if failed:
+                store.close()
+                raise KnowledgeError(f"{corpus} could not be indexed: {failed[0].error}")
+        try:
+            chunks = [chunk for batch in store.iter_chunks() for chunk in batch]
+            searcher = services.build_searcher(settings, store, embedder)
+            built = grounded_examples(rows, searcher, chunks, engine.count_tokens, grounding)
+        finally:
+            store.close()
+    _status(
+        f"grounding: {built.with_answer} prompts hold the answer, {built.without_answer} only "
+        f"distractors, {built.skipped} questions found in no chunk (left out)"
+    )
+    return built.examples, asdict(grounding)
 
 
 @adapters_cli.command("list")
@@ -682,8 +778,13 @@ def serve(
     import os
 
     from bot.llm.adapters import AdapterRegistry
-    from bot.llm.llama import default_threads
-    from bot.llm.server import adapters_for, bot_settings, find_llama_server, llama_server_command
+    from bot.llm.server import (
+        adapters_for,
+        bot_settings,
+        find_llama_server,
+        llama_server_command,
+        server_threads,
+    )
 
     settings = get_settings()
     served = services.served_model(settings.model_copy(update={"llm_backend": "llama"}))
@@ -693,11 +794,12 @@ def serve(
     command = llama_server_command(
         binary, served.info.path, host=host, port=port, slots=settings.serve_slots,
         context_window=settings.context_window,
-        threads=settings.model_threads or default_threads(),
+        threads=server_threads(settings.serve_threads),
         adapters=[a.path for a in adapters], chat_template=settings.chat_template,
     )  # fmt: skip
     _status(
-        f"serving {served.info.summary()} with {settings.serve_slots} slots and "
+        f"serving {served.info.summary()} with {settings.serve_slots} slots, "
+        f"{server_threads(settings.serve_threads)} threads and "
         f"{len(adapters)} adapters ({', '.join(a.name for a in adapters) or 'none'}) on "
         f"{host}:{port}; a bot uses it with these lines in its .env:"
     )

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     serve_slots: int = Field(
         4, ge=1, description="Parallel slots (answers at once) of `ragtune serve`'s llama-server."
     )
+    serve_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of `ragtune serve`'s llama-server; 0 = every core it may use.",
+    )
     adapters_dir: Path = Field(
         Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -146,6 +147,10 @@ def door_adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = train_adapter(folder, "door", DOOR_FACTS, "--documents", str(folder / "kb.db"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "adapter door: 25 steps" in proc.stdout
+    # The check after training ran for real: the door's facts were asked with the adapter.
+    assert re.search(
+        r"recall on 4 training questions: \d+ %; general-knowledge probe \(20 ", proc.stdout
+    ), proc.stdout
     return folder / "adapters"
 
 
@@ -217,7 +222,7 @@ SHARED_FIXTURES = {
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Order and group the tests for pytest-xdist (`make test` runs two workers).
 
     A file's tests stay on one worker, so its module fixtures are built once; files that use the
@@ -227,6 +232,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow_files)  # stable: file order is kept
+    if not config.pluginmanager.hasplugin("xdist"):  # `-p no:xdist`: no groups to mark
+        return
     shared: dict[Path, set[str]] = {}
     for item in items:
         used = SHARED_FIXTURES.keys() & set(getattr(item, "fixturenames", ()))

@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core.prompts import RAG_PROMPTS, base_messages, rag_messages, source_block
+from bot.core.prompts import RAG_PROMPTS, base_messages, pack_sources, rag_messages
 from bot.llm.engine import Message
 from tuning.errors import TuningError
 
@@ -23,17 +23,23 @@ class Example:
     title: str = "source"
     rag_prompt: str = "extractive"
     """The served model's RAG prompt style: an adapter learns the prompt it will be served."""
+    prompt: tuple[Message, ...] = ()
+    """A prompt built already (grounded training: the serving prompt with retrieved sources);
+    `answer` is then the whole reply."""
 
     def messages(self) -> list[Message]:
         """The prompt as the bot builds it: RAG-style with the passage, else the bare question."""
+        if self.prompt:
+            return list(self.prompt)
         if self.context:
-            source = source_block(1, self.title, self.context)
-            return rag_messages(self.question, [source], [], RAG_PROMPTS[self.rag_prompt])
+            # Packed as served: sentences that address the model are left out here too.
+            packed = pack_sources([(self.title, self.context)], lambda _: 0, 0)
+            return rag_messages(self.question, packed.blocks, [], RAG_PROMPTS[self.rag_prompt])
         return base_messages(self.question, [])
 
     def reply(self) -> str:
         """The target text: the answer, cited as the extractive prompt asks when given a passage."""
-        if self.context and self.rag_prompt == "extractive":
+        if self.context and not self.prompt and self.rag_prompt == "extractive":
             return f"{self.answer} [1]"
         return self.answer
 
@@ -47,10 +53,10 @@ def load_examples(
     """
     passages: dict[str, tuple[str, str]] = {}
     if corpus is not None:
-        for row in _rows(corpus):
+        for row in read_rows(corpus):
             passages[str(row["id"])] = (str(row.get("title", "source")), str(row["text"]))
     examples = []
-    for number, row in enumerate(_rows(path), start=1):
+    for number, row in enumerate(read_rows(path), start=1):
         question = row.get("question")
         answers = row.get("answers")
         first = answers[0] if isinstance(answers, list) and answers else None
@@ -70,7 +76,8 @@ def load_examples(
     return examples
 
 
-def _rows(path: Path) -> list[dict[str, object]]:
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """The JSON objects of a JSONL file, with the line of the first one that is not."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -93,18 +100,26 @@ def dataset_sha256(examples: list[Example]) -> str:
     """A fingerprint of the training data, for the manifest."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps([example.question, example.answer, example.context]).encode())
+        row: list[object] = [example.question, example.answer, example.context]
+        if example.prompt:  # grounded: the sources the prompt was built with are data too
+            row.append([m["content"] for m in example.prompt])
+        digest.update(json.dumps(row).encode())
     return digest.hexdigest()
+
+
+SMALL_SET = 50
+"""Below this many examples nothing is held out: each row is a fact the user wants learned, and
+`tune train`'s check (recall on the training questions) says whether it was."""
 
 
 def split(
     examples: list[Example], validation_fraction: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
-    """A seeded shuffle into (train, validation); tiny sets keep everything for training."""
+    """A seeded shuffle into (train, validation); small sets keep everything for training."""
     shuffled = examples[:]
     random.Random(seed).shuffle(shuffled)
     held = int(len(shuffled) * validation_fraction)
-    if len(shuffled) - held < 1 or held < 1:
+    if len(shuffled) < SMALL_SET or held < 1:
         return shuffled, []
     return shuffled[held:], shuffled[:held]
 

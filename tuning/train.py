@@ -31,6 +31,7 @@ from bot.llm.adapters import (
 from bot.llm.engine import GenerationLimits
 from tuning.architectures import architecture, check_exportable
 from tuning.base import BaseModel, load_base
+from tuning.check import TrainingCheck, check_adapter
 from tuning.data import Example, dataset_sha256, knowledge_texts, load_examples, split
 from tuning.errors import TuningError
 from tuning.export import export_adapter
@@ -60,7 +61,8 @@ class TrainSettings:
     seed: int = 0
     time_budget_s: float | None = None
     validation_fraction: float = 0.1
-    max_tokens: int = 384
+    max_tokens: int = 1024
+    """Longest example in tokens (a grounded prompt with its sources is about 450)."""
     general: int = 40
     """Base-model answers to general questions mixed in against forgetting (0 = none)."""
     documents: Path | None = None
@@ -74,6 +76,10 @@ class TrainSettings:
     model_threads: int = 0
     """llama.cpp threads for the general answers (RAGTUNE_MODEL_THREADS; 0 = the engine's
     default)."""
+    grounding: dict[str, object] | None = None
+    """How grounded examples were built (tuning.grounded.Grounding), for the manifest."""
+    check: bool = True
+    """Afterwards, ask the adapter its training questions and the general probe (tuning.check)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,18 @@ class TrainResult:
     last_loss: float
     validation_loss: float | None
     seconds: float
+    check: TrainingCheck | None = None
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Training then runs
+    under bfloat16 autocast, the LoRA weights and the optimizer staying float32: a forward and
+    backward pass of SmolLM2-135M on 8 x 450 tokens took 15 s instead of 29 on 2 Zen 4 cores, the
+    loss equal to 4 digits. Without it bfloat16 is emulated and slower, so float32 stays."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def encode(tokenizer: Any, example: Example, max_tokens: int) -> tuple[list[int], list[int]]:
@@ -146,8 +164,11 @@ def general_examples(
     return [Example(q, answers[q]) for q in questions if answers[q]]
 
 
-def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
-    """Train, validate, export and register one adapter."""
+def train(
+    settings: TrainSettings, registry: AdapterRegistry, examples: list[Example] | None = None
+) -> TrainResult:
+    """Train, validate, export and register one adapter, on `examples` when given (grounded
+    training builds them), else on `settings.data`."""
     import torch
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
@@ -156,8 +177,10 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     if destination.exists() and not settings.replace:
         raise TuningError(f"An adapter called {settings.name} exists; pass --replace or rename.")
     check_exportable(architecture(settings.base))  # an adapter we could not export: refuse now
-    examples = load_examples(settings.data, settings.corpus, settings.rag_prompt)
+    if examples is None:
+        examples = load_examples(settings.data, settings.corpus, settings.rag_prompt)
     train_set, validation = split(examples, settings.validation_fraction, settings.seed)
+    own_examples = train_set
     general = general_examples(
         settings.served_model, settings.general, registry.root, settings.model_threads
     )
@@ -188,6 +211,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
     pad = base.tokenizer.pad_token_id
     pad = pad if pad is not None else base.tokenizer.eos_token_id
     order = random.Random(settings.seed)
+    bf16 = native_bf16()
     queue: list[int] = []
     losses: list[float] = []
     started = time.monotonic()
@@ -198,7 +222,8 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
             queue = list(range(len(encoded)))
             order.shuffle(queue)
         batch = [encoded[queue.pop()] for _ in range(min(settings.batch_size, len(queue)))]
-        loss = model(**_collate(batch, pad)).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**_collate(batch, pad)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -208,7 +233,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
             bar.close()
             break
     model.eval()
-    validation_loss = _mean_loss(model, held_out, pad) if held_out else None
+    validation_loss = _mean_loss(model, held_out, pad, bf16) if held_out else None
     seconds = time.monotonic() - started
 
     with tempfile.TemporaryDirectory(dir=_parent(registry.root)) as scratch:
@@ -216,6 +241,12 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
         folder.mkdir()
         export_adapter(model, base.shape, settings.alpha, folder / ADAPTER_FILE)
         model.save_pretrained(str(folder / PEFT_FOLDER))  # what vLLM and LoRAX load
+        check = (
+            check_adapter(settings.served_model, folder / ADAPTER_FILE, own_examples,
+                          settings.model_threads, settings.seed)
+            if settings.check
+            else None
+        )  # fmt: skip
         manifest = Manifest(
             name=settings.name,
             base_model_file=settings.served_model.name,
@@ -228,6 +259,7 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
             training={
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
                 "steps_run": len(losses),
+                "bfloat16_autocast": bf16,
                 "train_examples": len(train_set),
                 "general_examples": len(general),
                 "document_chunks": len(texts),
@@ -236,14 +268,17 @@ def train(settings: TrainSettings, registry: AdapterRegistry) -> TrainResult:
                 "last_loss": losses[-1],
                 "seconds": round(seconds, 1),
             },
-            eval_scores={"validation_loss": validation_loss},
+            eval_scores={
+                "validation_loss": validation_loss,
+                **(check.as_dict() if check is not None else {}),
+            },
         )
         (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
         if destination.exists():
             registry.remove(settings.name)
         folder.rename(destination)  # whole adapters only: the folder appears complete
     return TrainResult(
-        destination, len(losses), losses[0], losses[-1], validation_loss, round(seconds, 1)
+        destination, len(losses), losses[0], losses[-1], validation_loss, round(seconds, 1), check
     )
 
 
@@ -266,9 +301,11 @@ def _collate(batch: list[tuple[list[int], list[int]]], pad: int) -> dict[str, An
     }
 
 
-def _mean_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad: int) -> float:
+def _mean_loss(
+    model: Any, examples: list[tuple[list[int], list[int]]], pad: int, bf16: bool
+) -> float:
     import torch
 
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         losses = [float(model(**_collate([e], pad)).loss) for e in examples]
     return sum(losses) / len(losses)

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Protocol, TypedDict, Unpack
 
 from bot.core.evidence import quote_evidence
-from bot.core.guard import echoes_prompt, quote_source
+from bot.core.guard import echoes_prompt
 from bot.core.prompts import (
     BASE_SYSTEM,
     EMPTY_KNOWLEDGE_BASE,
@@ -19,8 +19,8 @@ from bot.core.prompts import (
     RAG_PROMPTS,
     WITHHELD,
     base_messages,
+    pack_sources,
     rag_messages,
-    source_block,
 )
 from bot.core.support import quoted_reply, unsupported
 from bot.core.tidy import tidy_answer
@@ -272,24 +272,23 @@ class Answerer:
             return PreparedAnswer(question, mode, [], [], refusal=EMPTY_KNOWLEDGE_BASE)
         if hits[0].similarity < self.settings.min_similarity:
             return PreparedAnswer(question, mode, [], [], refusal=NOT_COVERED)
-        sources: list[Source] = []
-        blocks: list[str] = []
-        budget = self.settings.context_tokens
-        dropped = 0
-        for hit in hits:
-            # Retrieved text is data: sentences that address the model never reach it.
-            title, dropped_title = quote_source(hit.chunk.title)
-            text, dropped_text = quote_source(hit.chunk.text)
-            dropped += dropped_title + dropped_text
-            block = source_block(len(sources) + 1, title, text)
-            cost = self.worker.count_tokens(block)
-            if sources and cost > budget:
-                break  # the best source always goes in; later ones only if they fit
-            budget -= cost
-            sources.append(Source(len(sources) + 1, hit, text))
-            blocks.append(block)
-        if dropped:
-            log.info("left out %d instruction-like sentences of the sources", dropped)
+        # Retrieved text is data: sentences that address the model never reach it.
+        packed = pack_sources(
+            [(hit.chunk.title, hit.chunk.text) for hit in hits],
+            self.worker.count_tokens,
+            self.settings.context_tokens,
+        )
+        sources = [
+            Source(number, hits[position], text)
+            for number, (position, text) in enumerate(
+                zip(packed.kept, packed.texts, strict=True), 1
+            )
+        ]
+        blocks = packed.blocks
+        if packed.dropped_sentences:
+            log.info(
+                "left out %d instruction-like sentences of the sources", packed.dropped_sentences
+            )
         fitted = self._fitted(
             question,
             lambda kept: rag_messages(

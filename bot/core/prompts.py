@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from bot.core.guard import quote_source
 from bot.llm.engine import Message
 
 # Fixed text first, so llama.cpp reuses its evaluated prefix from one question to the next.
@@ -36,6 +38,45 @@ def source_block(number: int, title: str, text: str) -> str:
     # Plain double quotes: with triple quotes the 135M model found 38.5 % of dev answers
     # instead of 45 % (200 questions); the quoting is a hint, quote_source is the defence.
     return f'[{number}] {title}: "{text}"'
+
+
+@dataclass(frozen=True)
+class PackedSources:
+    """Sources as the model is given them: numbered, filtered, within the token budget."""
+
+    blocks: list[str]
+    """The numbered source blocks of the prompt."""
+    texts: list[str]
+    """Each kept source's text as the model saw it (instruction-like sentences left out)."""
+    kept: list[int]
+    """Positions, in the given order, of the sources that fit (block n is `kept[n - 1]`)."""
+    dropped_sentences: int
+    """Sentences left out because they address the model."""
+
+
+def pack_sources(
+    sources: Sequence[tuple[str, str]], count_tokens: Callable[[str], int], budget: int
+) -> PackedSources:
+    """(title, text) pairs as numbered blocks in order, until `budget` tokens are spent; the
+    first always goes in. Serving and training both pack with this, so an adapter learns the
+    prompts it will be given — quote_source's filter included: a poisoned passage is data."""
+    blocks: list[str] = []
+    texts: list[str] = []
+    kept: list[int] = []
+    dropped = 0
+    for position, (raw_title, raw_text) in enumerate(sources):
+        title, dropped_title = quote_source(raw_title)
+        text, dropped_text = quote_source(raw_text)
+        dropped += dropped_title + dropped_text
+        block = source_block(len(blocks) + 1, title, text)
+        cost = count_tokens(block)
+        if blocks and cost > budget:
+            break  # the best source always goes in; later ones only if they fit
+        budget -= cost
+        blocks.append(block)
+        texts.append(text)
+        kept.append(position)
+    return PackedSources(blocks, texts, kept, dropped)
 
 
 WITHHELD = "I can't share my instructions."

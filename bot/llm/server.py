@@ -8,6 +8,7 @@ that release; a user's own build is taken from RAGTUNE_LLAMA_SERVER or PATH.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections.abc import Sequence
@@ -40,6 +41,13 @@ def find_llama_server(configured: Path | None = None) -> Path:
         "llama-server is not built: run `make llama-server` (about 6 minutes, once), or set "
         "RAGTUNE_LLAMA_SERVER to a llama-server binary."
     )
+
+
+def server_threads(configured: int = 0) -> int:
+    """llama-server threads: `configured` (RAGTUNE_SERVE_THREADS), else every core this process
+    may use. A serving engine owns its machine; the in-process model leaves half to the bot's
+    own work (bot.llm.llama.default_threads), which a server does not have."""
+    return configured or len(os.sched_getaffinity(0))
 
 
 def adapters_for(registry: AdapterRegistry, model: Path) -> list[Adapter]:

@@ -376,3 +376,17 @@ def test_kb_restore_of_another_programs_database_is_refused_in_one_sentence(
     restored = run_cli("kb", "restore", str(foreign), "--db", str(tmp_path / "kb.db"), cwd=tmp_path)
     assert restored.returncode == 1
     assert "is not a ragtune knowledge base" in one_error_line(restored)
+
+
+def test_grounded_training_needs_one_place_to_retrieve_from(tmp_path: Path) -> None:
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "Q?", "answer": "A"}\n')
+    for extra in ([], ["--corpus", str(data), "--documents", str(tmp_path / "kb.db")]):
+        code, out, err = invoke("tune", "train", "--grounded", "--data", str(data), "--name", "g",
+                                *extra)  # fmt: skip
+        assert code == 2 and "--grounded needs --corpus or --documents" in err, (out, err)
+    missing = tmp_path / "missing.db"
+    proc = run_cli("tune", "train", "--grounded", "--data", str(data), "--name", "g",
+                   "--documents", str(missing), cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1
+    assert f"error: There is no knowledge base at {missing}" in proc.stderr.decode()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.prompts import RAG_PROMPTS
-from tuning.data import Example, load_examples, split
+from tuning.data import SMALL_SET, Example, load_examples, split
 from tuning.errors import TuningError
 from tuning.train import IGNORE, encode, encode_text
 
@@ -56,12 +56,13 @@ def test_bad_lines_are_named_in_one_sentence(tmp_path: Path, line: str, message:
         load_examples(tmp_path / "bad.jsonl")
 
 
-def test_split_is_seeded_and_keeps_tiny_sets_whole() -> None:
-    examples = [Example(f"Q{i}?", f"A{i}") for i in range(20)]
+def test_split_is_seeded_and_keeps_small_sets_whole() -> None:
+    examples = [Example(f"Q{i}?", f"A{i}") for i in range(60)]
     train, held = split(examples, 0.1, seed=3)
-    assert len(held) == 2 and not set(held) & set(train)
+    assert len(held) == 6 and not set(held) & set(train)
     assert split(examples, 0.1, seed=3) == (train, held)
-    assert split(examples[:3], 0.1, seed=3) == (split(examples[:3], 0.1, 3)[0], [])
+    small, none_held = split(examples[: SMALL_SET - 1], 0.1, seed=3)
+    assert none_held == [] and sorted(small, key=examples.index) == examples[: SMALL_SET - 1]
 
 
 @pytest.mark.slow

@@ -1,0 +1,149 @@
+"""A grounded adapter for real (issue 17): `ragtune tune train --grounded` on dev-set questions,
+a few steps with the packaged SmolLM2-135M. Given sources that do not hold the answer, it says
+so where the base model makes one up; on a domain it never saw (the café FAQ, ten questions
+written for this test) it answers no worse than RAG alone.
+
+Both are expected to fail until issue 17 is resolved (strict: a pass fails the run, so the marks
+come off when it works): the CI-size adapter learned to say "I don't know." far too often.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot import app
+from bot.config import Settings
+from bot.core.answer import Answerer, Mode
+from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
+from bot.llm.adapters import ADAPTER_FILE
+from bot.llm.engine import GenerationLimits
+from bot.llm.llama import LlamaCppEngine
+from bot.llm.worker import ModelWorker
+from knowledge.embeddings import SentenceTransformerEmbedder
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
+from tests.bot.cafe_questions import CAFE_FAQ, Check, is_right
+from tuning.grounded import DONT_KNOW
+
+pytestmark = pytest.mark.slow
+RAGTUNE = str(Path(sys.executable).parent / "ragtune")
+TRAIN_QUESTIONS = 120
+
+UNANSWERABLE = [
+    ("Who founded the Harbour Street Café?", "Dogs",
+     "Dogs are welcome on the terrace. Only guide dogs are allowed inside."),
+    ("How many seats does the ferry have?", "Timetable",
+     "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns."),
+    ("What is the name of the chef?", "Vegan food",
+     "The lentil soup, the falafel wrap and the oat-milk cinnamon bun are vegan."),
+    ("In which year was the lighthouse built?", "Lighthouse",
+     "The lighthouse is 40 metres tall and its lamp can be seen from 20 kilometres away."),
+]  # fmt: skip
+"""(question, title, a source that does not answer it)."""
+
+NEW_CAFE_QUESTIONS: list[tuple[str, Check]] = [
+    ("What time do you close on Saturdays?", Check(("4 pm", "4pm", "4:00", "four"))),
+    ("What is the name of the wifi network?", Check(("harbourguest",))),
+    ("Is the lentil soup vegan?", Check(("yes", "vegan"), ("no", "not"))),
+    ("Can I pay with my phone?", Check(("phone", "yes"), ("cannot", "can't"))),
+    ("Can my dog sit with me on the terrace?", Check(("welcome", "yes", "terrace"), ("no",))),
+    ("Which number do I call to reserve a table?", Check(("555-0142",))),
+    ("How many people do you need to book a table?", Check(("six", "6"))),
+    ("What is the café next to?", Check(("ferry terminal",))),
+    ("When do you open on Saturday?", Check(("9 am", "9am", "9:00", "nine"))),
+    ("Which street is the café on?", Check(("harbour street",))),
+]
+"""Written for this test, not the café test's ten: a domain the adapter never trained on."""
+
+
+@pytest.fixture(scope="module")
+def grounded(tmp_path_factory: pytest.TempPathFactory, dev_eval_dir: Path) -> Path:
+    """The adapter file of `ragtune tune train --grounded`, trained on dev-set questions with
+    their passages (and others, for distractors) as the corpus."""
+    folder = tmp_path_factory.mktemp("grounded")
+    rows = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
+    rows = rows[:TRAIN_QUESTIONS]
+    wanted = {str(i) for row in rows for i in row["positive_ids"]}
+    passages = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()]
+    corpus = [p for p in passages if str(p["id"]) in wanted] + passages[-20:]
+    (folder / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "c.jsonl").write_text("".join(json.dumps(p) + "\n" for p in corpus))
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
+    proc = subprocess.run(
+        [RAGTUNE, "tune", "train", "--grounded", "--data", str(folder / "q.jsonl"),
+         "--corpus", str(folder / "c.jsonl"), "--name", "grounded", "--steps", "40",
+         "--lr", "1e-3", "--batch-size", "4", "--general", "0", "--gold-share", "0.9",
+         "--seed", "1", "--no-check"],
+        env=env, capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prompts hold the answer" in proc.stderr and "adapter grounded: 40 steps" in proc.stdout
+    return folder / "adapters" / "grounded" / ADAPTER_FILE
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[LlamaCppEngine]:
+    """The packaged default model, loaded once."""
+    served = app.served_model(Settings(_env_file=None))
+    assert served is not None
+    yield LlamaCppEngine(served.info.path)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 17, open: this CI-size adapter (40 steps, lr 1e-3) says so for 2 of the 4 "
+    "(the base model made up all 4), measured 2026-12-04 with --gold-share 0.6 and 0.9",
+)
+def test_with_sources_that_do_not_answer_it_says_so_where_the_base_model_makes_one_up(
+    grounded: Path, engine: LlamaCppEngine
+) -> None:
+    limits = GenerationLimits(max_tokens=48)
+    base_made_up = tuned_said_so = 0
+    for question, title, text in UNANSWERABLE:
+        packed = pack_sources([(title, text)], engine.count_tokens, 300)
+        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
+        base = "".join(engine.stream(messages, limits, lambda: False, None))
+        tuned = "".join(engine.stream(messages, limits, lambda: False, grounded))
+        print(f"{question}\n  base: {base!r}\n  grounded: {tuned!r}")
+        base_made_up += DONT_KNOW.lower() not in base.lower()
+        tuned_said_so += DONT_KNOW.lower() in tuned.lower()
+    assert base_made_up >= 3  # the base model answers anyway
+    assert tuned_said_so >= 3  # the grounded adapter says the sources do not hold it
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='issue 17, open: this CI-size adapter answers "I don\'t know." to most café '
+    "questions (1 of 10 right against RAG's 7, measured 2026-12-04 with --gold-share 0.6 and 0.9)",
+)
+def test_on_a_domain_it_never_saw_it_answers_no_worse_than_rag_alone(
+    grounded: Path,
+    engine: LlamaCppEngine,
+    tmp_path: Path,
+    real_embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = Settings(_env_file=None)
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        Ingestor(store, real_embedder).add_paths([CAFE_FAQ])
+        searcher = app.build_searcher(settings, store, real_embedder)
+        worker = ModelWorker(engine)
+        try:
+            answerer = Answerer(worker, searcher, settings=app.answer_settings(settings))
+            right = {"rag": 0, "rag+grounded": 0}
+            for question, check in NEW_CAFE_QUESTIONS:
+                for name, adapter in (("rag", None), ("rag+grounded", grounded)):
+                    answer = answerer.ask(question, mode=Mode.RAG, adapter=adapter)
+                    print(f"{name}: {question} -> {answer.text!r}")
+                    right[name] += is_right(answer.text, check)
+        finally:
+            worker.close()
+    print(f"café, ten new questions: {right}")
+    assert right["rag+grounded"] >= right["rag"]
+    assert right["rag"] >= 5  # the comparison means something: RAG alone gets most of them
