@@ -57,23 +57,28 @@ def load_examples(
             passages[str(row["id"])] = (str(row.get("title", "source")), str(row["text"]))
     examples = []
     for number, row in enumerate(read_rows(path), start=1):
-        question = row.get("question")
-        answers = row.get("answers")
-        first = answers[0] if isinstance(answers, list) and answers else None
-        answer = row.get("answer") or first
-        if not isinstance(question, str) or not isinstance(answer, str) or not answer.strip():
-            raise TuningError(
-                f"Line {number} of {path} needs a `question` and an `answer` (or `answers`)."
-            )
+        question, answer = question_and_answer(row, number, path)
         given = row.get("context")
         title, context = "source", given if isinstance(given, str) else None
         ids = row.get("positive_ids")
         if context is None and isinstance(ids, list) and ids and str(ids[0]) in passages:
             title, context = passages[str(ids[0])]
-        examples.append(Example(question.strip(), answer.strip(), context, title, rag_prompt))
+        examples.append(Example(question, answer, context, title, rag_prompt))
     if not examples:
         raise TuningError(f"{path} holds no examples.")
     return examples
+
+
+def question_and_answer(row: dict[str, object], number: int, path: Path) -> tuple[str, str]:
+    """A row's question and its `answer` (or the eval set's first `answers`), stripped; line
+    `number` of `path` is named when either is missing."""
+    question, answers = row.get("question"), row.get("answers")
+    answer = row.get("answer") or (answers[0] if isinstance(answers, list) and answers else None)
+    if not isinstance(question, str) or not isinstance(answer, str) or not answer.strip():
+        raise TuningError(
+            f"Line {number} of {path} needs a `question` and an `answer` (or `answers`)."
+        )
+    return question.strip(), answer.strip()
 
 
 def read_rows(path: Path) -> list[dict[str, object]]:

@@ -22,7 +22,7 @@ from bot.core.answer_eval import normalize_answer
 from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
 from knowledge.chunking import split_sentences
 from knowledge.store import StoredChunk
-from tuning.data import Example, read_rows
+from tuning.data import Example, question_and_answer, read_rows
 from tuning.errors import TuningError
 
 DONT_KNOW = "I don't know."
@@ -71,17 +71,10 @@ def load_rows(path: Path) -> list[GroundedRow]:
     """Rows with `question`, `answer` (or the eval set's `answers`) and optional `positive_ids`."""
     rows = []
     for number, row in enumerate(read_rows(path), start=1):
-        question, answers = row.get("question"), row.get("answers")
-        answer = row.get("answer") or (
-            answers[0] if isinstance(answers, list) and answers else None
-        )
-        if not isinstance(question, str) or not isinstance(answer, str) or not answer.strip():
-            raise TuningError(
-                f"Line {number} of {path} needs a `question` and an `answer` (or `answers`)."
-            )
+        question, answer = question_and_answer(row, number, path)
         ids = row.get("positive_ids")
         positive = tuple(str(i) for i in ids) if isinstance(ids, list) else ()
-        rows.append(GroundedRow(question.strip(), answer.strip(), positive))
+        rows.append(GroundedRow(question, answer, positive))
     if not rows:
         raise TuningError(f"{path} holds no examples.")
     return rows

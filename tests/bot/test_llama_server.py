@@ -198,6 +198,13 @@ def bot_on(server_url: str, tmp_path: Path, **more: Any) -> Settings:
     )  # fmt: skip
 
 
+def estonia_kb(folder: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """`folder`/kb.db holding the Estonia facts, as the bot built by `bot_on` opens it."""
+    (folder / "estonia.txt").write_text(FACTS)
+    with KnowledgeStore.open(folder / "kb.db") as store:
+        Ingestor(store, embedder).add_paths([folder / "estonia.txt"])
+
+
 def texts(emulator: BotAPIEmulator, chat: int) -> list[str]:
     return [str(c.params["text"]) for c in emulator.sent("sendMessage", chat)]
 
@@ -210,9 +217,7 @@ def test_the_bot_answers_from_its_sources_and_switches_adapters_on_llama_server(
     tmp_path: Path,
     real_embedder: SentenceTransformerEmbedder,
 ) -> None:
-    (tmp_path / "estonia.txt").write_text(FACTS)
-    with KnowledgeStore.open(tmp_path / "kb.db") as store:
-        Ingestor(store, real_embedder).add_paths([tmp_path / "estonia.txt"])
+    estonia_kb(tmp_path, real_embedder)
     bot = bot_on(server.url, tmp_path, adapters_dir=adapters)
     slots_url = f"http://127.0.0.1:{server.port}/slots"
 
@@ -256,9 +261,7 @@ def test_a_server_killed_mid_answer_costs_that_answer_and_the_bot_answers_once_i
     tmp_path: Path,
     real_embedder: SentenceTransformerEmbedder,
 ) -> None:
-    (tmp_path / "estonia.txt").write_text(FACTS)
-    with KnowledgeStore.open(tmp_path / "kb.db") as store:
-        Ingestor(store, real_embedder).add_paths([tmp_path / "estonia.txt"])
+    estonia_kb(tmp_path, real_embedder)
     port = _free_port()
     served = serve(tmp_path / "adapters", port)
     bot = bot_on(served.url, tmp_path, max_answer_tokens=400, min_similarity=-1.0)
