@@ -568,6 +568,14 @@ def tune_train(
             help='Grounded: share of prompts holding the answer; the rest teach "I don\'t know."',
         ),
     ] = 0.8,
+    negatives: Annotated[
+        str,
+        typer.Option(
+            "--negatives",
+            help='Grounded: sources of the "I don\'t know." prompts: the nearest chunks of other '
+            "titles than the answer's (other-titles), or of any other document (nearest).",
+        ),
+    ] = "other-titles",
     check: Annotated[
         bool,
         typer.Option(
@@ -591,7 +599,9 @@ def tune_train(
     if grounded:
         if (corpus is None) == (documents is None):
             raise typer.BadParameter("--grounded needs --corpus or --documents (one of them).")
-        examples, grounding = _grounded_data(settings, data, corpus, documents, gold_share, seed)
+        examples, grounding = _grounded_data(
+            settings, data, corpus, documents, gold_share, negatives, seed
+        )
         documents = None  # searched for the prompts, not learned as text
     result = train(
         TrainSettings(
@@ -627,14 +637,17 @@ def _grounded_data(
     corpus: Path | None,
     documents: Path | None,
     gold_share: float,
+    negatives: str,
     seed: int,
 ) -> tuple[list[Example], dict[str, object]]:
     """`data`'s questions in serving prompts, with the chunks the bot's own retriever finds for
     them in `documents` or in `corpus` ingested into a scratch knowledge base."""
     from dataclasses import asdict
 
-    from tuning.grounded import Grounding, grounded_examples, load_rows
+    from tuning.grounded import NEGATIVES, Grounding, grounded_examples, load_rows
 
+    if negatives not in NEGATIVES:
+        raise typer.BadParameter(f"--negatives is one of {', '.join(NEGATIVES)}.")
     if documents is not None:
         _existing_db(documents)  # before anything is loaded
     rows = load_rows(data)
@@ -644,6 +657,7 @@ def _grounded_data(
         context_tokens=answering.context_tokens,
         rag_prompt=answering.rag_prompt,
         gold_share=gold_share,
+        negatives=negatives,
         seed=seed,
     )
     # The served model's tokenizer counts the sources' tokens, as the bot does when it packs them.

@@ -27,6 +27,9 @@ from tuning.errors import TuningError
 
 DONT_KNOW = "I don't know."
 """What both RAG prompts ask for when the sources do not hold the answer."""
+NEGATIVES = ("nearest", "other-titles")
+NEGATIVES_DEPTH = 32
+"""Hits searched for an "I don't know." prompt's sources (other titles rank lower)."""
 LONGEST_SENTENCE_WORDS = 40
 """A source sentence longer than this is not a short answer: the span alone is the reply."""
 
@@ -53,6 +56,12 @@ class Grounding:
     """Share of prompts that hold the answer; the rest teach "I don't know."."""
     depth: int = 8
     """Distractors are taken from this many best hits for the question."""
+    negatives: str = "other-titles"
+    """Where the sources of an "I don't know." prompt come from: `nearest`, the best hits from
+    any document but the answer's; `other-titles`, the best hits whose title differs from every
+    title of the answer's chunks. A sibling chunk of the same article or report often holds the
+    answer in other words (XQuAD: other paragraphs of the same article), so teaching "I don't
+    know." on it teaches the model to refuse answers that are there."""
     seed: int = 0
 
 
@@ -112,7 +121,8 @@ def grounded_examples(
     with_answer = without_answer = skipped = 0
     for row in rows:
         wanted = normalize_answer(row.answer)
-        hits = [hit.chunk for hit in retriever.search(row.question, k=grounding.depth)]
+        deep = [hit.chunk for hit in retriever.search(row.question, k=NEGATIVES_DEPTH)]
+        hits = deep[: grounding.depth]
         holds = [chunk for chunk, text in normalized if wanted and wanted in text]
         named = [c for i in row.positive_ids for c in by_document.get(i, [])]
         holding = {c.id for c in holds}
@@ -125,12 +135,17 @@ def grounded_examples(
         # Anything from the answer's documents, or holding the answer, is no distractor.
         off_limits = {c.id for c in (*named, *holds)}
         distractors = [c for c in hits if c.id not in off_limits]
-        answerable = not distractors or draw.random() < grounding.gold_share
+        if grounding.negatives == "other-titles":
+            titles = {c.title for c in (gold, *named)}
+            unrelated = [c for c in deep if c.id not in off_limits and c.title not in titles]
+        else:
+            unrelated = distractors
+        answerable = not unrelated or draw.random() < grounding.gold_share
         if answerable:
             picked = distractors[: grounding.sources - 1]
             picked.insert(draw.randint(0, len(picked)), gold)
         else:
-            picked = distractors[: grounding.sources]
+            picked = unrelated[: grounding.sources]
         packed = pack_sources(
             [(c.title, c.text) for c in picked], count_tokens, grounding.context_tokens
         )

@@ -35,6 +35,33 @@ CAFE_QUESTIONS: list[tuple[str, Check]] = [
 ]
 
 
+UNANSWERABLE = [
+    ("Who founded the Harbour Street Café?", "Dogs",
+     "Dogs are welcome on the terrace. Only guide dogs are allowed inside."),
+    ("How many seats does the ferry have?", "Timetable",
+     "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns."),
+    ("What is the name of the chef?", "Vegan food",
+     "The lentil soup, the falafel wrap and the oat-milk cinnamon bun are vegan."),
+    ("In which year was the lighthouse built?", "Lighthouse",
+     "The lighthouse is 40 metres tall and its lamp can be seen from 20 kilometres away."),
+]  # fmt: skip
+"""(question, title, a source that does not answer it): a grounded adapter should say so."""
+
+NEW_CAFE_QUESTIONS: list[tuple[str, Check]] = [
+    ("What time do you close on Saturdays?", Check(("4 pm", "4pm", "4:00", "four"))),
+    ("What is the name of the wifi network?", Check(("harbourguest",))),
+    ("Is the lentil soup vegan?", Check(("yes", "vegan"), ("no", "not"))),
+    ("Can I pay with my phone?", Check(("phone", "yes"), ("cannot", "can't"))),
+    ("Can my dog sit with me on the terrace?", Check(("welcome", "yes", "terrace"), ("no",))),
+    ("Which number do I call to reserve a table?", Check(("555-0142",))),
+    ("How many people do you need to book a table?", Check(("six", "6"))),
+    ("What is the café next to?", Check(("ferry terminal",))),
+    ("When do you open on Saturday?", Check(("9 am", "9am", "9:00", "nine"))),
+    ("Which street is the café on?", Check(("harbour street",))),
+]
+"""Ten more, not the café test's: asked of grounded adapters, which never trained on this domain."""
+
+
 def is_right(answer: str, check: Check) -> bool:
     """Whether `answer` passes `check`."""
 

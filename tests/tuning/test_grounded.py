@@ -36,10 +36,13 @@ CHUNKS = [chunk(n, name) for n, name in enumerate(PASSAGES, start=1)]
 class ListRetriever:
     """A retriever that ranks the gold-free chunks first, as a retriever that missed would."""
 
+    def __init__(self, chunks: list[StoredChunk] = CHUNKS) -> None:
+        self.chunks = chunks
+
     def search(self, query: str, k: int = 5) -> list[SearchHit]:
         """Every chunk, those sharing a word with the query last (so gold is not always first)."""
         words = set(query.lower().split())
-        ranked = sorted(CHUNKS, key=lambda c: bool(words & set(c.text.lower().split())))
+        ranked = sorted(self.chunks, key=lambda c: bool(words & set(c.text.lower().split())))
         return [SearchHit(c, 1.0, 0.5, None, None) for c in ranked[:k]]
 
 
@@ -81,6 +84,20 @@ def test_without_the_answer_the_reply_is_i_dont_know_and_no_source_holds_it() ->
         assert reply == DONT_KNOW
         sources = prompt.split("\n\nQuestion:")[0]
         assert row.answer not in sources
+
+
+def test_i_dont_know_prompts_take_no_chunk_with_the_answers_title() -> None:
+    # Another paragraph of the ferry's page says it in other words: "I don't know." would be wrong.
+    sibling = StoredChunk(9, 9, 0, "", "The boat sails at twelve o'clock.", "h9", "ferry-2",
+                          "Ferry", "test")  # fmt: skip
+    chunks = [sibling, *CHUNKS]
+    row = GroundedRow("When does the ferry leave?", "noon", ("ferry",))
+    for negatives, sibling_used in (("nearest", True), ("other-titles", False)):
+        grounding = Grounding(sources=3, context_tokens=200, gold_share=0.0, negatives=negatives)
+        data = grounded_examples([row], ListRetriever(chunks), chunks, count_words, grounding)
+        (example,) = data.examples
+        assert example.reply() == DONT_KNOW
+        assert ("twelve o'clock" in example.messages()[-1]["content"]) is sibling_used
 
 
 def test_the_share_of_answerable_prompts_follows_gold_share() -> None:

@@ -1,0 +1,149 @@
+"""What grounded training's knobs do at the size CI trains (issue 17): each configuration trains
+`ragtune tune train --grounded` on the first 120 dev questions (their passages and 20 others as
+the corpus, 40 steps), then the adapter is asked, beside RAG alone:
+
+- four café questions whose one source does not answer them ("I don't know." is right);
+- ten café questions with the café FAQ as the knowledge base (a domain it never trained on);
+- dev questions it never trained on (other passages, same Wikipedia domain) and TAT-QA questions
+  (annual reports: another domain), each over its whole corpus, scored as `eval compare` does.
+
+Run: `python -m bench.grounded_knobs [--per-set N] [NAME=OPTIONS ...]`, e.g.
+`python -m bench.grounded_knobs ci= gold95="--gold-share 0.95"`; the options are added to the
+CI fixture's (later ones win). About 5 minutes per configuration on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import ANSWER_SETS, DEV_EVAL_DIR, read_jsonl, report
+from bot import app
+from bot.config import Settings
+from bot.core.answer import Answerer, Mode
+from bot.core.answer_eval import evaluate_answers
+from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
+from bot.llm.adapters import ADAPTER_FILE
+from bot.llm.engine import GenerationLimits
+from bot.llm.llama import LlamaCppEngine
+from knowledge.evaluation import EvalQuestion, load_questions
+from knowledge.ingest import Ingestor
+from knowledge.store import KnowledgeStore
+from tests.bot.cafe_questions import CAFE_FAQ, NEW_CAFE_QUESTIONS, UNANSWERABLE, is_right
+from tuning.grounded import DONT_KNOW
+
+RAGTUNE = str(Path(sys.executable).parent / "ragtune")
+TRAIN_QUESTIONS = 120
+CI_OPTIONS = ("--steps 40 --lr 1e-3 --batch-size 4 --general 0 --gold-share 0.9 --seed 1 "
+              "--no-check")  # fmt: skip
+"""What tests/tuning/test_grounded_adapter.py trains with."""
+
+
+def training_files(folder: Path) -> tuple[Path, Path]:
+    """The CI fixture's questions and corpus."""
+    rows = read_jsonl(DEV_EVAL_DIR / "questions.jsonl")[:TRAIN_QUESTIONS]
+    wanted = {str(i) for row in rows for i in row["positive_ids"]}  # type: ignore[attr-defined]
+    passages = read_jsonl(DEV_EVAL_DIR / "corpus.jsonl")
+    corpus = [p for p in passages if str(p["id"]) in wanted] + passages[-20:]
+    questions, corpus_file = folder / "q.jsonl", folder / "c.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    corpus_file.write_text("".join(json.dumps(p) + "\n" for p in corpus))
+    return questions, corpus_file
+
+
+def abstentions(engine: LlamaCppEngine, adapter: Path | None) -> int:
+    """How many of the unanswerable café questions get "I don't know."."""
+    said = 0
+    for question, title, text in UNANSWERABLE:
+        packed = pack_sources([(title, text)], engine.count_tokens, 300)
+        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
+        reply = "".join(engine.stream(messages, GenerationLimits(max_tokens=48),
+                                      lambda: False, adapter))  # fmt: skip
+        said += DONT_KNOW.lower() in reply.lower()
+    return said
+
+
+def scores(
+    answerers: dict[str, tuple[Answerer, list[EvalQuestion]]], adapter: Path | None
+) -> dict[str, object]:
+    """Café questions right, and EM/F1/contains on each dev set, with `adapter` (None: RAG)."""
+    cafe_answerer, _ = answerers["cafe"]
+    cafe = sum(
+        is_right(cafe_answerer.ask(q, mode=Mode.RAG, adapter=adapter).text, check)
+        for q, check in NEW_CAFE_QUESTIONS
+    )
+    result: dict[str, object] = {"cafe_right": cafe}
+    for name, (answerer, questions) in answerers.items():
+        if name != "cafe":
+            got = evaluate_answers(answerer, questions, mode=Mode.RAG, adapter=adapter)
+            result[name] = {"em": round(got.em, 1), "f1": round(got.f1, 1),
+                            "contains": round(got.contains, 1)}  # fmt: skip
+    return result
+
+
+def main() -> None:
+    """Train each configuration, ask, report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-set", type=int, default=40)
+    parser.add_argument("configs", nargs="*", default=["ci="])
+    args = parser.parse_args()
+    configs = dict(arg.split("=", 1) for arg in args.configs)
+    settings = Settings(_env_file=None)
+    embedder = app.build_embedder(settings)
+    engine = app.build_engine(settings)
+    assert isinstance(engine, LlamaCppEngine)
+    worker = app.build_worker(settings, engine)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        answerers: dict[str, tuple[Answerer, list[EvalQuestion]]] = {}
+        stores = []
+        for name, corpus in (("cafe", CAFE_FAQ), *((n, f / "corpus.jsonl") for n, f in
+                                                    ANSWER_SETS.items())):  # fmt: skip
+            store = KnowledgeStore.open(folder / f"{name}.db")
+            stores.append(store)
+            Ingestor(store, embedder).add_paths([corpus])
+            answerer = Answerer(worker, app.build_searcher(settings, store, embedder),
+                                settings=app.answer_settings(settings))  # fmt: skip
+            questions: list[EvalQuestion] = []
+            if name != "cafe":
+                asked = load_questions(corpus.parent / "questions.jsonl")
+                if name == "xquad":  # only questions the adapters never trained on
+                    asked = asked[TRAIN_QUESTIONS:]
+                step = max(1, len(asked) // args.per_set)
+                questions = asked[::step][: args.per_set]
+            answerers[name] = (answerer, questions)
+        results: dict[str, object] = {
+            "rag": {"abstained": abstentions(engine, None), **scores(answerers, None)}
+        }
+        print(json.dumps({"rag": results["rag"]}), file=sys.stderr, flush=True)
+        questions_file, corpus_file = training_files(folder)
+        for name, options in configs.items():
+            command = [RAGTUNE, "tune", "train", "--grounded", "--data", str(questions_file),
+                       "--corpus", str(corpus_file), "--name", name,
+                       *shlex.split(CI_OPTIONS), *shlex.split(options)]  # fmt: skip
+            env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            adapter = folder / "adapters" / name / ADAPTER_FILE
+            grounding = [line for line in done.stderr.splitlines() if "prompts hold" in line]
+            results[name] = {
+                "options": options,
+                "trained": done.stdout.splitlines()[0],
+                "grounding": grounding[-1].strip() if grounding else "",
+                "abstained": abstentions(engine, adapter),
+                **scores(answerers, adapter),
+            }
+            print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+        for store in stores:
+            store.close()
+    worker.close()
+    report("grounded_knobs", results)
+
+
+if __name__ == "__main__":
+    main()
