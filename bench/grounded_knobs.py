@@ -9,7 +9,8 @@ the corpus, 40 steps), then the adapter is asked, beside RAG alone:
 
 Run: `python -m bench.grounded_knobs [--per-set N] [NAME=OPTIONS ...]`, e.g.
 `python -m bench.grounded_knobs ci= gold95="--gold-share 0.95"`; the options are added to the
-CI fixture's (later ones win). About 5 minutes per configuration on 2 cores.
+CI fixture's (later ones win); `NAME=@PATH` asks an adapter file trained elsewhere (e.g. by
+`bench.rag_vs_ft`) instead. About 5 minutes per configuration on 2 cores.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def scores(
 ) -> dict[str, object]:
     """Café questions right, and EM/F1/contains on each dev set, with `adapter` (None: RAG)."""
     cafe_answerer, _ = answerers["cafe"]
-    cafe = sum(
-        is_right(cafe_answerer.ask(q, mode=Mode.RAG, adapter=adapter).text, check)
-        for q, check in NEW_CAFE_QUESTIONS
-    )
-    result: dict[str, object] = {"cafe_right": cafe}
+    replies = [(cafe_answerer.ask(q, mode=Mode.RAG, adapter=adapter).text, check)
+               for q, check in NEW_CAFE_QUESTIONS]  # fmt: skip
+    result: dict[str, object] = {
+        "cafe_right": sum(is_right(reply, check) for reply, check in replies),
+        "cafe_wrong": [reply[:80] for reply, check in replies if not is_right(reply, check)],
+    }
     for name, (answerer, questions) in answerers.items():
         if name != "cafe":
             got = evaluate_answers(answerer, questions, mode=Mode.RAG, adapter=adapter)
@@ -87,10 +89,28 @@ def scores(
     return result
 
 
+def train(
+    name: str, options: str, adapters: Path, questions: Path, corpus: Path
+) -> tuple[Path, dict[str, object]]:
+    """Train one configuration grounded on the CI fixture's files: its adapter file and log."""
+    command = [RAGTUNE, "tune", "train", "--grounded", "--data", str(questions),
+               "--corpus", str(corpus), "--name", name, "--replace",
+               *shlex.split(CI_OPTIONS), *shlex.split(options)]  # fmt: skip
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    grounding = [line for line in done.stderr.splitlines() if "prompts hold" in line]
+    return adapters / name / ADAPTER_FILE, {
+        "options": options,
+        "trained": done.stdout.splitlines()[0],
+        "grounding": grounding[-1].strip() if grounding else "",
+    }
+
+
 def main() -> None:
     """Train each configuration, ask, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-set", type=int, default=40)
+    parser.add_argument("--adapters", type=Path, help="Keep the adapters here (default: not).")
     parser.add_argument("configs", nargs="*", default=["ci="])
     args = parser.parse_args()
     configs = dict(arg.split("=", 1) for arg in args.configs)
@@ -124,17 +144,13 @@ def main() -> None:
         print(json.dumps({"rag": results["rag"]}), file=sys.stderr, flush=True)
         questions_file, corpus_file = training_files(folder)
         for name, options in configs.items():
-            command = [RAGTUNE, "tune", "train", "--grounded", "--data", str(questions_file),
-                       "--corpus", str(corpus_file), "--name", name,
-                       *shlex.split(CI_OPTIONS), *shlex.split(options)]  # fmt: skip
-            env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(folder / "adapters")}
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-            adapter = folder / "adapters" / name / ADAPTER_FILE
-            grounding = [line for line in done.stderr.splitlines() if "prompts hold" in line]
+            if options.startswith("@"):  # an adapter trained elsewhere, e.g. by bench.rag_vs_ft
+                adapter, trained = Path(options[1:]), {"options": options}
+            else:
+                adapter, trained = train(name, options, args.adapters or folder / "adapters",
+                                         questions_file, corpus_file)  # fmt: skip
             results[name] = {
-                "options": options,
-                "trained": done.stdout.splitlines()[0],
-                "grounding": grounding[-1].strip() if grounding else "",
+                **trained,
                 "abstained": abstentions(engine, adapter),
                 **scores(answerers, adapter),
             }

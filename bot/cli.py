@@ -516,12 +516,18 @@ def tune_train(
     data: Annotated[Path, typer.Option("--data", help="Q/A JSONL: question, answer[, context].")],
     name: Annotated[str, typer.Option("--name", help="The adapter's name.")],
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="Optimizer steps (overrides --epochs).")
+        int | None,
+        typer.Option("--steps", min=1, help="Optimizer steps (default: --epochs, at least 60)."),
     ] = None,
     epochs: Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the data.")] = 3,
     rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 8,
     alpha: Annotated[int, typer.Option("--alpha", min=1, help="LoRA alpha.")] = 16,
-    lr: Annotated[float, typer.Option("--lr", min=0, help="Learning rate.")] = 2e-4,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr", min=0, help="Learning rate (default: 1e-3 under 200 rows, else 2e-4)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     time_budget: Annotated[
@@ -567,7 +573,7 @@ def tune_train(
             max=1,
             help='Grounded: share of prompts holding the answer; the rest teach "I don\'t know."',
         ),
-    ] = 0.8,
+    ] = 0.9,
     negatives: Annotated[
         str,
         typer.Option(

@@ -6,8 +6,8 @@ the serving prompt — the same system prompt, the same number of sources, the s
 the same filter for sentences that address the model (`bot.core.prompts.pack_sources`) — with
 the chunks the product's own retriever returns for it: with probability `gold_share` the chunk
 that holds the answer at a random position among distractors, the reply the answer copied from
-it (cited, with the extractive prompt); otherwise distractors only, and the reply the prompt asks
-for then, "I don't know."
+it (cited, with the extractive prompt); otherwise sources from other documents only (by default
+of other titles: see Grounding.negatives), and the reply the prompt asks for then, "I don't know."
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Grounding:
     context_tokens: int
     """Token budget of the sources: the served model's profile."""
     rag_prompt: str = "extractive"
-    gold_share: float = 0.8
+    gold_share: float = 0.9
     """Share of prompts that hold the answer; the rest teach "I don't know."."""
     depth: int = 8
     """Distractors are taken from this many best hits for the question."""

@@ -39,6 +39,26 @@ from tuning.export import export_adapter
 GENERAL_QUESTIONS = Path(__file__).with_name("general_questions.txt")
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 IGNORE = -100  # label value torch's cross-entropy skips: prompt tokens teach nothing
+MIN_STEPS = 60
+"""Fewest optimizer steps `--epochs` gives: 12 facts + 40 general answers for 3 epochs were 21
+steps, which taught none of them (bench.small_facts)."""
+SMALL_SET_ROWS = 200
+"""Below this many rows of the user's own, training runs at SMALL_SET_LR, else at LARGE_SET_LR."""
+SMALL_SET_LR = 1e-3
+LARGE_SET_LR = 2e-4
+
+
+def default_learning_rate(rows: int) -> float:
+    """The learning rate for `rows` training rows when the user sets none. Measured with
+    bench.small_facts (12 facts, 40 general answers, 60 steps, probe base 55): at 2e-4 none of the
+    facts was learned, at 1e-3 11 of 12 (8 of 12 rephrased) with the probe at 50; the dev recipe
+    (749 rows) learns at 2e-4, which forgets less over hundreds of steps."""
+    return SMALL_SET_LR if rows < SMALL_SET_ROWS else LARGE_SET_LR
+
+
+def default_steps(epochs: float, per_epoch: int) -> int:
+    """Optimizer steps for `epochs` passes of `per_epoch` batches, never under MIN_STEPS."""
+    return max(MIN_STEPS, round(epochs * per_epoch))
 
 
 @dataclass
@@ -56,7 +76,8 @@ class TrainSettings:
     epochs: float = 3.0
     rank: int = 8
     alpha: int = 16
-    learning_rate: float = 2e-4
+    learning_rate: float | None = None
+    """None: default_learning_rate of the data's size."""
     batch_size: int = 8
     seed: int = 0
     time_budget_s: float | None = None
@@ -204,9 +225,10 @@ def train(
     encoded += [encode_text(base.tokenizer, t, settings.max_tokens) for t in texts]
     held_out = [encode(base.tokenizer, e, settings.max_tokens) for e in validation]
     per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    steps = settings.steps or max(1, round(settings.epochs * per_epoch))
+    steps = settings.steps or default_steps(settings.epochs, per_epoch)
+    learning_rate = settings.learning_rate or default_learning_rate(len(own_examples))
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
+        [p for p in model.parameters() if p.requires_grad], lr=learning_rate
     )
     pad = base.tokenizer.pad_token_id
     pad = pad if pad is not None else base.tokenizer.eos_token_id
@@ -259,6 +281,7 @@ def train(
             training={
                 **{k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
                 "steps_run": len(losses),
+                "learning_rate_used": learning_rate,
                 "bfloat16_autocast": bf16,
                 "train_examples": len(train_set),
                 "general_examples": len(general),

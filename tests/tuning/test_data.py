@@ -10,7 +10,15 @@ import pytest
 from bot.core.prompts import RAG_PROMPTS
 from tuning.data import SMALL_SET, Example, load_examples, split
 from tuning.errors import TuningError
-from tuning.train import IGNORE, encode, encode_text
+from tuning.train import (
+    IGNORE,
+    MIN_STEPS,
+    SMALL_SET_ROWS,
+    default_learning_rate,
+    default_steps,
+    encode,
+    encode_text,
+)
 
 
 def write(path: Path, rows: list[object]) -> Path:
@@ -96,3 +104,11 @@ def test_a_missing_knowledge_base_is_one_sentence(tmp_path: Path) -> None:
 
     with pytest.raises(TuningError, match="There is no knowledge base at"):
         knowledge_texts(tmp_path / "nope.db")
+
+
+def test_small_sets_train_faster_and_longer_than_their_epochs_say() -> None:
+    # 12 facts + 40 general answers, 3 epochs of batches of 8: 21 steps at 2e-4 taught nothing.
+    assert default_steps(3, per_epoch=7) == MIN_STEPS
+    assert default_steps(2, per_epoch=94) == 188  # a large set trains for its epochs
+    assert default_learning_rate(12) > default_learning_rate(749)
+    assert default_learning_rate(SMALL_SET_ROWS) == default_learning_rate(749)
