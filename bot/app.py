@@ -33,6 +33,7 @@ from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
+from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.sandbox import ParseLimits
 from knowledge.search import HybridSearcher, Retriever, SearchSettings
 from knowledge.store import KnowledgeStore
@@ -73,8 +74,14 @@ def open_store(settings: Settings, db: Path | None = None) -> KnowledgeStore:
     return KnowledgeStore.open(db or settings.db)
 
 
-def build_ingestor(settings: Settings, store: KnowledgeStore, embedder: Embedder) -> Ingestor:
-    """An Ingestor with the configured chunking and size cap."""
+def build_ingestor(
+    settings: Settings,
+    store: KnowledgeStore,
+    embedder: Embedder,
+    *,
+    collection: int = GLOBAL_COLLECTION,
+) -> Ingestor:
+    """An Ingestor with the configured chunking and size cap, writing to `collection`."""
     return Ingestor(
         store,
         embedder,
@@ -88,6 +95,7 @@ def build_ingestor(settings: Settings, store: KnowledgeStore, embedder: Embedder
             cpu_s=settings.parse_cpu_s,
             max_chars=settings.parse_max_chars,
         ),
+        collection=collection,
     )
 
 

@@ -66,8 +66,17 @@ DbOption = Annotated[
     Path | None, typer.Option("--db", help="Knowledge base file (default: RAGTUNE_DB).")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+CollectionOption = Annotated[
+    str,
+    typer.Option(
+        "--collection",
+        help="The collection to act on (see `ragtune kb collections`).",
+    ),
+]
 
 T = TypeVar("T")
+GLOBAL = "global"
+"""The collection every knowledge base starts with (knowledge.migrations.GLOBAL_COLLECTION)."""
 
 
 def _print_json(value: object) -> None:
@@ -118,11 +127,15 @@ def kb_add(
         typer.Option("--follow-links", help="Also add files that links in a folder lead out to."),
     ] = False,
     db: DbOption = None,
+    collection: CollectionOption = GLOBAL,
 ) -> None:
     """Add or update documents (.txt .md .pdf .docx .html, .jsonl in the eval corpus format)."""
     settings = get_settings()
     with _store(db, create=True) as store:
-        ingestor = services.build_ingestor(settings, store, services.build_embedder(settings))
+        ingestor = services.build_ingestor(
+            settings, store, services.build_embedder(settings),
+            collection=store.collection(collection).id,
+        )  # fmt: skip
         with tqdm(desc="documents", unit="doc", file=sys.stderr) as bar:
 
             def progress(result: DocumentResult) -> None:
@@ -141,10 +154,12 @@ def kb_add(
 
 
 @kb_cli.command("list")
-def kb_list(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """List documents."""
+def kb_list(
+    db: DbOption = None, as_json: JsonOption = False, collection: CollectionOption = GLOBAL
+) -> None:
+    """List the documents of a collection."""
     with _store(db) as store:
-        documents = store.list_documents()
+        documents = store.list_documents(store.collection(collection).id)
     if as_json:
         _print_json(
             [
@@ -172,10 +187,11 @@ def kb_list(db: DbOption = None, as_json: JsonOption = False) -> None:
 def kb_forget(
     document: Annotated[str, typer.Argument(help="Document id (or external id).")],
     db: DbOption = None,
+    collection: CollectionOption = GLOBAL,
 ) -> None:
     """Remove a document and everything derived from it."""
     with _store(db) as store:
-        found = store.resolve_document(printable(document))
+        found = store.resolve_document(printable(document), store.collection(collection).id)
         store.delete_document(found.id)
     typer.echo(f"forgot document {found.id} ({found.title}, {found.chunks} chunks)")
 
@@ -186,12 +202,14 @@ def kb_search(
     k: Annotated[int | None, typer.Option("--k", min=1, help="Chunks to return.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
+    collection: CollectionOption = GLOBAL,
 ) -> None:
-    """Hybrid (vector + keyword) search."""
+    """Hybrid (vector + keyword) search of a collection."""
     settings = get_settings()
     with _store(db) as store:
+        wanted = store.collection(collection).id
         searcher = services.build_searcher(settings, store, services.build_embedder(settings))
-        hits = searcher.search(printable(query), k=k or settings.search_k)
+        hits = searcher.search(printable(query), k=k or settings.search_k, collections=[wanted])
     if as_json:
         _print_json([hit.as_dict() for hit in hits])
         return
@@ -205,11 +223,20 @@ def kb_search(
 
 
 @kb_cli.command("stats")
-def kb_stats(db: DbOption = None, as_json: JsonOption = False) -> None:
+def kb_stats(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    collection: Annotated[
+        str | None,
+        typer.Option("--collection", help="Count one collection only (default: all of them)."),
+    ] = None,
+) -> None:
     """Documents, chunks, bytes and the embedding model."""
     with _store(db) as store:
-        stats = store.stats()
+        stats = store.stats(None if collection is None else store.collection(collection).id)
+        collections = len(store.collections())
     data = {
+        "collections": collections,
         "documents": stats.documents,
         "chunks": stats.chunks,
         "text_bytes": stats.text_bytes,
@@ -222,6 +249,28 @@ def kb_stats(db: DbOption = None, as_json: JsonOption = False) -> None:
         return
     for key, value in data.items():
         typer.echo(f"{key:<16} {value}")
+
+
+@kb_cli.command("collections")
+def kb_collections(
+    new: Annotated[
+        str | None, typer.Option("--new", help="Create this (empty) collection first.")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the collections (each chat of the bot searches the one it is bound to)."""
+    with _store(db, create=new is not None) as store:
+        if new is not None:
+            store.create_collection(printable(new))
+            _status(f"created collection {new}")
+        collections = store.collections()
+    if as_json:
+        _print_json([{"id": c.id, "name": c.name, "documents": c.documents,
+                      "created_at": c.created_at} for c in collections])  # fmt: skip
+        return
+    for c in collections:
+        typer.echo(f"{c.name:<32} {c.documents:>6} documents")
 
 
 @kb_cli.command("reindex")

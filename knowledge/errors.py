@@ -40,3 +40,7 @@ class ConcurrentWriteError(KnowledgeError):
 
 class ReindexRunningError(KnowledgeError):
     """Another reindex of the same knowledge base is running."""
+
+
+class CollectionError(KnowledgeError):
+    """A collection name is unknown, taken or not a valid name."""

@@ -15,6 +15,7 @@ import numpy as np
 from knowledge.chunking import Chunk, chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import BadDocumentError, ConcurrentWriteError, EmbedderMismatchError
+from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.parsers import (
     SUPPORTED_SUFFIXES,
     ParsedDocument,
@@ -184,8 +185,11 @@ class Ingestor:
         embed_batch: int = 2048,
         max_chunks: int = 5_000,
         parse_limits: ParseLimits | None = None,
+        collection: int = GLOBAL_COLLECTION,
     ) -> None:
         self.store = store
+        self.collection = collection
+        """The collection every document this ingestor writes goes to (and is replaced in)."""
         self.embedder = embedder
         self.chunk_chars = chunk_chars
         self.overlap_chars = overlap_chars
@@ -278,7 +282,7 @@ class Ingestor:
         self, document: SourceDocument, may_replace: MayReplace | None = None
     ) -> _Pending | DocumentResult:
         digest = content_hash(document.parsed)
-        existing = self.store.find_document(document.external_id)
+        existing = self.store.find_document(document.external_id, self.collection)
         if existing is not None and existing.content_hash == digest:
             return DocumentResult(
                 document.source, document.external_id, Outcome.UNCHANGED, existing.id,
@@ -387,6 +391,7 @@ class Ingestor:
                         vectors=vectors,
                         model=self.model,
                         planned_on=p.planned_on,
+                        collection=self.collection,
                     )
                 )
             except EmbedderMismatchError as exc:  # a reindex switched models meanwhile

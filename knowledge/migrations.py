@@ -100,6 +100,54 @@ def m002_unique_positions(conn: Connection) -> None:
     )
 
 
+GLOBAL_COLLECTION = 0
+"""Id of the collection every knowledge base starts with (named `global`)."""
+
+
+@migration
+def m003_collections(conn: Connection) -> None:
+    """Collections: every document belongs to one, external ids are unique within it.
+
+    Existing documents go to `global`, id 0, so their vectors stay where they are: the vector
+    index's partition of a chunk is `collection * COARSE_PARTITIONS + chunk id % COARSE_PARTITIONS`
+    (knowledge/store.py), which for collection 0 is what it was. Nothing is re-embedded.
+    """
+    _run_script(
+        conn,
+        f"""
+        CREATE TABLE collections (
+            id         INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        INSERT INTO collections(id, name, created_at)
+            VALUES ({GLOBAL_COLLECTION}, 'global', strftime('%Y-%m-%dT%H:%M:%S+00:00', 'now'));
+        CREATE TABLE documents_v3 (
+            id            INTEGER PRIMARY KEY,
+            collection_id INTEGER NOT NULL REFERENCES collections(id),
+            external_id   TEXT NOT NULL,
+            source        TEXT NOT NULL,
+            title         TEXT NOT NULL,
+            content_hash  TEXT NOT NULL,
+            bytes         INTEGER NOT NULL,
+            added_by      TEXT,
+            added_at      TEXT NOT NULL,
+            updated_at    TEXT NOT NULL,
+            UNIQUE (collection_id, external_id)
+        );
+        INSERT INTO documents_v3
+            SELECT id, {GLOBAL_COLLECTION}, external_id, source, title, content_hash, bytes,
+                   added_by, added_at, updated_at
+            FROM documents;
+        DROP TABLE documents;
+        ALTER TABLE documents_v3 RENAME TO documents
+        """,
+    )
+
+
+m003_collections.rebuilds_tables = True  # type: ignore[attr-defined]
+
+
 def _run_script(conn: Connection, script: str) -> None:
     """Run `;`-separated statements inside the caller's transaction.
 
@@ -136,12 +184,24 @@ def migrate(
     if 0 < current < len(chain):
         _backup_before_migrating(conn, current)
     for number, step in enumerate(chain[current:], start=current + 1):
-        with transaction(conn):
-            # Another process may have opened the same file at the same moment and applied
-            # this step while we waited for the write lock.
-            if schema_version(conn) < number:
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {number}")
+        # SQLite's way to change a table's constraints: build the new table, copy, drop the old,
+        # rename. Foreign keys must be off meanwhile (dropping the parent table would delete or
+        # refuse its children) and are checked as a whole before the step commits.
+        rebuilds = bool(getattr(step, "rebuilds_tables", False))
+        if rebuilds:
+            conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with transaction(conn):
+                # Another process may have opened the same file at the same moment and applied
+                # this step while we waited for the write lock.
+                if schema_version(conn) < number:
+                    step(conn)
+                    if rebuilds and conn.execute("PRAGMA foreign_key_check").fetchone():
+                        raise ValueError(f"migration {number} broke a foreign key; rolled back")
+                    conn.execute(f"PRAGMA user_version = {number}")
+        finally:
+            if rebuilds:
+                conn.execute("PRAGMA foreign_keys = ON")
     return len(chain)
 
 

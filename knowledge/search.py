@@ -21,6 +21,7 @@ import numpy as np
 
 from knowledge.embeddings import Embedder
 from knowledge.keywords import match_query
+from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.store import KnowledgeStore, StoredChunk
 
 T = TypeVar("T")
@@ -134,10 +135,12 @@ class HybridSearcher:
             self._keywords_executor.shutdown()
             self._keywords_executor = None
 
-    def search(self, query: str, k: int = 5) -> list[SearchHit]:
-        """The k best chunks for `query`."""
+    def search(
+        self, query: str, k: int = 5, collections: Sequence[int] = (GLOBAL_COLLECTION,)
+    ) -> list[SearchHit]:
+        """The k best chunks of `collections` for `query`."""
         vector = self.embedder.embed([query])[0]
-        return self.search_with_vector(query, vector, k)
+        return self.search_with_vector(query, vector, k, collections)
 
     def _beside(self, work: Callable[[], T]) -> Callable[[], T]:
         """Start `work` on the keyword thread if the store has a second connection for it.
@@ -149,17 +152,29 @@ class HybridSearcher:
             return work
         return self._keyword_thread().submit(work).result
 
-    def search_with_vector(self, query: str, vector: np.ndarray, k: int) -> list[SearchHit]:
-        """Like `search`, with the query already embedded (benchmarks, batch evaluation)."""
+    def search_with_vector(
+        self,
+        query: str,
+        vector: np.ndarray,
+        k: int,
+        collections: Sequence[int] = (GLOBAL_COLLECTION,),
+    ) -> list[SearchHit]:
+        """Like `search`, with the query already embedded (benchmarks, batch evaluation).
+
+        Both retrievers filter by collection inside their own query, before fusion: a chunk of
+        another collection is never a candidate, and never crowds one out.
+        """
         s = self.settings
         vector_weight, keyword_weight = s.weights()
         depth = max(k, s.candidates)
         match = match_query(query) if keyword_weight > 0 else None
         keyword_list = self._beside(
-            lambda: self.store.keyword_chunks(match, depth) if match else []
+            lambda: self.store.keyword_chunks(match, depth, collections) if match else []
         )
         by_vector = (
-            self.store.nearest_chunks(vector, depth, candidates=s.coarse_candidates)
+            self.store.nearest_chunks(
+                vector, depth, candidates=s.coarse_candidates, collections=collections
+            )
             if vector_weight > 0
             else []
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from knowledge.chunking import Chunk, embedding_input
 from knowledge.connection import Connection, connect, database_file, transaction
 from knowledge.embeddings import Vectors
 from knowledge.errors import (
+    CollectionError,
     ConcurrentWriteError,
     DocumentNotFoundError,
     EmbedderMismatchError,
@@ -22,7 +24,7 @@ from knowledge.errors import (
 )
 from knowledge.keywords import segment_for_index
 from knowledge.locking import try_exclusive
-from knowledge.migrations import migrate
+from knowledge.migrations import GLOBAL_COLLECTION, migrate
 from knowledge.schema import foreign_schema
 from knowledge.snapshot import (
     BackupError,
@@ -50,6 +52,18 @@ LOCK_WAIT_S = 5.0
 # BM25 over (heading, text); FTS5 returns it negated, lower is better. The heading weight did not
 # matter on either dev set (0.5 to 2 within 0.002 R@5).
 _BM25 = "bm25(chunks_fts, 2.0, 1.0)"
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""Collection names: short, lower case, safe in a command line and a chat command."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A named set of documents; a chat searches the collection it is bound to."""
+
+    id: int
+    name: str
+    created_at: str
+    documents: int
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class DocumentInfo:
     added_at: str
     updated_at: str
     chunks: int
+    collection_id: int = GLOBAL_COLLECTION
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ class StoredChunk:
     external_id: str
     title: str
     source: str
+    collection_id: int = GLOBAL_COLLECTION
 
     @property
     def embed_text(self) -> str:
@@ -125,11 +141,12 @@ class DocumentWrite:
     planned_on: frozenset[tuple[int, str]] = field(default_factory=frozenset)
     """The document's (chunk id, chunk hash) pairs when this write was planned (empty: it did
     not exist). Hashes too: a deleted chunk's id can be given to a new chunk."""
+    collection: int = GLOBAL_COLLECTION
 
 
 _CHUNK_COLUMNS = """
     c.id, c.document_id, c.position, c.heading, c.text, c.hash,
-    d.external_id, d.title, d.source
+    d.external_id, d.title, d.source, d.collection_id
 """
 
 
@@ -141,12 +158,24 @@ def _blob(vector: np.ndarray) -> bytes:
     return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
 
 
+def partition(collection: int, chunk_id: int) -> int:
+    """The vector index partition of a chunk: its collection's block of COARSE_PARTITIONS.
+
+    Searching a collection scans only its own partitions, so the filter is part of the k-NN
+    query itself and a small collection is never crowded out by a big one.
+    """
+    return collection * COARSE_PARTITIONS + chunk_id % COARSE_PARTITIONS
+
+
 @cache
-def _nearest_sql(table: str) -> str:
-    """The two-stage k-NN query for one vector table (built once: it runs on every search)."""
+def _nearest_sql(table: str, collections: int) -> str:
+    """The two-stage k-NN query for one vector table over `collections` collections (built once
+    per shape: it runs on every search); the collection ids are the parameters :c0, :c1, ..."""
     coarse = " UNION ALL ".join(
         f"SELECT rowid FROM (SELECT rowid FROM {table} WHERE embedding MATCH "
-        f"vec_quantize_binary(:query) AND k = :per_partition AND part = {p})"
+        f"vec_quantize_binary(:query) AND k = :per_partition "
+        f"AND part = :c{n} * {COARSE_PARTITIONS} + {p})"
+        for n in range(collections)
         for p in range(COARSE_PARTITIONS)
     )
     return (
@@ -300,11 +329,13 @@ class KnowledgeStore:
                     self._drop_vector_tables(name)
                 self.conn.execute("DELETE FROM meta WHERE key = ?", (REINDEX_TABLE,))
 
-    def _insert_vectors(self, table: str, ids: Sequence[int], vectors: Vectors) -> None:
+    def _insert_vectors(
+        self, table: str, ids: Sequence[int], collections: Sequence[int], vectors: Vectors
+    ) -> None:
         blobs = [_blob(v) for v in vectors]
         self.conn.executemany(
             f"INSERT INTO {table}(rowid, part, embedding) VALUES (?, ?, vec_quantize_binary(?))",
-            [(i, i % COARSE_PARTITIONS, b) for i, b in zip(ids, blobs, strict=True)],
+            [(i, partition(c, i), b) for i, c, b in zip(ids, collections, blobs, strict=True)],
         )
         self.conn.executemany(
             f"INSERT INTO {exact_table(table)}(chunk_id, embedding) VALUES (?, ?)",
@@ -317,33 +348,89 @@ class KnowledgeStore:
             raise RuntimeError("bind_embedder() must run before vectors are written or read")
         return table
 
+    # --- collections ------------------------------------------------------------------------
+
+    def collections(self) -> list[Collection]:
+        """Every collection with its document count, `global` first."""
+        rows = self.conn.execute(
+            "SELECT k.id, k.name, k.created_at, "
+            "(SELECT count(*) FROM documents d WHERE d.collection_id = k.id) "
+            "FROM collections k ORDER BY k.id"
+        )
+        return [Collection(*row) for row in rows]
+
+    def find_collection(self, name: str) -> Collection | None:
+        """The collection called `name`, if there is one."""
+        return next((c for c in self.collections() if c.name == name), None)
+
+    def collection(self, name: str) -> Collection:
+        """The collection called `name`, or CollectionError naming the ones there are."""
+        found = self.find_collection(name)
+        if found is None:
+            names = ", ".join(c.name for c in self.collections())
+            raise CollectionError(f"There is no collection {name!r} (there are: {names}).")
+        return found
+
+    def collection_name(self, collection: int) -> str:
+        """The name of collection id `collection` (its number, if it no longer exists)."""
+        row = self.conn.execute(
+            "SELECT name FROM collections WHERE id = ?", (collection,)
+        ).fetchone()
+        return str(row[0]) if row else str(collection)
+
+    def create_collection(self, name: str) -> Collection:
+        """Create an empty collection, or CollectionError if the name is taken or not valid."""
+        if not COLLECTION_NAME.fullmatch(name):
+            raise CollectionError(
+                f"{name[:40]!r} is not a collection name: use 1 to 32 lower-case letters, "
+                "digits, - or _, starting with a letter or digit."
+            )
+        with transaction(self.conn):
+            if self.find_collection(name) is not None:
+                raise CollectionError(f"There is already a collection {name!r}.")
+            self.conn.execute(
+                "INSERT INTO collections(id, name, created_at) VALUES "
+                "((SELECT max(id) + 1 FROM collections), ?, ?)",
+                (name, _now()),
+            )
+        return self.collection(name)
+
     # --- documents --------------------------------------------------------------------------
 
     def _documents(self, where: str = "", params: Sequence[object] = ()) -> list[DocumentInfo]:
         rows = self.conn.execute(
             "SELECT d.id, d.external_id, d.source, d.title, d.content_hash, d.bytes, d.added_by, "
             "d.added_at, d.updated_at, "
-            "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id) "
+            "(SELECT count(*) FROM chunks c WHERE c.document_id = d.id), d.collection_id "
             f"FROM documents d {where} ORDER BY d.id",
             tuple(params),
         )
         return [DocumentInfo(*row) for row in rows]
 
-    def list_documents(self) -> list[DocumentInfo]:
-        """Every document, oldest first."""
-        return self._documents()
+    def list_documents(self, collection: int | None = GLOBAL_COLLECTION) -> list[DocumentInfo]:
+        """The documents of a collection (None: of every collection), oldest first."""
+        if collection is None:
+            return self._documents()
+        return self._documents("WHERE d.collection_id = ?", (collection,))
 
-    def find_document(self, external_id: str) -> DocumentInfo | None:
-        """The document with this external id, if stored."""
-        found = self._documents("WHERE d.external_id = ?", (external_id,))
+    def find_document(
+        self, external_id: str, collection: int = GLOBAL_COLLECTION
+    ) -> DocumentInfo | None:
+        """The document with this external id in `collection`, if stored."""
+        found = self._documents(
+            "WHERE d.collection_id = ? AND d.external_id = ?", (collection, external_id)
+        )
         return found[0] if found else None
 
-    def resolve_document(self, ref: str) -> DocumentInfo:
-        """Find a document by numeric id or external id, or raise DocumentNotFoundError."""
+    def resolve_document(self, ref: str, collection: int = GLOBAL_COLLECTION) -> DocumentInfo:
+        """Find a document of `collection` by numeric id or external id, or raise
+        DocumentNotFoundError (a document of another collection is not found either)."""
         number = ref.isascii() and ref.isdigit() and len(ref) < 19  # not "²" (isdigit says yes)
-        found = self._documents("WHERE d.id = ?", (int(ref),)) if number else []
+        where = "WHERE d.collection_id = ? AND "
+        found = self._documents(where + "d.id = ?", (collection, int(ref))) if number else []
         storable = ref.encode("utf-8", "surrogatepass").decode("utf-8", "ignore") == ref
-        found = found or (self._documents("WHERE d.external_id = ?", (ref,)) if storable else [])
+        if not found and storable:
+            found = self._documents(where + "d.external_id = ?", (collection, ref))
         if not found:
             raise DocumentNotFoundError(f"No document with id {ref!r}: see `ragtune kb list`.")
         return found[0]
@@ -370,8 +457,9 @@ class KnowledgeStore:
         with transaction(self.conn):
             self._check_model(write.model)
             row = self.conn.execute(
-                "SELECT id, content_hash FROM documents WHERE external_id = ?",
-                (write.external_id,),
+                "SELECT id, content_hash FROM documents WHERE collection_id = ? "
+                "AND external_id = ?",
+                (write.collection, write.external_id),
             ).fetchone()
             current = self._chunk_versions(int(row[0])) if row is not None else frozenset()
             if current != write.planned_on or (row is not None and row[1] == write.content_hash):
@@ -380,13 +468,14 @@ class KnowledgeStore:
                     "being prepared."
                 )
             (document_id,) = self.conn.execute(
-                "INSERT INTO documents(external_id, source, title, content_hash, bytes, added_by,"
-                " added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(external_id) DO UPDATE SET source = excluded.source, "
+                "INSERT INTO documents(collection_id, external_id, source, title, content_hash,"
+                " bytes, added_by, added_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(collection_id, external_id) DO UPDATE SET source = excluded.source, "
                 "title = excluded.title, content_hash = excluded.content_hash, "
                 "bytes = excluded.bytes, added_by = excluded.added_by, "
                 "updated_at = excluded.updated_at RETURNING id",
                 (
+                    write.collection,
                     write.external_id,
                     write.source,
                     write.title,
@@ -420,7 +509,9 @@ class KnowledgeStore:
                     for i, c in zip(ids, write.new, strict=True)
                 ],
             )
-            self._insert_vectors(self._live_vector_table(), ids, write.vectors)
+            self._insert_vectors(
+                self._live_vector_table(), ids, [write.collection] * len(ids), write.vectors
+            )
         return int(document_id)
 
     def _chunk_versions(self, document_id: int) -> frozenset[tuple[int, str]]:
@@ -458,12 +549,19 @@ class KnowledgeStore:
             if deleted.rowcount == 0:
                 raise DocumentNotFoundError(f"No document with id {document_id}.")
 
-    def stats(self) -> StoreStats:
-        """Counts and sizes for `kb stats`."""
+    def stats(self, collection: int | None = None) -> StoreStats:
+        """Counts and sizes for `kb stats`: of one collection, or (None) of all; the file size is
+        always the whole file's."""
+        where, params = (
+            ("", ()) if collection is None else ("WHERE collection_id = ?", (collection,))
+        )
         documents, text_bytes = self.conn.execute(
-            "SELECT count(*), coalesce(sum(bytes), 0) FROM documents"
+            f"SELECT count(*), coalesce(sum(bytes), 0) FROM documents {where}", params
         ).fetchone()
-        (chunks,) = self.conn.execute("SELECT count(*) FROM chunks").fetchone()
+        (chunks,) = self.conn.execute(
+            f"SELECT count(*) FROM chunks WHERE document_id IN (SELECT id FROM documents {where})",
+            params,
+        ).fetchone()
         (pages,) = self.conn.execute("PRAGMA page_count").fetchone()
         (page_size,) = self.conn.execute("PRAGMA page_size").fetchone()
         return StoreStats(
@@ -473,17 +571,31 @@ class KnowledgeStore:
     # --- search primitives --------------------------------------------------------------------
 
     def nearest_chunks(
-        self, vector: np.ndarray, k: int, *, candidates: int
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        candidates: int,
+        collections: Sequence[int] = (GLOBAL_COLLECTION,),
     ) -> list[tuple[int, float]]:
-        """k nearest chunks as (chunk id, cosine distance): a Hamming scan, re-scored exactly.
+        """k nearest chunks of `collections` as (chunk id, cosine distance): a Hamming scan of
+        their partitions, re-scored exactly.
 
-        The coarse pass takes about `candidates` chunks by Hamming distance of the 1-bit
-        vectors (k per partition); their float vectors then give exact cosine distances.
+        The coarse pass takes about `candidates` chunks per collection by Hamming distance of
+        the 1-bit vectors (k per partition); their float vectors then give exact distances.
         """
+        if not collections:
+            return []
         per_partition = -(-max(candidates, k) // COARSE_PARTITIONS)
+        wanted = sorted(set(collections))
         rows = self.conn.execute(
-            _nearest_sql(self._live_vector_table()),
-            {"query": _blob(vector), "per_partition": per_partition, "k": k},
+            _nearest_sql(self._live_vector_table(), len(wanted)),
+            {
+                "query": _blob(vector),
+                "per_partition": per_partition,
+                "k": k,
+                **{f"c{n}": c for n, c in enumerate(wanted)},
+            },
         )
         return [(int(i), float(d)) for i, d in rows]
 
@@ -500,12 +612,20 @@ class KnowledgeStore:
         )
         return {int(i): float(d) for i, d in rows}
 
-    def keyword_chunks(self, match: str, k: int) -> list[tuple[int, float]]:
-        """Top k chunks for an FTS5 MATCH expression as (chunk id, bm25; lower is better)."""
+    def keyword_chunks(
+        self, match: str, k: int, collections: Sequence[int] = (GLOBAL_COLLECTION,)
+    ) -> list[tuple[int, float]]:
+        """Top k chunks of `collections` for an FTS5 MATCH expression as (chunk id, bm25;
+        lower is better). The collection filter is inside the query, before the top k."""
+        wanted = sorted(set(collections))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
         rows = self._keyword_reader.execute(
-            f"SELECT rowid, {_BM25} AS score FROM chunks_fts "
-            "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
-            (match, k),
+            f"SELECT chunks_fts.rowid, {_BM25} AS score FROM chunks_fts "
+            "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+            f"WHERE chunks_fts MATCH ? AND d.collection_id IN ({marks}) ORDER BY score LIMIT ?",
+            (match, *wanted, k),
         )
         return [(int(i), float(s)) for i, s in rows]
 
@@ -565,7 +685,12 @@ class KnowledgeStore:
         with transaction(self.conn):
             current = {c.id: c.hash for c in self.chunks_by_id([c.id for c in chunks]).values()}
             fresh = [n for n, c in enumerate(chunks) if current.get(c.id) == c.hash]
-            self._insert_vectors(table, [chunks[n].id for n in fresh], vectors[fresh])
+            self._insert_vectors(
+                table,
+                [chunks[n].id for n in fresh],
+                [chunks[n].collection_id for n in fresh],
+                vectors[fresh],
+            )
 
     def chunks_without_vectors(self, table: str, limit: int) -> list[StoredChunk]:
         """Chunks that `table` has no vector for yet (added while a reindex ran)."""
@@ -654,6 +779,19 @@ class KnowledgeStore:
         if not ids["chunks"] == ids["keywords"] == ids["vectors"] == ids["exact_vectors"]:
             counts = ", ".join(f"{len(v)} {k.replace('_', ' ')}" for k, v in ids.items())
             found.append(f"chunks without their keyword or vector rows ({counts})")
+        columns = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(documents)")}
+        table = self.vector_table
+        # A file from before collections (a backup being restored) has every chunk in global.
+        if "collection_id" in columns and table is not None and is_vector_table(table):
+            # A vector outside its collection's partitions would be found by another collection.
+            (misplaced,) = self.conn.execute(
+                f"SELECT count(*) FROM {table} v JOIN chunks c ON c.id = v.rowid "
+                "JOIN documents d ON d.id = c.document_id "
+                f"WHERE v.part != d.collection_id * {COARSE_PARTITIONS} "
+                f"+ v.rowid % {COARSE_PARTITIONS}"
+            ).fetchone()
+            if misplaced:
+                found.append(f"{misplaced} vectors outside their collection's partitions")
         (orphans,) = self.conn.execute(
             "SELECT count(*) FROM chunks WHERE document_id NOT IN (SELECT id FROM documents)"
         ).fetchone()

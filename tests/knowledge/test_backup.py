@@ -14,6 +14,7 @@ from knowledge.connection import Connection, connect
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.helpers import HashEmbedder, consistent_chunk_count
+from tests.knowledge.old_schema import as_schema_version_1
 
 
 def add(ingestor: Ingestor, number: int) -> None:
@@ -243,11 +244,13 @@ def test_a_backup_taken_during_a_reindex_leaves_its_unfinished_table_out(tmp_pat
 def test_a_backup_of_an_older_schema_restores_and_is_migrated_when_opened(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    db = _kb_with_facts(tmp_path, "old.db")
+    as_schema_version_1(db)
     with monkeypatch.context() as old_ragtune:
         old_ragtune.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
-        db = _kb_with_facts(tmp_path, "old.db")
-        with KnowledgeStore.open(db) as store:
-            saved = backup(store.conn, tmp_path / "saved-v1.db")
+        old = connect(db)
+        saved = backup(old, tmp_path / "saved-v1.db")
+        old.close()
     live = _kb_with_facts(tmp_path, "live.db", facts=1)
     assert restore(saved.path, live).documents == 2
     with KnowledgeStore.open(live) as store:

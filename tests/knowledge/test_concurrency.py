@@ -13,7 +13,6 @@ import pytest
 
 from bot.app import build_ingestor
 from bot.config import Settings
-from knowledge import migrations
 from knowledge.backup import backup
 from knowledge.chunking import chunk_document
 from knowledge.connection import Connection, connect
@@ -26,6 +25,7 @@ from knowledge.search import HybridSearcher
 from knowledge.store import KnowledgeStore
 from tests.helpers import HashEmbedder
 from tests.knowledge.crash_child import corpus, write_corpus
+from tests.knowledge.old_schema import as_schema_version_1
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
@@ -175,22 +175,19 @@ def _duplicate_chunks(conn: Connection, document_id: int, *, text: str | None = 
         )
 
 
-def test_migration_2_repairs_a_knowledge_base_with_duplicated_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_migration_2_repairs_a_knowledge_base_with_duplicated_chunks(tmp_path: Path) -> None:
     db = tmp_path / "kb.db"
-    with monkeypatch.context() as old_ragtune:
-        old_ragtune.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
-        with KnowledgeStore.open(db) as store:
-            ingestor = Ingestor(store, HashEmbedder(), chunk_chars=120)
-            for name in ("same", "mixed", "clean"):
-                ingestor.add_text(text_of(1), title=name, external_id=name, source="test")
-            ids = {d.external_id: d.id for d in store.list_documents()}
-            per_document = store.list_documents()[0].chunks
-        conn = connect(db)
-        _duplicate_chunks(conn, ids["same"])  # two identical writes raced
-        _duplicate_chunks(conn, ids["mixed"], text="Another writer's text.")
-        conn.close()
+    with KnowledgeStore.open(db) as store:
+        ingestor = Ingestor(store, HashEmbedder(), chunk_chars=120)
+        for name in ("same", "mixed", "clean"):
+            ingestor.add_text(text_of(1), title=name, external_id=name, source="test")
+        ids = {d.external_id: d.id for d in store.list_documents()}
+        per_document = store.list_documents()[0].chunks
+    as_schema_version_1(db)  # what a ragtune of schema version 1 left, where writers raced:
+    conn = connect(db)
+    _duplicate_chunks(conn, ids["same"])  # two identical writes raced
+    _duplicate_chunks(conn, ids["mixed"], text="Another writer's text.")
+    conn.close()
     with KnowledgeStore.open(db) as store:
         assert store.problems() == []
         assert [d.chunks for d in store.list_documents()] == [per_document] * 3
