@@ -22,6 +22,7 @@ from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
 from bot.core.answer import Answerer, AnswerSettings
+from bot.core.bindings import ChatBindings
 from bot.core.chat import ChatService
 from bot.core.compare import ComparisonRunner
 from bot.core.profiles import PromptProfile, profile_for
@@ -316,6 +317,8 @@ def finish_bot_services(
     if local.warm:
         embedder.embed(["warm up"])  # load the embedder now, not on the first question
     searcher = build_searcher(settings, local.store, embedder)
+    # Read from the chat and the admin threads alike: a connection of its own.
+    bindings = ChatBindings(state, open_store(settings), local.adapters)
     profile = local.model.profile if local.model is not None else profile_for(None)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings, profile))
     admin = AdminService(
@@ -329,6 +332,7 @@ def finish_bot_services(
             answerer, local.adapters, settings.eval_questions, settings.eval_limit
         ),
         worker=worker,
+        bindings=bindings,
         chat_model=local.model.info.summary() if local.model is not None else None,
     )
     if local.warm:
@@ -336,9 +340,12 @@ def finish_bot_services(
 
     def close() -> None:
         searcher.close()
+        bindings.store.close()
 
     services = BotServices(
-        chat=ChatService(answerer, access=build_access(settings, state), state=state),
+        chat=ChatService(
+            answerer, access=build_access(settings, state), state=state, bindings=bindings
+        ),
         admin=admin,
         alert_chats=alert_chats(settings),
     )

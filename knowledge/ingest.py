@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections import defaultdict
@@ -203,6 +204,12 @@ class Ingestor:
         self.parse_limits = parse_limits or ParseLimits()
         self.model = EmbeddingModel(embedder.model_id, embedder.dimension)
         store.bind_embedder(embedder.model_id, embedder.dimension)
+
+    def for_collection(self, collection: int) -> Ingestor:
+        """This ingestor's settings, writing to `collection` instead."""
+        other = copy.copy(self)
+        other.collection = collection
+        return other
 
     def add_paths(
         self,

@@ -371,6 +371,13 @@ class KnowledgeStore:
             raise CollectionError(f"There is no collection {name!r} (there are: {names}).")
         return found
 
+    def collection_by_id(self, collection: int) -> Collection:
+        """The collection with this id (CollectionError if there is none)."""
+        found = next((c for c in self.collections() if c.id == collection), None)
+        if found is None:
+            raise CollectionError(f"There is no collection number {collection}.")
+        return found
+
     def collection_name(self, collection: int) -> str:
         """The name of collection id `collection` (its number, if it no longer exists)."""
         row = self.conn.execute(

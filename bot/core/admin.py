@@ -11,6 +11,7 @@ from pathlib import PurePath
 
 from bot.core.access import start_of_day
 from bot.core.adapters import AdapterSwitcher
+from bot.core.bindings import ChatBindings
 from bot.core.compare import Comparison, ComparisonRunner
 from bot.core.errors import KnowledgeWriteError, NotAdminError
 from bot.llm.adapters import Adapter
@@ -22,7 +23,7 @@ from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES, printable
 from knowledge.reindex import reindex
 from knowledge.snapshot import BackupInfo
-from knowledge.store import DocumentInfo, KnowledgeStore
+from knowledge.store import Collection, DocumentInfo, KnowledgeStore
 
 UPLOAD_SOURCE = "telegram:"
 """Sources of documents made from uploaded files begin with this."""
@@ -66,7 +67,9 @@ class BotStats:
     """The embedding model's id ("none yet" before the first document)."""
     chat_model: str
     adapter: str
-    """The active adapter's name, or "none"."""
+    """The adapter this chat's answers run with ("none": the base model)."""
+    collection: str
+    """The collection this chat searches (the counts above are its own)."""
     queue: int
     """Answers queued or being written."""
     users_today: int
@@ -102,6 +105,7 @@ class Page:
     documents: list[DocumentInfo]
     number: int
     pages: int
+    collection: str = "global"
 
 
 class AdminService:
@@ -118,6 +122,7 @@ class AdminService:
         adapters: AdapterSwitcher,
         comparisons: ComparisonRunner,
         worker: ModelWorker,
+        bindings: ChatBindings,
         chat_model: str | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
@@ -129,6 +134,7 @@ class AdminService:
         self.comparisons = comparisons
         self.worker = worker
         """The model's worker, for /stats' queue."""
+        self.bindings = bindings
         self.chat_model = chat_model or worker.model_id
         """How /stats names the chat model (default: the engine's model id)."""
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
@@ -145,11 +151,23 @@ class AdminService:
             raise NotAdminError(f"/{action} is for admins only.")
         return user_id
 
-    def add_text(self, user_id: int | None, text: str, *, title: str, key: str) -> DocumentResult:
-        """Add a chat message as a document."""
+    def _ingestor(self, chat_id: int | None) -> Ingestor:
+        """The ingestor writing to the chat's collection."""
+        return self.ingestor.for_collection(self.bindings.collection(chat_id).id)
+
+    def add_text(
+        self,
+        user_id: int | None,
+        text: str,
+        *,
+        title: str,
+        key: str,
+        chat_id: int | None = None,
+    ) -> DocumentResult:
+        """Add a chat message as a document of the chat's collection."""
         admin = self.check(user_id, "add", key)
         with self._lock:
-            return self.ingestor.add_text(
+            return self._ingestor(chat_id).add_text(
                 text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
             )
 
@@ -177,6 +195,7 @@ class AdminService:
         key: str,
         replace: bool = False,
         label: str = "",
+        chat_id: int | None = None,
     ) -> IngestReport:
         """Add an uploaded file (the parser is chosen by `name`'s extension).
 
@@ -190,7 +209,7 @@ class AdminService:
         admin = self.check(user_id, "upload", f"{shown}{' replace' if replace else ''}")
         try:
             with self._lock:
-                return self.ingestor.add_bytes(
+                return self._ingestor(chat_id).add_bytes(
                     data, name=name, external_id=key, source=f"{UPLOAD_SOURCE}{shown}",
                     added_by=f"tg:{admin}", may_replace=None if replace else _made_by_an_upload,
                     title_from_text=True,
@@ -203,31 +222,39 @@ class AdminService:
                 "all of it; free some space and send it again."
             ) from None
 
-    def documents(self, user_id: int | None, page: str, per_page: int = 10) -> Page:
-        """One page of documents (`page` as typed: anything but a number means the first)."""
+    def documents(
+        self, user_id: int | None, page: str, *, chat_id: int | None = None, per_page: int = 10
+    ) -> Page:
+        """One page of the chat collection's documents (`page` as typed: anything but a number
+        means the first)."""
         self.check(user_id, "docs", page[:40])
         wanted = int(page) if page.isascii() and page.isdigit() else 1
+        collection = self.bindings.collection(chat_id)
         with self._lock:
-            everything = self.store.list_documents()
+            everything = self.store.list_documents(collection.id)
         pages = max(1, -(-len(everything) // per_page))
         number = min(max(wanted, 1), pages)
         start = (number - 1) * per_page
-        return Page(everything[start : start + per_page], number, pages)
+        return Page(everything[start : start + per_page], number, pages, collection.name)
 
-    def find(self, user_id: int | None, ref: str) -> DocumentInfo:
-        """The document a /forget names (before confirmation)."""
+    def find(self, user_id: int | None, ref: str, *, chat_id: int | None = None) -> DocumentInfo:
+        """The document of the chat's collection a /forget names (before confirmation)."""
         self.check(user_id, "forget", ref)
+        collection = self.bindings.collection(chat_id).id
         with self._lock:
-            return self.store.resolve_document(ref)
+            return self.store.resolve_document(ref, collection)
 
-    def forget(self, user_id: int | None, choice: str) -> DocumentInfo:
+    def forget(
+        self, user_id: int | None, choice: str, *, chat_id: int | None = None
+    ) -> DocumentInfo:
         """Remove a document after confirmation. `choice` is a button's "id:tag" as it came,
         parsed only after the admin check; the tag (`document_tag`) must still match, since
         the id of a document removed meanwhile may have gone to another one."""
         self.check(user_id, "forget-confirmed", choice[:40])
         ref, _, tag = choice.partition(":")
+        collection = self.bindings.collection(chat_id).id
         with self._lock:
-            found = self.store.resolve_document(ref)
+            found = self.store.resolve_document(ref, collection)
             if tag != document_tag(found):
                 raise DocumentNotFoundError(
                     f"Document {ref} is not the one you were asked about any more; nothing was "
@@ -236,18 +263,20 @@ class AdminService:
             self.store.delete_document(found.id)
         return found
 
-    def stats(self, user_id: int | None) -> BotStats:
-        """Sizes of the knowledge base, the models, the queue and how many asked today."""
+    def stats(self, user_id: int | None, *, chat_id: int | None = None) -> BotStats:
+        """Sizes of the chat's collection, the models, the queue and how many asked today."""
         self.check(user_id, "stats")
+        collection = self.bindings.collection(chat_id)
         with self._lock:
-            numbers = self.store.stats()
-        active = self.adapters.active
+            numbers = self.store.stats(collection.id)
+        active = self.bindings.adapter_name(chat_id) or self.adapters.active
         return BotStats(
             documents=numbers.documents,
             chunks=numbers.chunks,
             embedder=numbers.model.model_id if numbers.model else "none yet",
             chat_model=self.chat_model,
             adapter=active or "none",
+            collection=collection.name,
             queue=self.worker.waiting,
             users_today=self.state.users_since(start_of_day(time.time())),
         )
@@ -275,15 +304,47 @@ class AdminService:
         with self._lock:
             return self.store.backup()
 
-    def list_adapters(self, user_id: int | None) -> tuple[list[Adapter], str | None]:
-        """The adapters there are, and the active one's name."""
+    def list_adapters(
+        self, user_id: int | None, *, chat_id: int | None = None
+    ) -> tuple[list[Adapter], str | None, str | None]:
+        """The adapters there are, the global default's name and the chat's own (if any)."""
         self.check(user_id, "adapter")
-        return self.adapters.registry.list(), self.adapters.active
+        own = self.bindings.adapter_name(chat_id)
+        return self.adapters.registry.list(), self.adapters.active, own
 
     def use_adapter(self, user_id: int | None, name: str | None) -> Adapter | None:
-        """Switch the served model to adapter `name` (None: none), between two answers."""
+        """Switch what everyone gets to adapter `name` (None: none), between two answers."""
         self.check(user_id, "adapter", f"use {name}" if name else "off")
         return self.adapters.use(name)
+
+    def bind_adapter(self, user_id: int | None, chat_id: int, name: str | None) -> None:
+        """Give one chat its own adapter (None: it follows the global default again)."""
+        self.check(user_id, "adapter", f"chat {chat_id} {'use ' + name if name else 'default'}")
+        self.bindings.bind_adapter(chat_id, name)
+
+    def chat_collection(self, chat_id: int) -> Collection:
+        """The collection a chat uses (anyone may ask which)."""
+        return self.bindings.collection(chat_id)
+
+    def collections(self, user_id: int | None) -> list[Collection]:
+        """Every collection, with its document count."""
+        self.check(user_id, "kb")
+        with self._lock:
+            return self.store.collections()
+
+    def new_collection(self, user_id: int | None, chat_id: int, name: str) -> Collection:
+        """Create a collection and bind the chat to it."""
+        self.check(user_id, "kb", f"new {name[:40]}")
+        created = self.bindings.create_collection(printable(name))
+        self.bindings.bind_collection(chat_id, created)
+        return created
+
+    def use_collection(self, user_id: int | None, chat_id: int, name: str) -> Collection:
+        """Bind the chat to an existing collection."""
+        self.check(user_id, "kb", f"use {name[:40]}")
+        found = self.bindings.find_collection(printable(name))
+        self.bindings.bind_collection(chat_id, found)
+        return found
 
     def compare(
         self, user_id: int | None, adapter: str | None, progress: Callable[[], object]

@@ -27,6 +27,7 @@ from bot.core.tidy import tidy_answer
 from bot.llm.engine import GenerationLimits, Message, ModelError
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, Completion, Job, ModelWorker
 from bot.state import StateStore, Turn
+from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.search import SearchHit
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,10 @@ class Asking(TypedDict, total=False):
 class Retriever(Protocol):
     """Anything that returns the best chunks for a query (the knowledge base's HybridSearcher)."""
 
-    def search(self, query: str, k: int = 5) -> list[SearchHit]:
-        """The k best chunks for `query`."""
+    def search(
+        self, query: str, k: int = 5, collections: Sequence[int] = (GLOBAL_COLLECTION,)
+    ) -> list[SearchHit]:
+        """The k best chunks of `collections` for `query`."""
         ...
 
 
@@ -247,9 +250,15 @@ class Answerer:
             history = history[2:]  # the oldest exchange goes first
 
     def prepare(
-        self, question: str, *, mode: Mode = Mode.RAG, chat_key: str | None = None
+        self,
+        question: str,
+        *,
+        mode: Mode = Mode.RAG,
+        chat_key: str | None = None,
+        collections: Sequence[int] = (GLOBAL_COLLECTION,),
     ) -> PreparedAnswer:
-        """Retrieve and pack sources (RAG) or not (base); decide a refusal before generating."""
+        """Retrieve from `collections` and pack sources (RAG) or not (base); decide a refusal
+        before generating."""
         if (refusal := self._question_refusal(question, mode)) is not None:
             return PreparedAnswer(question, mode, [], [], refusal=refusal)
         history = self._history(chat_key)
@@ -266,7 +275,9 @@ class Answerer:
         earlier = self.follows_up(question, history)
         with self._search_lock:
             hits = self.retriever.search(
-                f"{earlier} {question}" if earlier else question, k=self.settings.search_k
+                f"{earlier} {question}" if earlier else question,
+                k=self.settings.search_k,
+                collections=collections,
             )
         if not hits:  # the vector search returns its nearest chunks whenever there are any
             return PreparedAnswer(question, mode, [], [], refusal=EMPTY_KNOWLEDGE_BASE)

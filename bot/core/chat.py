@@ -20,8 +20,10 @@ from typing import Any
 
 from bot.core.access import AccessPolicy
 from bot.core.answer import Answer, Answerer, AnswerRun, Mode
-from bot.llm.worker import QueueFullError
+from bot.core.bindings import ChatBindings
+from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, QueueFullError
 from bot.state import StateStore
+from knowledge.migrations import GLOBAL_COLLECTION
 
 LAST_ANSWERS_KEPT = 10_000
 """Chats whose last answer is kept for /sources (the oldest are forgotten first)."""
@@ -113,6 +115,8 @@ class ChatService:
     """None: everyone may ask, without limits."""
     state: StateStore | None = None
     """Where conversations are kept (None: no memory to reset)."""
+    bindings: ChatBindings | None = None
+    """Each chat's collection and adapter (None: every chat searches global, default adapter)."""
     stopping: bool = field(default=False, init=False)
     """Set by `cancel_all`: no new answer starts."""
     # user id -> their answer (None while their question is checked and retrieved)
@@ -156,9 +160,11 @@ class ChatService:
             searching = asyncio.create_task(on_search()) if on_search is not None else None
             try:
                 # Embedding and SQLite work run in a thread: the event loop is never blocked.
+                collection, adapter = await asyncio.to_thread(self._bound, chat_id)
                 prepared = await asyncio.to_thread(
-                    self.answerer.prepare, question, mode=Mode.RAG, chat_key=chat_key
-                )
+                    self.answerer.prepare, question, mode=Mode.RAG, chat_key=chat_key,
+                    collections=(collection,),
+                )  # fmt: skip
             finally:
                 if searching is not None:
                     await searching
@@ -167,7 +173,7 @@ class ChatService:
             try:
                 # Queued here, on the event loop: nothing can cancel us between queueing the
                 # generation and registering it for /cancel and a shutdown.
-                run = self.answerer.start(prepared, chat_key)
+                run = self.answerer.start(prepared, chat_key, adapter)
             except QueueFullError:  # taken by other work (an /eval); not counted against the user
                 return Busy()
             self._active[user_id] = run
@@ -180,6 +186,12 @@ class ChatService:
                 if run is not None:
                     run.cancel()
                 self.release(user_id)
+
+    def _bound(self, chat_id: int) -> tuple[int, AdapterChoice]:
+        """The collection a chat searches and the adapter its answers run with."""
+        if self.bindings is None:
+            return GLOBAL_COLLECTION, DEFAULT_ADAPTER
+        return self.bindings.collection(chat_id).id, self.bindings.adapter(chat_id)
 
     def release(self, user_id: int) -> None:
         """The user's question is done with (AnswerHandle calls this on leaving)."""

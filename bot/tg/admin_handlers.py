@@ -53,6 +53,16 @@ class AdminRequest:
         return user.id if user else None
 
     @property
+    def chat_id(self) -> int:
+        """The chat the command came from (its collection and adapter are the ones acted on)."""
+        return self.message.chat_id
+
+    @property
+    def in_group(self) -> bool:
+        """True in a group or channel, False in a private chat."""
+        return self.message.chat.type != ChatType.PRIVATE
+
+    @property
     def args(self) -> list[str]:
         """The words after the command."""
         return list(self.context.args or [])
@@ -126,6 +136,7 @@ async def add(request: AdminRequest) -> None:
     result = await request.call(
         request.admin.add_text, request.user_id, text,
         title=text.split("\n", 1)[0][:60], key=f"tg:{message.chat_id}:{source_id}",
+        chat_id=request.chat_id,
     )  # fmt: skip
     await request.reply(
         f"Added document {result.document_id}: {result.chunks_embedded} chunks added."
@@ -172,7 +183,7 @@ async def _add_file(request: AdminRequest, carrier: Message, *, replace: bool) -
         report = await request.call(
             request.admin.add_file, request.user_id, data,
             name=f"upload{Path(name).suffix.lower()}", key=f"tg-file:{document.file_unique_id}",
-            replace=replace, label=name,
+            replace=replace, label=name, chat_id=request.chat_id,
         )  # fmt: skip
     except KnowledgeWriteError as exc:
         log.warning("upload not written: %s", exc)
@@ -186,7 +197,9 @@ async def _add_file(request: AdminRequest, carrier: Message, *, replace: bool) -
 
 def _docs_page(page: Page) -> tuple[str, InlineKeyboardMarkup | None]:
     """The text of one /docs page and its ‹ › buttons."""
-    lines = [f"<b>Documents</b> (page {page.number}/{page.pages})"]
+    lines = [
+        f"<b>Documents of {html.escape(page.collection)}</b> (page {page.number}/{page.pages})"
+    ]
     lines += [
         f"{d.id}. {html.escape(d.title[:60])} — {d.chunks} chunks" for d in page.documents
     ] or ["(none yet)"]
@@ -202,7 +215,9 @@ def _docs_page(page: Page) -> tuple[str, InlineKeyboardMarkup | None]:
 async def docs(request: AdminRequest) -> None:
     """/docs [page]: the documents, ten a page, with buttons to turn pages."""
     wanted = request.args[0] if request.args else "1"
-    page = await request.call(request.admin.documents, request.user_id, wanted)
+    page = await request.call(
+        request.admin.documents, request.user_id, wanted, chat_id=request.chat_id
+    )
     text, buttons = _docs_page(page)
     await request.reply(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
 
@@ -210,10 +225,17 @@ async def docs(request: AdminRequest) -> None:
 @admin_button
 async def docs_button(query: CallbackQuery, data: str, admin: AdminService) -> None:
     """A ‹ › button under /docs: show that page in the same message (admins only)."""
-    page = await asyncio.to_thread(admin.documents, query.from_user.id, data.removeprefix("docs:"))
+    page = await asyncio.to_thread(
+        admin.documents, query.from_user.id, data.removeprefix("docs:"), chat_id=_chat_of(query)
+    )
     await query.answer()
     text, buttons = _docs_page(page)
     await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
+
+
+def _chat_of(query: CallbackQuery) -> int | None:
+    """The chat whose message carried the pressed button (None: Telegram no longer says)."""
+    return query.message.chat.id if query.message is not None else None
 
 
 @admin_command
@@ -222,7 +244,9 @@ async def forget(request: AdminRequest) -> None:
     if not request.args:
         await request.reply("Usage: /forget <document id> (see /docs).")
         return
-    found = await request.call(request.admin.find, request.user_id, request.args[0])
+    found = await request.call(
+        request.admin.find, request.user_id, request.args[0], chat_id=request.chat_id
+    )
     confirm = f"forget:{found.id}:{document_tag(found)}"
     buttons = InlineKeyboardMarkup(
         [[InlineKeyboardButton("Forget it", callback_data=confirm),
@@ -243,7 +267,9 @@ async def forget_button(query: CallbackQuery, data: str, admin: AdminService) ->
         await asyncio.to_thread(admin.check, query.from_user.id, "forget-cancelled")
         said = "Kept."
     else:
-        found = await asyncio.to_thread(admin.forget, query.from_user.id, choice)
+        found = await asyncio.to_thread(
+            admin.forget, query.from_user.id, choice, chat_id=_chat_of(query)
+        )
         said = f"Forgot document {found.id}."
     await query.answer()
     await query.edit_message_text(said)
@@ -305,8 +331,9 @@ async def reindex(request: AdminRequest) -> None:
 @admin_command
 async def stats(request: AdminRequest) -> None:
     """/stats: documents, chunks, models, adapter, queue, users today."""
-    numbers = await request.call(request.admin.stats, request.user_id)
+    numbers = await request.call(request.admin.stats, request.user_id, chat_id=request.chat_id)
     await request.reply(
+        f"Collection: {numbers.collection}\n"
         f"Documents: {numbers.documents}\nChunks: {numbers.chunks}\n"
         f"Embedder: {numbers.embedder}\nChat model: {numbers.chat_model}\n"
         f"Adapter: {numbers.adapter}\nQueue: {numbers.queue} waiting or running\n"
@@ -316,11 +343,22 @@ async def stats(request: AdminRequest) -> None:
 
 @admin_command
 async def adapter(request: AdminRequest) -> None:
-    """/adapter (list, active marked), /adapter use NAME, /adapter off."""
+    """/adapter (list, active marked), /adapter use NAME, /adapter off. In a group, `use NAME`
+    gives that chat its own adapter, and `off` (or `default`) makes it follow the rest again."""
     admin, args, user = request.admin, request.args, request.user_id
+    if request.in_group and args and args[0] in ("use", "off", "default"):
+        await _bind_adapter(request, args)
+        return
     if not args:
-        adapters, active = await request.call(admin.list_adapters, user)
+        adapters, active, own = await request.call(
+            admin.list_adapters, user, chat_id=request.chat_id
+        )
         lines = ["Adapters (/adapter use NAME, /adapter off):"]
+        if own is not None:
+            lines[0] = (
+                f"This chat answers with its own adapter, {own} (/adapter default: follow "
+                f"the rest); everyone else gets {active or 'the base model'}."
+            )
         lines += [
             f"{'▶' if a.name == active else '•'} {a.name} — rank {a.manifest.rank}, "
             f"{a.manifest.dataset_examples} examples, {a.manifest.created[:10]}"
@@ -339,6 +377,55 @@ async def adapter(request: AdminRequest) -> None:
     else:
         await request.call(admin.check, user, "adapter")
         await request.reply("Usage: /adapter, /adapter use NAME or /adapter off.")
+
+
+async def _bind_adapter(request: AdminRequest, args: list[str]) -> None:
+    """/adapter use NAME, off or default in a group: this chat's own adapter."""
+    if args[0] == "use" and len(args) == 2:
+        name: str | None = args[1]
+    elif args in (["off"], ["default"]):
+        name = None
+    else:
+        await request.call(request.admin.check, request.user_id, "adapter")
+        await request.reply("Usage: /adapter, /adapter use NAME, /adapter default.")
+        return
+    await request.call(request.admin.bind_adapter, request.user_id, request.chat_id, name)
+    if name is None:
+        await request.reply("This chat now follows the adapter everyone else gets.")
+    else:
+        await request.reply(
+            f"This chat now answers with adapter {name}; other chats are as they were."
+        )
+
+
+@admin_command
+async def kb(request: AdminRequest) -> None:
+    """/kb: the collection this chat searches; /kb new NAME, /kb use NAME (admins): bind it."""
+    admin, args, user = request.admin, request.args, request.user_id
+    if not args:
+        current = await request.call(admin.chat_collection, request.chat_id)
+        await request.reply(
+            f"This chat searches the collection {current.name} ({current.documents} "
+            "documents). Admins: /kb new NAME or /kb use NAME to change it, /kb list to see all."
+        )
+    elif args == ["list"]:
+        collections = await request.call(admin.collections, user)
+        await request.reply(
+            "\n".join(
+                ["Collections:"] + [f"• {c.name} — {c.documents} documents" for c in collections]
+            )
+        )
+    elif len(args) == 2 and args[0] in ("new", "use"):
+        method = admin.new_collection if args[0] == "new" else admin.use_collection
+        chosen = await request.call(method, user, request.chat_id, args[1])
+        done = "Created the collection" if args[0] == "new" else "This chat now searches"
+        await request.reply(
+            f"{done} {chosen.name}: questions here search it, and documents admins add here go "
+            "to it."
+        )
+    else:
+        await request.call(admin.check, user, "kb")
+        await request.reply("Usage: /kb, /kb list, /kb new NAME or /kb use NAME.")
 
 
 # The Bot API takes uploads up to 50 MB; a bigger backup stays on disk and is named instead.

@@ -30,10 +30,11 @@ ADMIN_COMMANDS = [
     BotCommand("docs", "list documents"),
     BotCommand("forget", "remove a document"),
     BotCommand("reindex", "re-embed every chunk"),
-    BotCommand("adapter", "list or switch LoRA adapters"),
+    BotCommand("adapter", "list or switch LoRA adapters (in a group: this chat's own)"),
     BotCommand("eval", "compare base, fine-tuned, RAG and both"),
     BotCommand("backup", "a checked copy of the knowledge base"),
     BotCommand("stats", "knowledge base, model, queue, users today"),
+    BotCommand("kb", "this chat's collection: /kb new NAME, /kb use NAME, /kb list"),
 ]
 
 

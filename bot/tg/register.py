@@ -37,6 +37,7 @@ def add_handlers(application: Application[Any, Any, Any, Any, Any, Any]) -> None
         "eval": admin.eval_command,
         "backup": admin.backup_command,
         "stats": admin.stats,
+        "kb": admin.kb,
     }
     for command, handler in commands.items():
         application.add_handler(CommandHandler(command, handler))

@@ -69,6 +69,32 @@ def test_kb_commands_round_trip(tmp_path: Path, docs: Path) -> None:
     assert code == 0 and "re-embedded" in out
 
 
+def test_kb_commands_act_on_the_collection_they_are_given(tmp_path: Path, docs: Path) -> None:
+    db = str(tmp_path / "kb.db")
+    assert invoke("kb", "add", str(docs / "cats.md"), "--db", db)[0] == 0
+    code, out, err = invoke("kb", "collections", "--new", "pets", "--db", db)
+    assert code == 0 and "created collection pets" in err
+    assert invoke("kb", "add", str(docs / "tea.txt"), "--collection", "pets", "--db", db)[0] == 0
+    code, out, _ = invoke("kb", "collections", "--db", db, "--json")
+    assert [(c["name"], c["documents"]) for c in json.loads(out)] == [("global", 1), ("pets", 1)]
+    _, out, _ = invoke("kb", "list", "--collection", "pets", "--db", db, "--json")
+    assert [d["title"] for d in json.loads(out)] == ["tea"]
+    _, out, _ = invoke("kb", "search", "how long do cats sleep", "--collection", "pets",
+                       "--db", db, "--json")  # fmt: skip
+    assert [h["title"] for h in json.loads(out)] == ["tea"]  # never the global cats
+    tea = json.loads(invoke("kb", "list", "--collection", "pets", "--db", db, "--json")[1])[0]
+    code, _, _ = invoke("kb", "forget", str(tea["id"]), "--db", db)  # not in global
+    assert code == 1
+    _, out, _ = invoke("kb", "stats", "--collection", "pets", "--db", db, "--json")
+    assert json.loads(out)["documents"] == 1 and json.loads(out)["collections"] == 2
+    proc = subprocess.run(
+        [RAGTUNE, "kb", "add", str(docs / "tea.txt"), "--collection", "nope", "--db", db],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: There is no collection 'nope' (there are: global, pets)."
+
+
 def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -> None:
     db = tmp_path / "kb.db"
     (docs / "broken.docx").write_bytes(b"PK\x03\x04 nope")
