@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from bot.core.prompts import RAG_PROMPTS
+from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.search import SearchHit
 from knowledge.store import StoredChunk
 from tuning.errors import TuningError
@@ -39,8 +41,11 @@ class ListRetriever:
     def __init__(self, chunks: list[StoredChunk] = CHUNKS) -> None:
         self.chunks = chunks
 
-    def search(self, query: str, k: int = 5) -> list[SearchHit]:
-        """Every chunk, those sharing a word with the query last (so gold is not always first)."""
+    def search(
+        self, query: str, k: int = 5, collections: Sequence[int] = (GLOBAL_COLLECTION,)
+    ) -> list[SearchHit]:
+        """Every chunk, those sharing a word with the query last (so gold is not always first);
+        every chunk here is in the one collection asked for."""
         words = set(query.lower().split())
         ranked = sorted(self.chunks, key=lambda c: bool(words & set(c.text.lower().split())))
         return [SearchHit(c, 1.0, 0.5, None, None) for c in ranked[:k]]
