@@ -629,8 +629,11 @@ class KnowledgeStore:
             return []
         marks = ",".join("?" * len(wanted))
         rows = self._keyword_reader.execute(
+            # CROSS JOIN keeps the full-text match the outer loop: the planner would otherwise
+            # walk the collection's chunks and run the match once for each of them.
             f"SELECT chunks_fts.rowid, {_BM25} AS score FROM chunks_fts "
-            "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+            "CROSS JOIN chunks c ON c.id = chunks_fts.rowid "
+            "CROSS JOIN documents d ON d.id = c.document_id "
             f"WHERE chunks_fts MATCH ? AND d.collection_id IN ({marks}) ORDER BY score LIMIT ?",
             (match, *wanted, k),
         )
