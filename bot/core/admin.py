@@ -347,8 +347,15 @@ class AdminService:
         return found
 
     def compare(
-        self, user_id: int | None, adapter: str | None, progress: Callable[[], object]
+        self,
+        user_id: int | None,
+        adapter: str | None,
+        progress: Callable[[], object],
+        *,
+        chat_id: int | None = None,
     ) -> Comparison:
-        """Base, fine-tuned, RAG and RAG + fine-tuned on the configured questions."""
+        """Base, fine-tuned, RAG and RAG + fine-tuned on the configured questions, the RAG
+        modes searching the chat's collection."""
         self.check(user_id, "eval", adapter or "")
-        return self.comparisons.run(adapter, progress)
+        collection = self.bindings.collection(chat_id).id
+        return self.comparisons.run(adapter, progress, (collection,))

@@ -68,6 +68,8 @@ class Asking(TypedDict, total=False):
     """The conversation it belongs to (None: no memory)."""
     adapter: AdapterChoice
     """The LoRA adapter (default: the one users get)."""
+    collections: Sequence[int]
+    """The collections searched (default: global)."""
 
 
 class Retriever(Protocol):
@@ -315,7 +317,12 @@ class Answerer:
         """Retrieve, then queue the generation (none for a refusal); raises QueueFullError when
         the model's queue is full. Blocks for the search: call it from a thread in async code."""
         chat_key = how.get("chat_key")
-        prepared = self.prepare(question, mode=how.get("mode", Mode.RAG), chat_key=chat_key)
+        prepared = self.prepare(
+            question,
+            mode=how.get("mode", Mode.RAG),
+            chat_key=chat_key,
+            collections=how.get("collections", (GLOBAL_COLLECTION,)),
+        )
         return self.start(prepared, chat_key, how.get("adapter", DEFAULT_ADAPTER))
 
     def start(

@@ -14,6 +14,7 @@ import numpy as np
 from bot.core.answer import Answerer, Mode
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice
 from knowledge.evaluation import EvalQuestion
+from knowledge.migrations import GLOBAL_COLLECTION
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _CITATIONS = re.compile(r"\[\d{1,2}\]")
@@ -107,8 +108,10 @@ def evaluate_answers(
     mode: Mode,
     adapter: AdapterChoice = DEFAULT_ADAPTER,
     progress: Callable[[], object] | None = None,
+    collections: Sequence[int] = (GLOBAL_COLLECTION,),
 ) -> AnswerScores:
-    """Answer every question and score it; a refusal or empty answer scores 0."""
+    """Answer every question (searching `collections`) and score it; a refusal or empty answer
+    scores 0."""
     em = f1 = contains = evidence_hits = reply_contains = replaced = 0.0
     evidence_n = 0
     latencies: list[float] = []
@@ -117,7 +120,9 @@ def evaluate_answers(
     generating = 0.0
     for question in questions:
         started = time.perf_counter()
-        answer = answerer.ask(question.question, mode=mode, adapter=adapter)
+        answer = answerer.ask(
+            question.question, mode=mode, adapter=adapter, collections=collections
+        )
         latencies.append(time.perf_counter() - started)
         # EM, F1 and contains score the model's own words; reply_contains what a reader sees.
         prediction = strip_citations(answer.model_text or answer.text)

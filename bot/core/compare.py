@@ -13,6 +13,7 @@ from bot.core.answer_eval import AnswerScores, evaluate_answers
 from bot.llm.adapters import AdapterError
 from knowledge.errors import KnowledgeError
 from knowledge.evaluation import EvalQuestion, load_questions
+from knowledge.migrations import GLOBAL_COLLECTION
 
 GENERAL_PROBE = Path(__file__).with_name("general_probe.jsonl")
 """General-knowledge questions with answers that no adapter trains on (tuning mixes in a
@@ -34,6 +35,7 @@ def compare(
     adapter: str,
     *,
     progress: Callable[[], object] | None = None,
+    collections: Sequence[int] = (GLOBAL_COLLECTION,),
 ) -> dict[str, AnswerScores]:
     """Score every mode on the same questions, the adapter named per generation.
 
@@ -43,8 +45,9 @@ def compare(
     results: dict[str, AnswerScores] = {}
     for name, mode, tuned in MODES:
         results[name] = evaluate_answers(
-            answerer, questions, mode=mode, adapter=path if tuned else None, progress=progress
-        )
+            answerer, questions, mode=mode, adapter=path if tuned else None, progress=progress,
+            collections=collections,
+        )  # fmt: skip
     return results
 
 
@@ -140,8 +143,14 @@ class ComparisonRunner:
         self.limit = limit
         self._running = threading.Lock()
 
-    def run(self, adapter: str | None, progress: Callable[[], object] | None = None) -> Comparison:
-        """Compare `adapter` (default: the active one) on the configured questions."""
+    def run(
+        self,
+        adapter: str | None,
+        progress: Callable[[], object] | None = None,
+        collections: Sequence[int] = (GLOBAL_COLLECTION,),
+    ) -> Comparison:
+        """Compare `adapter` (default: the active one) on the configured questions, the RAG
+        modes searching `collections` (a chat's own)."""
         name = adapter or self.switcher.active
         if name is None:
             raise AdapterError("Name an adapter (/eval NAME) or switch one on first.")
@@ -156,7 +165,10 @@ class ComparisonRunner:
         if not self._running.acquire(blocking=False):
             raise AdapterError("A comparison is running already; wait for its table.")
         try:
-            results = compare(self.answerer, self.switcher, questions, name, progress=progress)
+            results = compare(
+                self.answerer, self.switcher, questions, name, progress=progress,
+                collections=collections,
+            )  # fmt: skip
             general = general_knowledge(self.answerer, self.switcher, name)
         finally:
             self._running.release()

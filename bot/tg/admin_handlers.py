@@ -459,7 +459,7 @@ async def eval_command(request: AdminRequest) -> None:
 
     work, status = await with_status(
         message,
-        lambda: request.admin.compare(request.user_id, name, progress),
+        lambda: request.admin.compare(request.user_id, name, progress, chat_id=request.chat_id),
         lambda: f"Comparing: {answered['count']} answers so far…",
     )
     try:

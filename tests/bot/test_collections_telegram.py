@@ -142,3 +142,29 @@ def test_a_chats_own_adapter_and_collection_survive_a_restart(
     assert listing.startswith("This chat answers with its own adapter, faq")
     assert which.startswith("This chat searches the collection hr")
     assert off == "This chat now follows the adapter everyone else gets."
+
+
+def test_eval_in_a_group_retrieves_from_that_chats_collection(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    registry, served = registry_with_an_adapter(tmp_path)
+    questions = tmp_path / "eval.jsonl"
+    questions.write_text('{"id": "q1", "question": "How many holiday days?", "answers": ["30"]}\n')
+    engine = LoRAScriptedEngine(["30 days [1]"] * 50)
+
+    def scenario() -> None:
+        say(emulator, "/kb new hr", user=ADMIN, chat=HR_GROUP)
+        say(emulator, f"/add {HR_RULE}", user=ADMIN, chat=HR_GROUP)
+        emulator.send_text("/eval faq", user_id=ADMIN, chat_id=HR_GROUP, chat_type="group")
+        emulator.wait_for(
+            lambda: any("rag+fine-tuned" in text for text in delivered(emulator, HR_GROUP)),
+            timeout=30,
+        )
+
+    services = scripted_services(
+        tmp_path, engine, adapters=(registry, served), eval_questions=questions
+    )
+    run_bot(settings, services, scenario)
+    rag_prompts = [turn[-1]["content"] for turn in engine.history if "[1]" in turn[-1]["content"]]
+    assert len(rag_prompts) == 2  # rag and rag+fine-tuned, once each
+    assert all(HR_RULE in p and "Tallinn" not in p for p in rag_prompts)
