@@ -153,6 +153,58 @@ def kb_add(
         raise typer.Exit(1)
 
 
+@kb_cli.command("sync")
+def kb_sync(
+    folder: Annotated[
+        Path, typer.Argument(help="The folder to mirror.", exists=True, file_okay=False)
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
+    ] = False,
+    follow_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-links", help="Also sync files that links in the folder lead out to."
+        ),
+    ] = False,
+    db: DbOption = None,
+    collection: CollectionOption = GLOBAL,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a collection hold what a folder holds: add new files, replace changed ones, forget
+    documents whose file is gone (safe to run from cron)."""
+    from knowledge.sync import sync_folder
+
+    settings = get_settings()
+    with _store(db, create=not dry_run) as store:
+        ingestor = services.build_ingestor(
+            settings, store, services.build_embedder(settings),
+            collection=store.collection(collection).id,
+        )  # fmt: skip
+        report = sync_folder(ingestor, folder, dry_run=dry_run, follow_links=follow_links)
+    verb = "would be " if dry_run else ""
+    for result in report.ingest.results:
+        if result.outcome in (Outcome.ADDED, Outcome.REPLACED):
+            _status(f"{verb}{result.outcome.value}: {result.external_id}")
+        elif result.error:
+            _status(f"skipped: {result.error}")
+    for document in report.forgotten:
+        _status(f"{verb}forgotten: {document.external_id}")
+    counts = report.counts()
+    if as_json:
+        _print_json({"folder": report.folder, "collection": collection, "dry_run": dry_run,
+                     **counts})  # fmt: skip
+    else:
+        typer.echo(
+            f"{'dry run: ' if dry_run else ''}{counts['added']} added, {counts['replaced']} "
+            f"replaced, {counts['unchanged']} unchanged, {counts['forgotten']} forgotten, "
+            f"{counts['failed']} failed; {counts['chunks_embedded']} chunks "
+            f"{'to embed' if dry_run else 'embedded'}"
+        )
+    if report.ingest.failures:
+        raise typer.Exit(1)
+
+
 @kb_cli.command("list")
 def kb_list(
     db: DbOption = None, as_json: JsonOption = False, collection: CollectionOption = GLOBAL

@@ -222,6 +222,31 @@ class Ingestor:
         """Ingest files and folders; a bad file is reported and skipped, never half-written."""
         return self._ingest(self._read_files(paths, follow_links), added_by, progress)
 
+    def plan_paths(self, paths: Iterable[Path], *, follow_links: bool = False) -> IngestReport:
+        """What `add_paths` would do, document by document, with nothing embedded or written
+        (files are still parsed, in the limited child, to compare their text)."""
+        report = IngestReport()
+        for document in self._read_files(paths, follow_links):
+            if isinstance(document, DocumentResult):
+                report.results.append(document)
+                continue
+            planned = self._plan(document)
+            if isinstance(planned, DocumentResult):
+                report.results.append(planned)
+                continue
+            report.results.append(
+                DocumentResult(
+                    document.source,
+                    document.external_id,
+                    Outcome.REPLACED if planned.replacing else Outcome.ADDED,
+                    chunks_embedded=len(planned.new),
+                    chunks_reused=len(planned.keep),
+                    chunks_removed=len(planned.remove),
+                    title=document.parsed.title,
+                )
+            )
+        return report
+
     def add_text(
         self, text: str, *, title: str, external_id: str, source: str, added_by: str | None = None
     ) -> DocumentResult:

@@ -95,6 +95,24 @@ def test_kb_commands_act_on_the_collection_they_are_given(tmp_path: Path, docs: 
     assert proc.stderr.strip() == "error: There is no collection 'nope' (there are: global, pets)."
 
 
+def test_kb_sync_mirrors_a_folder_and_says_what_changed(tmp_path: Path, docs: Path) -> None:
+    db = str(tmp_path / "kb.db")
+    code, out, _ = invoke("kb", "sync", str(docs), "--db", db)
+    assert code == 0 and out.strip().startswith("3 added, 0 replaced, 0 unchanged, 0 forgotten")
+    (docs / "tea.txt").write_text("Black tea steeps for four minutes at boiling point.")
+    (docs / "owls.pdf").unlink()
+    (docs / "bees.md").write_text("# Bees\n\nBees dance to show where flowers are.\n")
+    code, out, err = invoke("kb", "sync", str(docs), "--db", db, "--dry-run", "--json")
+    dry = json.loads(out)
+    assert code == 0 and dry["dry_run"] and "would be forgotten" in err
+    assert (dry["added"], dry["replaced"], dry["unchanged"], dry["forgotten"]) == (1, 1, 1, 1)
+    code, out, err = invoke("kb", "sync", str(docs), "--db", db, "--json")
+    assert json.loads(out) == {**dry, "dry_run": False}
+    assert "forgotten: " in err and "owls.pdf" in err
+    _, out, _ = invoke("kb", "list", "--db", db, "--json")
+    assert sorted(d["title"] for d in json.loads(out)) == ["Bees", "Cats", "tea"]
+
+
 def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -> None:
     db = tmp_path / "kb.db"
     (docs / "broken.docx").write_bytes(b"PK\x03\x04 nope")

@@ -1,6 +1,7 @@
-"""Child process for the kill -9 and race tests: ingests or reindexes, printing after every
-commit; `reindex DB MODEL --step` also stops after embedding each batch, before writing it,
-until a line arrives on stdin (so a test can change the knowledge base exactly there)."""
+"""Child process for the kill -9 and race tests: ingests, syncs a folder or reindexes, printing
+after every commit; `reindex DB MODEL --step` also stops after embedding each batch, before
+writing it, until a line arrives on stdin (so a test can change the knowledge base exactly
+there)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from knowledge.embeddings import Vectors
 from knowledge.ingest import Ingestor
 from knowledge.reindex import reindex
 from knowledge.store import KnowledgeStore
+from knowledge.sync import sync_folder
 from tests.helpers import HashEmbedder
 
 DOCUMENTS = 30
@@ -52,7 +54,7 @@ def write_corpus(path: Path, version: int) -> Path:
 
 
 def main() -> None:
-    """argv: ingest DB CORPUS | reindex DB MODEL_ID [--step]."""
+    """argv: ingest DB CORPUS | sync DB FOLDER | reindex DB MODEL_ID [--step]."""
     mode, db, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     stepped = sys.argv[4:] == ["--step"]
     with KnowledgeStore.open(db) as store:
@@ -65,6 +67,13 @@ def main() -> None:
             )
             ingestor = Ingestor(store, embedder, chunk_chars=200, overlap_chars=40, embed_batch=1)
             ingestor.add_paths([Path(arg)], progress=lambda r: print(r.external_id, flush=True))
+        elif mode == "sync":
+            ingestor = Ingestor(store, HashEmbedder(), chunk_chars=200, overlap_chars=40,
+                                embed_batch=1)  # fmt: skip
+            report = sync_folder(
+                ingestor, Path(arg), progress=lambda r: print(r.external_id, flush=True)
+            )
+            print(json.dumps(report.counts()), flush=True)
         else:
             embedder = (SteppedEmbedder if stepped else HashEmbedder)(model_id=arg)
             reindex(store, embedder, batch_size=16, progress=lambda n: print(n, flush=True))
