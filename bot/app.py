@@ -38,6 +38,7 @@ from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.sandbox import ParseLimits
 from knowledge.search import HybridSearcher, Retriever, SearchSettings
 from knowledge.store import KnowledgeStore
+from knowledge.web import WebSettings
 
 if TYPE_CHECKING:
     from telegram.ext import Application
@@ -97,6 +98,17 @@ def build_ingestor(
             max_chars=settings.parse_max_chars,
         ),
         collection=collection,
+    )
+
+
+def web_settings(settings: Settings) -> WebSettings:
+    """The limits of a page fetch."""
+    return WebSettings(
+        timeout_s=settings.web_timeout_s,
+        max_bytes=settings.max_document_bytes,
+        max_redirects=settings.web_max_redirects,
+        allow_private=settings.web_allow_private,
+        trusted_hosts=frozenset(settings.web_trusted_hosts),
     )
 
 
@@ -333,6 +345,7 @@ def finish_bot_services(
         ),
         worker=worker,
         bindings=bindings,
+        web=web_settings(settings),
         chat_model=local.model.info.summary() if local.model is not None else None,
     )
     if local.warm:

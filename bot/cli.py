@@ -33,6 +33,7 @@ from knowledge.errors import KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
 from knowledge.parsers import printable
 from knowledge.store import KnowledgeStore
+from knowledge.web import is_web_address
 
 if TYPE_CHECKING:
     from tuning.data import Example
@@ -121,7 +122,9 @@ def _store(db: Path | None, *, create: bool = False) -> Iterator[KnowledgeStore]
 
 @kb_cli.command("add")
 def kb_add(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to add.", exists=True)],
+    sources: Annotated[
+        list[str], typer.Argument(help="Files, folders or http(s) addresses of web pages.")
+    ],
     follow_links: Annotated[
         bool,
         typer.Option("--follow-links", help="Also add files that links in a folder lead out to."),
@@ -129,8 +132,15 @@ def kb_add(
     db: DbOption = None,
     collection: CollectionOption = GLOBAL,
 ) -> None:
-    """Add or update documents (.txt .md .pdf .docx .html, .jsonl in the eval corpus format)."""
+    """Add or update documents (.txt .md .pdf .docx .html, .jsonl in the eval corpus format) and
+    web pages (their main text; `kb sync` fetches them again)."""
+    from knowledge.sync import add_url
+
     settings = get_settings()
+    urls = [s for s in sources if is_web_address(s)]
+    paths = [Path(s) for s in sources if not is_web_address(s)]
+    if missing := [p for p in paths if not p.exists()]:
+        raise KnowledgeError(f"There is no file or folder {printable(str(missing[0]))}.")
     with _store(db, create=True) as store:
         ingestor = services.build_ingestor(
             settings, store, services.build_embedder(settings),
@@ -147,6 +157,10 @@ def kb_add(
             report = ingestor.add_paths(
                 paths, added_by="cli", progress=progress, follow_links=follow_links
             )
+            for url in urls:
+                result = add_url(ingestor, url, services.web_settings(settings), added_by="cli")
+                progress(result)
+                report.results.append(result)
     counts = ", ".join(f"{report.count(o)} {o.value}" for o in Outcome)
     typer.echo(f"{counts}; {report.chunks_embedded} chunks embedded")
     if report.failures:
@@ -156,8 +170,13 @@ def kb_add(
 @kb_cli.command("sync")
 def kb_sync(
     folder: Annotated[
-        Path, typer.Argument(help="The folder to mirror.", exists=True, file_okay=False)
-    ],
+        Path | None,
+        typer.Argument(
+            help="The folder to mirror (without one, only web pages are checked).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would change; change nothing.")
     ] = False,
@@ -171,9 +190,9 @@ def kb_sync(
     collection: CollectionOption = GLOBAL,
     as_json: JsonOption = False,
 ) -> None:
-    """Make a collection hold what a folder holds: add new files, replace changed ones, forget
-    documents whose file is gone (safe to run from cron)."""
-    from knowledge.sync import sync_folder
+    """Make a collection hold what a folder holds (add new files, replace changed ones, forget
+    those gone) and what its web pages say now (fetched again); safe to run from cron."""
+    from knowledge.sync import merged, sync_folder, sync_pages
 
     settings = get_settings()
     with _store(db, create=not dry_run) as store:
@@ -181,7 +200,12 @@ def kb_sync(
             settings, store, services.build_embedder(settings),
             collection=store.collection(collection).id,
         )  # fmt: skip
-        report = sync_folder(ingestor, folder, dry_run=dry_run, follow_links=follow_links)
+        parts = [sync_pages(ingestor, services.web_settings(settings), dry_run=dry_run)]
+        if folder is not None:
+            parts.insert(
+                0, sync_folder(ingestor, folder, dry_run=dry_run, follow_links=follow_links)
+            )
+        report = merged(parts)
     verb = "would be " if dry_run else ""
     for result in report.ingest.results:
         if result.outcome in (Outcome.ADDED, Outcome.REPLACED):

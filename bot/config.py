@@ -60,6 +60,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Chunks one document may make; a bigger one is refused before any embedding.",
     )
+    web_allow_private: bool = Field(
+        False,
+        description="Let `kb add URL` and /add URL fetch loopback, private and link-local "
+        "addresses (refused by default: the bot's machine can reach what the internet cannot).",
+    )
+    web_trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Host names always fetched, private or not (an intranet wiki), "
+        "comma-separated; redirects elsewhere are still checked.",
+    )
+    web_timeout_s: float = Field(
+        15.0, gt=0, description="Seconds each step of a page fetch may take."
+    )
+    web_max_redirects: int = Field(5, ge=0, description="Redirects a page fetch follows.")
     search_k: int = Field(5, ge=1, description="Chunks returned by a search.")
     search_candidates: int = Field(
         20,
@@ -210,6 +224,13 @@ class Settings(BaseSettings):
     def _split_ids(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+        return value
+
+    @field_validator("web_trusted_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.lower() for part in value.replace(" ", "").split(",") if part)
         return value
 
     @field_validator("webhook_secret")

@@ -25,8 +25,9 @@ from knowledge.parsers import (
     printable,
     titled_from_text,
 )
-from knowledge.sandbox import ParseLimits, parse_isolated
+from knowledge.sandbox import ParseKind, ParseLimits, parse_isolated
 from knowledge.store import DocumentInfo, DocumentWrite, EmbeddingModel, KnowledgeStore
+from knowledge.web import Page
 
 # A write planned on a document that another writer changed meanwhile is planned again; only
 # a document rewritten this often in a row, while this one is being written, is given up on.
@@ -227,25 +228,37 @@ class Ingestor:
         (files are still parsed, in the limited child, to compare their text)."""
         report = IngestReport()
         for document in self._read_files(paths, follow_links):
-            if isinstance(document, DocumentResult):
-                report.results.append(document)
-                continue
-            planned = self._plan(document)
-            if isinstance(planned, DocumentResult):
-                report.results.append(planned)
-                continue
             report.results.append(
-                DocumentResult(
-                    document.source,
-                    document.external_id,
-                    Outcome.REPLACED if planned.replacing else Outcome.ADDED,
-                    chunks_embedded=len(planned.new),
-                    chunks_reused=len(planned.keep),
-                    chunks_removed=len(planned.remove),
-                    title=document.parsed.title,
-                )
+                document if isinstance(document, DocumentResult) else self._dry(document)
             )
         return report
+
+    def _dry(self, document: SourceDocument) -> DocumentResult:
+        """What ingesting `document` would do, done to nothing."""
+        planned = self._plan(document)
+        if isinstance(planned, DocumentResult):
+            return planned
+        return DocumentResult(
+            document.source, document.external_id,
+            Outcome.REPLACED if planned.replacing else Outcome.ADDED,
+            chunks_embedded=len(planned.new), chunks_reused=len(planned.keep),
+            chunks_removed=len(planned.remove), title=document.parsed.title,
+        )  # fmt: skip
+
+    def add_page(
+        self, page: Page, *, url: str, added_by: str | None = None, dry_run: bool = False
+    ) -> DocumentResult:
+        """Add (or, with `dry_run`, plan) a fetched web page's main text as the document named
+        `url` (the address asked for, which citations link to), parsed in the limited child."""
+        kind: ParseKind = "text" if page.content_type == "text/plain" else "page"
+        try:
+            parsed = parse_isolated(page.body, url, self.parse_limits, kind)
+        except BadDocumentError as exc:
+            return DocumentResult(url, url, Outcome.FAILED, error=str(exc))
+        document = SourceDocument(url, url, parsed[0], len(page.body))
+        if dry_run:
+            return self._dry(document)
+        return self._ingest([document], added_by, None).results[0]
 
     def add_text(
         self, text: str, *, title: str, external_id: str, source: str, added_by: str | None = None

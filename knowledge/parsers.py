@@ -8,7 +8,7 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from knowledge.errors import BadDocumentError
@@ -324,6 +324,24 @@ def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[
 
 TITLE_CHARS = 80
 """Longest title taken from a document's first heading or line."""
+
+
+def parse_web_page(data: bytes, name: str) -> list[ParsedDocument]:
+    """A fetched HTML page: its main text as Markdown (trafilatura leaves menus, footers and
+    ads out), titled by the page's own title; `name` (its URL) when it has none."""
+    import trafilatura  # imported here: only the parsing child of a page fetch needs it
+
+    if not data.strip():
+        raise BadDocumentError(f"{name} is empty.")
+    text = trafilatura.extract(
+        data, output_format="markdown", include_comments=False, include_tables=True,
+        include_formatting=True, favor_precision=True,
+    )  # fmt: skip
+    if not text or not text.strip():
+        raise BadDocumentError(f"{name} has no main text to read.")
+    metadata = trafilatura.extract_metadata(data)
+    title = (metadata.title if metadata is not None else None) or name
+    return [replace(d, title=title) for d in parse_markdown(text.encode("utf-8"), name)]
 
 
 def titled_from_text(document: ParsedDocument, placeholder: str) -> ParsedDocument:

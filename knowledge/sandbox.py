@@ -13,10 +13,10 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from knowledge.errors import BadDocumentError
-from knowledge.parsers import ParsedDocument, Section, parse_bytes
+from knowledge.parsers import ParsedDocument, Section, parse_bytes, parse_txt, parse_web_page
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,18 @@ class ParseLimits:
         return self.cpu_s * 2 + 10
 
 
+ParseKind = Literal["file", "page", "text"]
+"""A file (parser by its name's extension), a fetched HTML page, or fetched plain text."""
+
+
 def parse_isolated(
-    data: bytes, name: str, limits: ParseLimits | None = None
+    data: bytes, name: str, limits: ParseLimits | None = None, kind: ParseKind = "file"
 ) -> list[ParsedDocument]:
-    """Parse like `parse_bytes`, in a limited child process; failures are BadDocumentError."""
+    """Parse like `parse_bytes` (or, for a fetched page, `parse_web_page`), in a limited child
+    process; failures are BadDocumentError."""
     limits = limits or ParseLimits()
     command = [sys.executable, "-m", "knowledge.sandbox", name,
-               str(limits.memory_mb), str(limits.cpu_s), str(limits.max_chars)]  # fmt: skip
+               str(limits.memory_mb), str(limits.cpu_s), str(limits.max_chars), kind]  # fmt: skip
     try:
         child = subprocess.run(
             command, input=data, capture_output=True, timeout=limits.wall_s, check=False
@@ -90,11 +95,18 @@ def _limit_self(memory_mb: int, cpu_s: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
 
-def _child(name: str, memory_mb: int, cpu_s: int, max_chars: int) -> dict[str, Any]:
+def _child(
+    name: str, memory_mb: int, cpu_s: int, max_chars: int, kind: str = "file"
+) -> dict[str, Any]:
     _limit_self(memory_mb, cpu_s)
     data = sys.stdin.buffer.read()
     try:
-        documents = parse_bytes(data, name)
+        if kind == "page":
+            documents = parse_web_page(data, name)
+        elif kind == "text":
+            documents = parse_txt(data, name)
+        else:
+            documents = parse_bytes(data, name)
     except BadDocumentError as exc:
         return {"error": str(exc)}
     except MemoryError:
@@ -119,5 +131,5 @@ def _row(document: ParsedDocument) -> dict[str, Any]:
 
 if __name__ == "__main__":
     file_name, memory, cpu, chars = sys.argv[1], *map(int, sys.argv[2:5])
-    reply = _child(file_name, memory, cpu, chars)
+    reply = _child(file_name, memory, cpu, chars, *sys.argv[5:6])
     sys.stdout.write(json.dumps(reply))

@@ -1,10 +1,12 @@
-"""`kb sync DIR`: make a collection hold exactly what a folder holds, and say what changed.
+"""`kb sync [DIR]`: make a collection hold what a folder holds and what its web pages say now.
 
 New files are added, changed ones replaced (only their changed chunks are embedded), unchanged
-ones left alone, and documents whose file left the folder are forgotten. Each document is written
-or forgotten in its own transaction, so a sync killed half-way leaves every document whole and
-the next run finishes the job. A file that cannot be read is reported and its stored version
-kept: a broken file must not make its document disappear.
+ones left alone, and documents whose file left the folder are forgotten. Every web page in the
+collection is fetched again: a changed text is replaced, a page the server says is gone (404,
+410) is forgotten, one that cannot be fetched now keeps its stored version and is reported.
+Each document is written or forgotten in its own transaction, so a sync killed half-way leaves
+every document whole and the next run finishes the job. A file that cannot be read is
+reported and its stored version kept: a broken file must not make its document disappear.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from knowledge.errors import DocumentNotFoundError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
 from knowledge.parsers import printable
 from knowledge.store import DocumentInfo
+from knowledge.web import PageError, PageGoneError, WebSettings, fetch_page, is_web_address
 
 
 @dataclass
@@ -74,3 +77,60 @@ def sync_folder(
             with suppress(DocumentNotFoundError):
                 store.delete_document(document.id)
     return SyncReport(root, report, gone, dry_run)
+
+
+def add_url(
+    ingestor: Ingestor, url: str, web: WebSettings, *, added_by: str | None = None
+) -> DocumentResult:
+    """Fetch one page (within `web`'s limits) and add its main text as the document `url`."""
+    try:
+        page = fetch_page(url, web)
+    except PageError as exc:
+        return DocumentResult(url, url, Outcome.FAILED, error=str(exc))
+    return ingestor.add_page(page, url=url, added_by=added_by)
+
+
+def sync_pages(
+    ingestor: Ingestor, web: WebSettings, *, dry_run: bool = False, added_by: str = "sync"
+) -> SyncReport:
+    """Fetch every web page of the ingestor's collection again; replace, keep or forget each."""
+    report = IngestReport()
+    gone: list[DocumentInfo] = []
+    pages = [
+        d for d in ingestor.store.list_documents(ingestor.collection) if is_web_address(d.source)
+    ]
+    for document in pages:
+        try:
+            page = fetch_page(document.source, web)
+        except PageGoneError:
+            gone.append(document)
+            continue
+        except PageError as exc:
+            report.results.append(
+                DocumentResult(
+                    document.source,
+                    document.external_id,
+                    Outcome.FAILED,
+                    document.id,
+                    error=str(exc),
+                    title=document.title,
+                )
+            )
+            continue
+        result = ingestor.add_page(page, url=document.external_id, added_by=added_by,
+                                   dry_run=dry_run)  # fmt: skip
+        report.results.append(result)
+    if not dry_run:
+        for document in gone:
+            with suppress(DocumentNotFoundError):
+                ingestor.store.delete_document(document.id)
+    return SyncReport("(web pages)", report, gone, dry_run)
+
+
+def merged(reports: list[SyncReport]) -> SyncReport:
+    """One report of several syncs (a folder and the collection's pages)."""
+    ingest = IngestReport([r for report in reports for r in report.ingest.results])
+    forgotten = [d for report in reports for d in report.forgotten]
+    return SyncReport(
+        ", ".join(r.folder for r in reports), ingest, forgotten, any(r.dry_run for r in reports)
+    )

@@ -17,6 +17,7 @@ from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.helpers import DOOR_FACTS, HashEmbedder, SmallDisk, secrets_in, train_adapter
+from tests.web_site import Site, serving
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -241,3 +242,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = SHARED_FIXTURES[min(shared[item.path])] if shared[item.path] else None
         item.add_marker(pytest.mark.xdist_group(group or str(item.path.relative_to(REPO_ROOT))))
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    """A web site on 127.0.0.1 whose pages a test sets (tests/web_site.py)."""
+    with serving() as served:
+        yield served

@@ -146,6 +146,7 @@ def scripted_services(
     max_bytes: int = MAX_BYTES,
     state_db: Path | None = None,
     kb_db: Path | None = None,
+    web_allow_private: bool = False,
 ) -> ServicesFactory:
     """The bot's real wiring (bot.app), with a scripted model and a hashing embedder, over a
     knowledge base that holds FACTS; `ADMIN` is the admin. No access limits unless `access`;
@@ -166,6 +167,7 @@ def scripted_services(
         questions_per_day=limits.per_day,
         min_similarity=-1.0,
         max_answer_tokens=5000,
+        web_allow_private=web_allow_private,
     )
     backends = app.Backends(engine, HashEmbedder(), adapters[1] if adapters else None)
 

@@ -24,6 +24,7 @@ from knowledge.parsers import SUPPORTED_SUFFIXES, printable
 from knowledge.reindex import reindex
 from knowledge.snapshot import BackupInfo
 from knowledge.store import Collection, DocumentInfo, KnowledgeStore
+from knowledge.web import PageError, WebSettings, fetch_page, is_web_address
 
 UPLOAD_SOURCE = "telegram:"
 """Sources of documents made from uploaded files begin with this."""
@@ -98,6 +99,23 @@ def upload_summary(report: IngestReport, listed: int = 5) -> str:
     return "\n".join(lines)
 
 
+def names_a_page(argument: str) -> bool:
+    """True when an /add argument is a web address (the page is fetched, not the text added)."""
+    return is_web_address(argument)
+
+
+def page_summary(result: DocumentResult) -> str:
+    """What `/add URL` did, in one sentence."""
+    if result.error:
+        return f"Nothing was added: {result.error}"
+    if result.outcome is Outcome.UNCHANGED:
+        return f"Document {result.document_id} already holds that page as it is now."
+    return (
+        f"{result.outcome.value.capitalize()} document {result.document_id}: "
+        f"{result.title[:80]} ({result.chunks_embedded} chunks added)."
+    )
+
+
 @dataclass(frozen=True)
 class Page:
     """One page of the document list."""
@@ -123,6 +141,7 @@ class AdminService:
         comparisons: ComparisonRunner,
         worker: ModelWorker,
         bindings: ChatBindings,
+        web: WebSettings | None = None,
         chat_model: str | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
@@ -135,6 +154,8 @@ class AdminService:
         self.worker = worker
         """The model's worker, for /stats' queue."""
         self.bindings = bindings
+        self.web = web or WebSettings()
+        """Limits of `/add URL` page fetches."""
         self.chat_model = chat_model or worker.model_id
         """How /stats names the chat model (default: the engine's model id)."""
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
@@ -170,6 +191,21 @@ class AdminService:
             return self._ingestor(chat_id).add_text(
                 text, title=title, external_id=key, source="telegram", added_by=f"tg:{admin}"
             )
+
+    def add_url(
+        self, user_id: int | None, url: str, *, chat_id: int | None = None
+    ) -> DocumentResult:
+        """Fetch a web page and add its main text to the chat's collection (a page added again
+        is replaced only if its text changed; `kb sync` re-checks pages)."""
+        admin = self.check(user_id, "add", url[:200])
+        ingestor = self._ingestor(chat_id)
+        # Fetching can take seconds: only the write holds the lock.
+        try:
+            page = fetch_page(url, self.web)
+        except PageError as exc:
+            return DocumentResult(url, url, Outcome.FAILED, error=str(exc))
+        with self._lock:
+            return ingestor.add_page(page, url=url, added_by=f"tg:{admin}")
 
     def check_upload(self, user_id: int | None, file_name: str, size: int | None) -> None:
         """Before a file is downloaded: the sender is an admin, and the file is of a kind and

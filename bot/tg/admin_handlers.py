@@ -25,7 +25,14 @@ from telegram import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, 
 from telegram.constants import ChatType, ParseMode
 from telegram.error import TelegramError
 
-from bot.core.admin import AdminService, Page, document_tag, upload_summary
+from bot.core.admin import (
+    AdminService,
+    Page,
+    document_tag,
+    names_a_page,
+    page_summary,
+    upload_summary,
+)
 from bot.core.compare import plot, table
 from bot.core.errors import KnowledgeWriteError, NotAdminError, RagtuneError
 from bot.tg.context import BotContext
@@ -124,6 +131,9 @@ async def add(request: AdminRequest) -> None:
     if replied is not None and replied.document is not None and args in ([], [REPLACE]):
         await _add_file(request, replied, replace=args == [REPLACE])
         return
+    if len(args) == 1 and names_a_page(args[0]):
+        await _add_url(request, args[0])
+        return
     text = " ".join(args).strip() or (replied.text or "" if replied else "")
     if not text:
         await request.call(request.admin.check, request.user_id, "add")
@@ -141,6 +151,15 @@ async def add(request: AdminRequest) -> None:
     await request.reply(
         f"Added document {result.document_id}: {result.chunks_embedded} chunks added."
     )
+
+
+async def _add_url(request: AdminRequest, url: str) -> None:
+    """/add URL: fetch the page and add its main text; say what happened in one message (the
+    admin check comes first, so a non-admin's URL is never fetched)."""
+    result = await request.call(
+        request.admin.add_url, request.user_id, url, chat_id=request.chat_id
+    )
+    await request.reply(page_summary(result))
 
 
 @admin_command

@@ -18,6 +18,7 @@ from bot.core.prompts import EMPTY_KNOWLEDGE_BASE
 from knowledge.store import KnowledgeStore
 from tests.helpers import consistent_chunk_count
 from tests.knowledge.documents import make_pdf
+from tests.web_site import Site
 
 runner = CliRunner()
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -111,6 +112,38 @@ def test_kb_sync_mirrors_a_folder_and_says_what_changed(tmp_path: Path, docs: Pa
     assert "forgotten: " in err and "owls.pdf" in err
     _, out, _ = invoke("kb", "list", "--db", db, "--json")
     assert sorted(d["title"] for d in json.loads(out)) == ["Bees", "Cats", "tea"]
+
+
+def test_kb_add_url_and_kb_sync_fetch_pages_again(tmp_path: Path, site: Site) -> None:
+    db = str(tmp_path / "kb.db")
+    site.page(
+        "/faq",
+        "<html><head><title>FAQ</title></head><body><article><p>Returns are "
+        "accepted within 30 days of purchase with the receipt.</p></article></body></html>",
+    )
+    env = {**os.environ, "RAGTUNE_WEB_ALLOW_PRIVATE": "true", "HF_HUB_OFFLINE": "1"}
+
+    def ragtune(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([RAGTUNE, *args, "--db", db], capture_output=True, text=True,
+                              env=env, check=False)  # fmt: skip
+
+    added = ragtune("kb", "add", site.url("/faq"))
+    assert added.returncode == 0 and added.stdout.startswith("1 added"), added.stderr
+    site.page(
+        "/faq",
+        "<html><head><title>FAQ</title></head><body><article><p>Returns are "
+        "accepted within 14 days of purchase with the receipt.</p></article></body></html>",
+    )
+    synced = ragtune("kb", "sync", "--json")
+    counts = json.loads(synced.stdout)
+    assert synced.returncode == 0 and (counts["replaced"], counts["forgotten"]) == (1, 0)
+    found = json.loads(ragtune("kb", "search", "How long can I return things?", "--json").stdout)
+    assert "14 days" in found[0]["text"] and found[0]["source"] == site.url("/faq")
+    del site.routes["/faq"]
+    assert json.loads(ragtune("kb", "sync", "--json").stdout)["forgotten"] == 1
+    refused = subprocess.run([RAGTUNE, "kb", "add", site.url("/faq"), "--db", db],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 1 and "local or private address" in refused.stderr
 
 
 def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -> None:

@@ -17,6 +17,7 @@ from tests.bot.test_telegram import (
     texts,
 )
 from tests.helpers import ADMIN, USER, ScriptedEngine, scripted_services
+from tests.web_site import Site
 
 HR_GROUP, SHOP_GROUP = -200, -300
 HR_RULE = "Holidays: every employee has 30 days of paid holiday a year."
@@ -168,3 +169,50 @@ def test_eval_in_a_group_retrieves_from_that_chats_collection(
     rag_prompts = [turn[-1]["content"] for turn in engine.history if "[1]" in turn[-1]["content"]]
     assert len(rag_prompts) == 2  # rag and rag+fine-tuned, once each
     assert all(HR_RULE in p and "Tallinn" not in p for p in rag_prompts)
+
+
+HOURS_PAGE = """<html><head><title>Opening hours</title></head><body><nav>Home | Jobs</nav>
+<article><h1>Opening hours</h1><p>The shop opens at 8 am and closes at 6 pm on weekdays.</p>
+<p>On Sundays the shop is closed all day.</p></article><footer>Copyright 2026</footer>
+</body></html>"""
+
+
+def test_an_admin_adds_a_web_page_to_the_chats_collection_and_it_is_cited(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, site: Site
+) -> None:
+    site.page("/hours", HOURS_PAGE)
+    engine = ScriptedEngine(["6 pm [1]"])
+    answers: list[str] = []
+
+    def scenario() -> None:
+        say(emulator, "/kb new shop", user=ADMIN, chat=SHOP_GROUP)
+        say(emulator, f"/add {site.url('/hours')}", user=USER, chat=SHOP_GROUP)  # not an admin
+        say(emulator, f"/add {site.url('/hours')}", user=ADMIN, chat=SHOP_GROUP)
+        emulator.wait_for(lambda: "Added document" in delivered(emulator, SHOP_GROUP)[-1])
+        answers.append(ask(emulator, "@ragtune_bot When does the shop close?", chat=SHOP_GROUP))
+
+    services = scripted_services(tmp_path, engine, web_allow_private=True)
+    run_bot(settings, services, scenario)
+    refused, added = delivered(emulator, SHOP_GROUP)[1:3]
+    assert refused == "/add is for admins only." and site.asked == ["/hours"]
+    assert added.startswith("Added document") and "Opening hours" in added
+    assert "closes at 6 pm" in engine.history[0][-1]["content"]
+    assert answers[0].startswith("6 pm [1]") and "[1] Opening hours" in answers[0]
+    assert collections_of(tmp_path)["shop"] == ["Opening hours"]
+
+
+def test_add_of_a_private_address_is_refused_in_one_sentence_by_default(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, site: Site
+) -> None:
+    site.page("/hours", HOURS_PAGE)
+
+    def scenario() -> None:
+        say(emulator, f"/add {site.url('/hours')}", user=ADMIN, chat=ADMIN)
+        emulator.wait_for(lambda: "Nothing was added" in delivered(emulator, ADMIN)[-1])
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert delivered(emulator, ADMIN)[-1] == (
+        "Nothing was added: 127.0.0.1 is a local or private address (127.0.0.1): pages there "
+        "are not fetched (RAGTUNE_WEB_ALLOW_PRIVATE=true allows it)."
+    )
+    assert site.asked == [] and collections_of(tmp_path) == {"global": ["estonia"]}

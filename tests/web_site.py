@@ -1,0 +1,56 @@
+"""A small real web site on 127.0.0.1 for the tests of page fetching (the `site` fixture)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Site:
+    """Routes of the test server: path -> (status, headers, body); and the paths asked for."""
+
+    port: int = 0
+    routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        """The address of `path` on this server."""
+        return f"http://{host}:{self.port}{path}"
+
+    def page(self, path: str, html: str, content_type: str = "text/html; charset=utf-8") -> None:
+        """Serve `html` at `path`."""
+        self.routes[path] = (200, {"Content-Type": content_type}, html.encode("utf-8"))
+
+
+@contextmanager
+def serving() -> Iterator[Site]:
+    """Serve a Site's routes on 127.0.0.1 (an ephemeral port) for the block."""
+    served = Site()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.asked.append(self.path)
+            status, headers, body = served.routes.get(self.path, (404, {}, b"not here"))
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            """Quiet."""
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    served.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served
+    finally:
+        server.shutdown()
+        server.server_close()
