@@ -1,12 +1,15 @@
 """Ingest throughput: chunks/s through `kb add`'s Ingestor vs raw SentenceTransformer.encode.
 
 Both sides embed exactly the same chunk texts with the same loaded model in the same process;
-model loading is excluded from both. Run: `make bench` or `python -m bench.ingest_throughput`.
+model loading is excluded from both. Run: `make bench` or `python -m bench.ingest_throughput
+[--small-files N]`: with N, the corpus is N small Markdown files in a folder (one dev passage
+each, cycled), the case where starting a limited parser child per file used to dominate.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,15 +36,32 @@ def write_corpus(path: Path) -> Path:
     return path
 
 
+def write_folder(folder: Path, files: int) -> Path:
+    """`files` small Markdown files, one dev passage each (cycled, with distinct titles)."""
+    rows = read_jsonl(DEV_EVAL_DIR / "corpus.jsonl")
+    folder.mkdir()
+    for n in range(files):
+        row = rows[n % len(rows)]
+        (folder / f"note-{n:05}.md").write_text(f"# {row['title']} ({n})\n\n{row['text']}\n")
+    return folder
+
+
 def main() -> None:
     """Alternate ingest and raw runs; report medians and their ratio."""
+    small_files = (
+        int(sys.argv[sys.argv.index("--small-files") + 1]) if "--small-files" in sys.argv else 0
+    )
     settings = Settings(_env_file=None)  # the defaults a user gets
     embedder = SentenceTransformerEmbedder(batch_size=settings.embedding_batch_size)
     model = embedder._load()  # the raw library's own object, shared by both sides
     embedder.embed(["warm up"])
     ingest_rates, raw_rates = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = write_corpus(Path(tmp) / "corpus.jsonl")
+        corpus = (
+            write_folder(Path(tmp) / "notes", small_files)
+            if small_files
+            else write_corpus(Path(tmp) / "corpus.jsonl")
+        )
         for run in range(RUNS):
             with KnowledgeStore.open(Path(tmp) / f"run{run}.db") as store:
                 ingestor = Ingestor(store, embedder, embed_batch=settings.ingest_batch_chunks)
@@ -63,8 +83,9 @@ def main() -> None:
                 f"raw encode {raw_rates[-1]:.1f}/s"
             )
     report(
-        "ingest_throughput",
+        f"ingest_throughput_{small_files}_small_files" if small_files else "ingest_throughput",
         {
+            "small_files": small_files,
             "chunks": len(texts),
             "runs": RUNS,
             "ingest_chunks_per_s": round(median(ingest_rates), 1),

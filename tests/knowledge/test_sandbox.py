@@ -8,7 +8,7 @@ import pytest
 
 from knowledge.errors import BadDocumentError
 from knowledge.parsers import parse_bytes
-from knowledge.sandbox import ParseLimits, parse_isolated
+from knowledge.sandbox import ParseLimits, parse_batch_isolated, parse_isolated
 from tests.hostile_files import CANARIES, HTML_WITH_SCRIPTS, pdf
 
 SLOW_HTML = b"<html><body>" + b"<div><p>word <b>bold</b> <i>it</i></p></div>" * 200_000
@@ -68,3 +68,27 @@ def test_a_broken_xref_is_recovered_and_binary_text_files_are_refused(
         with pytest.raises(BadDocumentError, match=kind):
             parse_isolated(data, "notes.md")
     assert parse_isolated("é".encode("utf-16"), "utf16.txt")[0].text.endswith("é")  # NULs, yet text
+
+
+def test_a_batch_parses_like_files_alone_and_one_bad_file_fails_alone() -> None:
+    files = [(f"# Note {n}\n\nThe ferry leaves at {n} o'clock.".encode(), f"n{n}.md")
+             for n in range(5)]  # fmt: skip
+    files.insert(2, (b"PK\x03\x04 not a docx", "broken.docx"))
+    results = parse_batch_isolated(files)
+    for (data, name), result in zip(files, results, strict=True):
+        if name == "broken.docx":
+            assert isinstance(result, BadDocumentError) and "broken.docx" in str(result)
+        else:
+            assert result == parse_bytes(data, name)
+
+
+def test_a_batch_whose_child_dies_is_parsed_again_one_file_per_child(
+    hostile: dict[str, bytes],
+) -> None:
+    """A memory bomb among small files (the batch child dies, or survives it): only the bomb is
+    refused."""
+    files = [(b"Plain words for the knowledge base.", f"ok{n}.txt") for n in range(3)]
+    files.append((hostile["pdf decompression bomb"], "bomb.pdf"))
+    results = parse_batch_isolated(files, ParseLimits(memory_mb=120, cpu_s=5))
+    assert all(isinstance(r, list) and r[0].sections for r in results[:3])
+    assert isinstance(results[3], BadDocumentError) and "bomb.pdf" in str(results[3])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from knowledge import sandbox
 from knowledge.connection import connect
 from knowledge.errors import BadDocumentError, EmbedderMismatchError, NewerSchemaError
 from knowledge.ingest import Ingestor, Outcome
@@ -231,3 +232,24 @@ def test_a_document_over_the_chunk_limit_is_refused_before_any_embedding(
     assert failure.error is not None
     assert "over the limit of 10 per document (RAGTUNE_MAX_CHUNKS_PER_DOCUMENT)" in failure.error
     assert snapshot(store) == before and embedder.embedded == embedded
+
+
+def test_a_folder_of_small_files_is_parsed_many_files_to_a_child(
+    store: KnowledgeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for n in range(100):
+        (folder / f"note-{n:03}.md").write_text(f"# Note {n}\n\nWidget {n} is oiled on day {n}.")
+    children: list[list[str]] = []
+    real_run = sandbox.subprocess.run
+
+    def counted(command: list[str], **options: object) -> object:
+        children.append(command)
+        return real_run(command, **options)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(sandbox.subprocess, "run", counted)
+    report = _ingestor(store, HashEmbedder()).add_paths([folder])
+    assert report.count(Outcome.ADDED) == 100 and not report.failures
+    assert len(children) == 2  # 64 + 36 files, not 100 children
+    assert [d.title for d in store.list_documents()][:2] == ["Note 0", "Note 1"]  # in order
