@@ -71,7 +71,8 @@ def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return (
-        address.is_loopback
+        not address.is_global
+        or address.is_loopback
         or address.is_private
         or address.is_link_local
         or address.is_multicast
@@ -103,7 +104,13 @@ def check_url(url: str, settings: WebSettings) -> None:
 
 def fetch_page(url: str, settings: WebSettings) -> Page:
     """GET one page within the limits; PageError (PageGoneError for 404/410) otherwise."""
-    headers = {"User-Agent": USER_AGENT, "Accept": ", ".join(PAGE_TYPES)}
+    # identity: the size cap then counts what is read; a compressed body could expand past it
+    # inside one decode call.
+    headers = {
+        "User-Agent": USER_AGENT,
+        "Accept": ", ".join(PAGE_TYPES),
+        "Accept-Encoding": "identity",
+    }
     timeout = httpx.Timeout(settings.timeout_s)
     with httpx.Client(follow_redirects=False, timeout=timeout, headers=headers) as client:
         for _ in range(settings.max_redirects + 1):
@@ -130,11 +137,13 @@ def _read(url: str, response: httpx.Response, settings: WebSettings) -> Page:
     content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in PAGE_TYPES:
         raise PageError(f"{url} is {content_type or 'of no stated type'}, not a web page.")
+    if response.headers.get("content-encoding", "identity").lower() != "identity":
+        raise PageError(f"{url} was sent compressed although it was asked not to be.")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_bytes:
         raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
     body = bytearray()
-    for piece in response.iter_bytes():
+    for piece in response.iter_raw():
         body += piece
         if len(body) > settings.max_bytes:
             raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
