@@ -459,6 +459,9 @@ async def backup_command(request: AdminRequest) -> None:
         f"Backup of {info.documents} documents, {info.chunks} chunks "
         f"({info.bytes / 1e6:.1f} MB, integrity ok), saved as {info.path.name}."
     )
+    if request.in_group:  # the file holds every collection: never posted to a group
+        await request.reply(f"{summary} It holds every collection, so it is not sent in a group.")
+        return
     if info.bytes > MAX_UPLOAD_BYTES:
         await request.reply(f"{summary} Too big to send here; it is at {info.path}.")
         return
