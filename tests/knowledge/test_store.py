@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from knowledge import sandbox
 from knowledge.connection import connect
 from knowledge.errors import BadDocumentError, EmbedderMismatchError, NewerSchemaError
 from knowledge.ingest import Ingestor, Outcome
@@ -242,13 +243,13 @@ def test_a_folder_of_small_files_is_parsed_many_files_to_a_child(
     for n in range(100):
         (folder / f"note-{n:03}.md").write_text(f"# Note {n}\n\nWidget {n} is oiled on day {n}.")
     children: list[list[str]] = []
-    real_run = sandbox.subprocess.run
+    real_run = subprocess.run
 
-    def counted(command: list[str], **options: object) -> object:
+    def counted(command: list[str], **options: Any) -> Any:
         children.append(command)
-        return real_run(command, **options)  # type: ignore[call-overload]
+        return real_run(command, **options)
 
-    monkeypatch.setattr(sandbox.subprocess, "run", counted)
+    monkeypatch.setattr(subprocess, "run", counted)  # the module knowledge.sandbox calls
     report = _ingestor(store, HashEmbedder()).add_paths([folder])
     assert report.count(Outcome.ADDED) == 100 and not report.failures
     assert len(children) == 2  # 64 + 36 files, not 100 children
