@@ -118,19 +118,36 @@ def content_hash(document: ParsedDocument) -> str:
     return hashlib.sha256(document.text.encode("utf-8")).hexdigest()
 
 
-def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path | str]:
+@dataclass(frozen=True)
+class Skipped:
+    """A path the walk could not or would not read: `source` names it, `reason` says why."""
+
+    source: str
+    reason: str
+
+
+def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path | Skipped]:
     """Expand folders (recursively, sorted, supported types only, hidden files skipped).
 
-    Links that lead out of a folder are not followed unless `follow_links`: a sentence saying
+    Links that lead out of a folder are not followed unless `follow_links`: a Skipped saying
     so is yielded in their place (someone's link must not pull in files they did not mean).
+    A folder that is missing or cannot be listed is yielded as Skipped with its resolved path
+    as the source, so a sync keeps the documents it holds instead of forgetting them.
     """
     for path in paths:
         if not path.is_dir():
-            yield path
+            if path.exists() or path.is_symlink():
+                yield path
+            else:
+                yield Skipped(printable(str(_resolved(path) or path)), _missing(path))
             continue
         root = path.resolve()
         seen = {root}
-        for folder, folders, files in os.walk(path, followlinks=follow_links):
+        unlisted: list[OSError] = []  # os.walk reports a folder it cannot list here, then skips it
+        for folder, folders, files in os.walk(
+            path, followlinks=follow_links, onerror=unlisted.append
+        ):
+            yield from _unlisted(unlisted)
             here = Path(folder)
             for name in sorted(folders):
                 child = here / name
@@ -158,6 +175,20 @@ def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator
                     yield _link_out(child, path)
                 elif child.is_file():
                     yield child
+        yield from _unlisted(unlisted)
+
+
+def _unlisted(errors: list[OSError]) -> Iterator[Skipped]:
+    """The folders os.walk could not list since the last call (and forget them)."""
+    for error in errors:
+        folder = Path(os.fsdecode(error.filename or "?"))
+        source = printable(str(_resolved(folder) or folder))
+        yield Skipped(source, printable(f"{source}: cannot list this folder ({error.strerror})."))
+    errors.clear()
+
+
+def _missing(path: Path) -> str:
+    return f"{printable(str(path))} does not exist."
 
 
 def _resolved(path: Path) -> Path | None:
@@ -168,15 +199,17 @@ def _resolved(path: Path) -> Path | None:
         return None
 
 
-def _link_loop(link: Path) -> str:
-    return f"{printable(str(link))} is a link that leads back to itself."
+def _link_loop(link: Path) -> Skipped:
+    message = f"{printable(str(link))} is a link that leads back to itself."
+    return Skipped(message, message)
 
 
-def _link_out(link: Path, root: Path) -> str:
-    return (
+def _link_out(link: Path, root: Path) -> Skipped:
+    message = (
         f"{printable(str(link))} links outside {printable(str(root))} "
         "(--follow-links includes such files)."
     )
+    return Skipped(message, message)
 
 
 Progress = Callable[[DocumentResult], object]
@@ -324,16 +357,16 @@ class Ingestor:
             batch.clear()
 
         for path in iter_files(paths, follow_links=follow_links):
-            if isinstance(path, str):  # a link not followed
+            if isinstance(path, Skipped):  # a link not followed, a folder not listed
                 yield from flush()
-                yield DocumentResult(path, path, Outcome.FAILED, error=path)
+                yield DocumentResult(path.source, path.source, Outcome.FAILED, error=path.reason)
                 continue
             # File names are bytes on Linux: keep undecodable ones readable and storable.
             real = _resolved(path)
             if real is None:
                 yield from flush()
-                message = _link_loop(path)
-                yield DocumentResult(message, message, Outcome.FAILED, error=message)
+                loop = _link_loop(path)
+                yield DocumentResult(loop.source, loop.source, Outcome.FAILED, error=loop.reason)
                 continue
             source = printable(str(real))
             try:

@@ -5,8 +5,9 @@ ones left alone, and documents whose file left the folder are forgotten. Every w
 collection is fetched again: a changed text is replaced, a page the server says is gone (404,
 410) is forgotten, one that cannot be fetched now keeps its stored version and is reported.
 Each document is written or forgotten in its own transaction, so a sync killed half-way leaves
-every document whole and the next run finishes the job. A file that cannot be read is
-reported and its stored version kept: a broken file must not make its document disappear.
+every document whole and the next run finishes the job. A file or folder that cannot be read
+is reported and its stored documents kept, and a folder with no files at all forgets nothing:
+a broken disk or an unmounted share must not make documents disappear.
 """
 
 from __future__ import annotations
@@ -64,19 +65,36 @@ def sync_folder(
             [folder], added_by=added_by, progress=progress, follow_links=follow_links
         )
     present = {r.external_id for r in report.results}
-    unreadable = {r.source for r in report.failures}
+    # A file, or a whole folder, that could not be read keeps its documents: a broken disk or
+    # an unmounted share must not look like files that were deleted.
+    unread = [r.source for r in report.failures]
     store = ingestor.store
     gone = [
         d
         for d in store.list_documents(ingestor.collection)
-        if is_under(d.source, root) and d.external_id not in present and d.source not in unreadable
+        if is_under(d.source, root)
+        and d.external_id not in present
+        and not any(d.source == s or is_under(d.source, s) for s in unread)
     ]
+    if gone and not report.results:
+        # Nothing at all in the folder is far likelier an empty mount point than a wish to
+        # forget everything; `kb forget` does that on purpose.
+        report.results.append(_empty_folder(root, len(gone)))
+        gone = []
     if not dry_run:
         for document in gone:
             # Another writer may have forgotten it first: just as well.
             with suppress(DocumentNotFoundError):
                 store.delete_document(document.id)
     return SyncReport(root, report, gone, dry_run)
+
+
+def _empty_folder(root: str, documents: int) -> DocumentResult:
+    message = (
+        f"{root} holds no files now, so its {documents} document(s) are kept "
+        "(is it mounted?); forget them with `kb forget` if they should go."
+    )
+    return DocumentResult(root, root, Outcome.FAILED, error=message)
 
 
 def add_url(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -27,6 +28,7 @@ PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 """Content types read as pages (anything else is refused in one sentence)."""
 USER_AGENT = "ragtune (knowledge-base page fetch)"
 GONE = (404, 410)
+WHOLE_FETCH_TIMEOUTS = 4  # a whole fetch, redirects and body, may take this many timeouts
 """Statuses that mean the page is no more (a sync forgets its document)."""
 
 
@@ -112,6 +114,9 @@ def fetch_page(url: str, settings: WebSettings) -> Page:
         "Accept-Encoding": "identity",
     }
     timeout = httpx.Timeout(settings.timeout_s)
+    # The timeout bounds each wait; this bounds the whole fetch, so a server that drips a byte
+    # just inside every timeout cannot hold the caller (an admin's /add, a cron sync) for long.
+    deadline = time.monotonic() + settings.timeout_s * WHOLE_FETCH_TIMEOUTS
     with httpx.Client(follow_redirects=False, timeout=timeout, headers=headers) as client:
         for _ in range(settings.max_redirects + 1):
             check_url(url, settings)
@@ -120,7 +125,7 @@ def fetch_page(url: str, settings: WebSettings) -> Page:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
-                    return _read(url, response, settings)
+                    return _read(url, response, settings, deadline)
             except httpx.TimeoutException:
                 raise PageError(f"{url} did not answer within {settings.timeout_s:g} s.") from None
             except httpx.HTTPError as exc:
@@ -128,7 +133,7 @@ def fetch_page(url: str, settings: WebSettings) -> Page:
     raise PageError(f"{url} redirected more than {settings.max_redirects} times.")
 
 
-def _read(url: str, response: httpx.Response, settings: WebSettings) -> Page:
+def _read(url: str, response: httpx.Response, settings: WebSettings, deadline: float) -> Page:
     """The body of a final (non-redirect) response, streamed up to the size cap."""
     if response.status_code in GONE:
         raise PageGoneError(f"{url} does not exist (HTTP {response.status_code}).")
@@ -147,4 +152,7 @@ def _read(url: str, response: httpx.Response, settings: WebSettings) -> Page:
         body += piece
         if len(body) > settings.max_bytes:
             raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
+        if time.monotonic() > deadline:
+            whole = settings.timeout_s * WHOLE_FETCH_TIMEOUTS
+            raise PageError(f"{url} was sent too slowly (not whole within {whole:g} s).")
     return Page(url, bytes(body), content_type)

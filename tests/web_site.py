@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ class Site:
     port: int = 0
     routes: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
+    drips: dict[str, float] = field(default_factory=dict)
+    """path -> seconds between the bytes of its body (a server that sends a page slowly)."""
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The address of `path` on this server."""
@@ -40,7 +43,14 @@ def serving() -> Iterator[Site]:
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            pause = served.drips.get(self.path)
+            if pause is None:
+                self.wfile.write(body)
+                return
+            for byte in body:
+                time.sleep(pause)
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
 
         def log_message(self, *args: object) -> None:
             """Quiet."""

@@ -1,9 +1,10 @@
 """Which collection and which adapter each chat uses, kept in the state database.
 
 A chat bound to nothing searches `global` and answers with the adapter everyone gets. Bindings
-are names, not ids: they read well in the state file and survive a reindex. A binding whose
-collection or adapter is gone falls back to the defaults, with a warning in the log, so a chat
-never fails because an admin cleaned up.
+are names, not ids: they read well in the state file and survive a reindex. A chat whose
+collection is gone (a restored older backup) is refused until an admin binds another: falling
+back to `global` would show a group documents it was never meant to see. A chat whose adapter
+is gone answers with the default, with a warning in the log: that shows nobody anything new.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bot.core.adapters import AdapterSwitcher
 from bot.llm.adapters import AdapterError
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice
 from bot.state import StateStore
+from knowledge.errors import CollectionError
 from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.store import Collection, KnowledgeStore
 
@@ -41,13 +43,20 @@ class ChatBindings:
         self._lock = threading.Lock()
 
     def collection(self, chat_id: int | None) -> Collection:
-        """The collection a chat searches and its admins' documents go to (default: global)."""
+        """The collection a chat searches and its admins' documents go to (default: global);
+        CollectionError when the one it is bound to is gone."""
         name = self.state.get_fact(collection_key(chat_id)) if chat_id is not None else None
         with self._lock:
-            found = self.store.find_collection(name) if name is not None else None
-            if found is None and name is not None:
-                log.warning("chat %s was bound to collection %s, which is gone", chat_id, name)
-            return found or self.store.collection_by_id(GLOBAL_COLLECTION)
+            if name is None:
+                return self.store.collection_by_id(GLOBAL_COLLECTION)
+            found = self.store.find_collection(name)
+        if found is None:
+            log.warning("chat %s is bound to collection %s, which is gone", chat_id, name)
+            raise CollectionError(
+                f"This chat's knowledge collection {name!r} no longer exists; an admin can "
+                "bind another with /kb use NAME or /kb new NAME."
+            )
+        return found
 
     def create_collection(self, name: str) -> Collection:
         """A new, empty collection (CollectionError if the name is taken or not valid)."""

@@ -23,6 +23,7 @@ from bot.core.answer import Answer, Answerer, AnswerRun, Mode
 from bot.core.bindings import ChatBindings
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, QueueFullError
 from bot.state import StateStore
+from knowledge.errors import CollectionError
 from knowledge.migrations import GLOBAL_COLLECTION
 
 LAST_ANSWERS_KEPT = 10_000
@@ -160,7 +161,10 @@ class ChatService:
             searching = asyncio.create_task(on_search()) if on_search is not None else None
             try:
                 # Embedding and SQLite work run in a thread: the event loop is never blocked.
-                collection, adapter = await asyncio.to_thread(self._bound, chat_id)
+                try:
+                    collection, adapter = await asyncio.to_thread(self._bound, chat_id)
+                except CollectionError as exc:  # its collection is gone: never fall back
+                    return Refused(str(exc))
                 prepared = await asyncio.to_thread(
                     self.answerer.prepare, question, mode=Mode.RAG, chat_key=chat_key,
                     collections=(collection,),

@@ -108,6 +108,10 @@ def admin_button(handler: Callable[[CallbackQuery, str, AdminService], Awaitable
         query = update.callback_query
         if query is None or query.data is None:
             return
+        if query.message is None:  # no chat to act for (an inline message): never guess one
+            await query.answer("This button no longer works; send the command again.",
+                               show_alert=True)  # fmt: skip
+            return
         try:
             await handler(query, query.data, context.services.admin)
         except NotAdminError as exc:
@@ -252,9 +256,11 @@ async def docs_button(query: CallbackQuery, data: str, admin: AdminService) -> N
     await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
 
 
-def _chat_of(query: CallbackQuery) -> int | None:
-    """The chat whose message carried the pressed button (None: Telegram no longer says)."""
-    return query.message.chat.id if query.message is not None else None
+def _chat_of(query: CallbackQuery) -> int:
+    """The chat whose message carried the pressed button (admin_button lets only those in)."""
+    if query.message is None:  # admin_button answered these already; a new caller must too
+        raise RagtuneError("This button no longer works; send the command again.")
+    return query.message.chat.id
 
 
 @admin_command

@@ -6,6 +6,7 @@ from functools import partial
 from pathlib import Path
 
 from bot.config import Settings
+from bot.core.bindings import collection_key
 from bot.local.emulator import BotAPIEmulator
 from bot.state import StateStore
 from knowledge.store import KnowledgeStore
@@ -143,6 +144,28 @@ def test_a_chats_own_adapter_and_collection_survive_a_restart(
     assert listing.startswith("This chat answers with its own adapter, faq")
     assert which.startswith("This chat searches the collection hr")
     assert off == "This chat now follows the adapter everyone else gets."
+
+
+def test_a_group_whose_collection_is_gone_is_refused_not_answered_from_global(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    engine = ScriptedEngine(["Tallinn [1]"])
+    services = scripted_services(tmp_path, engine)
+    with StateStore.open(tmp_path / "state.db") as state:  # as after restoring an older backup
+        state.set_fact(collection_key(HR_GROUP), "hr")
+
+    def scenario() -> None:
+        say(emulator, QUESTION, user=USER, chat=HR_GROUP)
+        say(emulator, "/docs", user=ADMIN, chat=HR_GROUP)
+        say(emulator, "/kb use global", user=ADMIN, chat=HR_GROUP)
+        ask(emulator, "@ragtune_bot What is the capital of Estonia?", chat=HR_GROUP)
+
+    run_bot(settings, services, scenario)
+    refused, docs, bound, answer = texts(emulator, HR_GROUP)[:4]
+    gone = "This chat's knowledge collection 'hr' no longer exists; an admin can bind another"
+    assert refused.startswith(gone) and docs.startswith(gone)
+    assert bound.startswith("This chat now searches global")
+    assert len(engine.history) == 1 and "estonia" in answer.lower()  # nothing ran before
 
 
 def test_eval_in_a_group_retrieves_from_that_chats_collection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -100,6 +101,50 @@ def test_a_file_that_became_unreadable_keeps_its_document_and_is_reported(
     report = sync_folder(_ingestor(store, HashEmbedder()), folder)
     assert report.counts()["failed"] == 1 and report.forgotten == []
     assert "Owls" in _titles(store)
+
+
+def test_a_folder_that_is_gone_or_empty_forgets_nothing(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    folder = _folder(tmp_path)
+    sync_folder(_ingestor(store, HashEmbedder()), folder)
+    before = _titles(store)
+    folder.rename(tmp_path / "unmounted")  # a share that is not mounted right now
+    report = sync_folder(_ingestor(store, HashEmbedder()), folder)
+    assert report.forgotten == [] and report.counts()["failed"] == 1
+    assert "does not exist" in (report.ingest.failures[0].error or "")
+    assert _titles(store) == before
+
+    folder.mkdir()  # the empty mount point itself
+    report = sync_folder(_ingestor(store, HashEmbedder()), folder)
+    assert report.forgotten == [] and report.counts()["failed"] == 1
+    assert "holds no files now, so its 5 document(s) are kept" in (
+        report.ingest.failures[0].error or ""
+    )
+    assert _titles(store) == before
+
+
+def test_a_subfolder_that_cannot_be_listed_keeps_its_documents(
+    store: KnowledgeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path)
+    sync_folder(_ingestor(store, HashEmbedder()), folder)
+    (folder / "tea.txt").unlink()
+    listing = os.scandir
+    unlisted = folder / "sub"
+
+    def scandir(path: str) -> object:  # what a non-root user meets in a folder without +r
+        if Path(path) == unlisted:
+            raise PermissionError(13, "Permission denied", path)
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = sync_folder(_ingestor(store, HashEmbedder()), folder)
+    monkeypatch.undo()
+    assert [d.title for d in report.forgotten] == ["tea"]  # deleted files still go
+    assert report.counts()["failed"] == 1
+    assert "cannot list this folder (Permission denied)" in (report.ingest.failures[0].error or "")
+    assert _titles(store) == ["Lunch", "Owls", "Parking", "rules"]
 
 
 def test_only_documents_of_that_folder_and_collection_are_forgotten(

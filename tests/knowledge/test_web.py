@@ -5,6 +5,8 @@ Pages are served on 127.0.0.1 by a real HTTP server in a thread; the fetches go 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from knowledge.ingest import Ingestor, Outcome
@@ -127,6 +129,15 @@ def test_limits_size_redirects_and_types(site: Site) -> None:
     with pytest.raises(PageError, match="is image/png, not a web page"):
         fetch_page(site.url("/image"), small)
     assert site.asked.count("/loop") == 4
+
+
+def test_a_page_sent_too_slowly_is_refused_within_the_whole_fetch_deadline(site: Site) -> None:
+    site.page("/drip", "<html><body><p>" + "slow " * 20 + "</p></body></html>")
+    site.drips["/drip"] = 0.05  # every byte well inside the 0.4 s timeout; the page takes 6 s
+    started = time.monotonic()
+    with pytest.raises(PageError, match="was sent too slowly"):
+        fetch_page(site.url("/drip"), WebSettings(allow_private=True, timeout_s=0.4))
+    assert time.monotonic() - started < 3  # 4 timeouts = 1.6 s, and the byte in hand
 
 
 def test_what_counts_as_a_web_address() -> None:
