@@ -350,16 +350,31 @@ def kb_collections(
 
 
 @kb_cli.command("reindex")
-def kb_reindex(db: DbOption = None) -> None:
+def kb_reindex(
+    db: DbOption = None,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection",
+            help="Re-embed one collection in place, with the file's own model (default: every "
+            "chunk into a new vector table, the only way to change the model).",
+        ),
+    ] = None,
+) -> None:
     """Re-embed every chunk with the configured model (switches atomically at the end)."""
-    from knowledge.reindex import reindex
+    from knowledge.reindex import reindex, reindex_collection
 
     settings = get_settings()
     with _store(db) as store:
-        total = store.stats().chunks
+        chosen = None if collection is None else store.collection(collection)
+        total = store.stats(None if chosen is None else chosen.id).chunks
+        embedder = services.build_embedder(settings)
         with tqdm(total=total, desc="chunks", unit="chunk", file=sys.stderr) as bar:
-            done = reindex(store, services.build_embedder(settings), progress=bar.update)
-    typer.echo(f"re-embedded {done} chunks")
+            if chosen is None:
+                done = reindex(store, embedder, progress=bar.update)
+            else:
+                done = reindex_collection(store, embedder, chosen.id, progress=bar.update)
+    typer.echo(f"re-embedded {done} chunks" + ("" if chosen is None else f" of {chosen.name}"))
 
 
 @kb_cli.command("backup")

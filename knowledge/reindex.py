@@ -1,10 +1,12 @@
-"""Re-embed every chunk into a fresh vector table, then switch to it in one transaction."""
+"""Re-embed the knowledge base: every chunk into a fresh vector table switched to in one
+transaction (the only way to change the embedding model), or one collection in place."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from knowledge.embeddings import Embedder
+from knowledge.errors import EmbedderMismatchError
 from knowledge.store import EmbeddingModel, KnowledgeStore
 
 
@@ -38,4 +40,39 @@ def reindex(
                 store.fill_vector_table(table, late, embedder.embed([c.embed_text for c in late]))
             if store.switch_vector_table(table, model):
                 break
+    return done
+
+
+def reindex_collection(
+    store: KnowledgeStore,
+    embedder: Embedder,
+    collection: int,
+    *,
+    batch_size: int = 256,
+    progress: Callable[[int], object] | None = None,
+) -> int:
+    """Re-embed the chunks of one collection in place, batch by batch; return how many.
+
+    The file holds one embedding model for all its collections, so this keeps the model: a
+    different `embedder` raises EmbedderMismatchError (re-embed everything with `reindex`).
+    Each batch swaps its vectors in one transaction, so search and writers go on meanwhile and
+    a kill between batches leaves vectors that are all valid. It takes the same lock as
+    `reindex`: one re-embedding of a file at a time.
+    """
+    model = EmbeddingModel(embedder.model_id, embedder.dimension)
+    recorded = store.embedding_model
+    if recorded is not None and recorded != model:
+        raise EmbedderMismatchError(
+            f"This knowledge base was built with {recorded.model_id} ({recorded.dimension}-d), "
+            f"not {model.model_id} ({model.dimension}-d), and one collection cannot change "
+            "model alone: re-embed every collection (`/reindex all`, or `ragtune kb reindex` "
+            "without --collection)."
+        )
+    with store.reindexing():
+        done = 0
+        for batch in store.iter_chunks(batch_size, collection):
+            store.replace_vectors(batch, embedder.embed([c.embed_text for c in batch]))
+            done += len(batch)
+            if progress is not None:
+                progress(len(batch))
     return done

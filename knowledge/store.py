@@ -653,14 +653,17 @@ class KnowledgeStore:
 
     # --- reindex ------------------------------------------------------------------------------
 
-    def iter_chunks(self, batch_size: int = 256) -> Iterator[list[StoredChunk]]:
-        """All chunks in id order, in batches (for reindex)."""
+    def iter_chunks(
+        self, batch_size: int = 256, collection: int | None = None
+    ) -> Iterator[list[StoredChunk]]:
+        """All chunks (of one collection, or of all with None) in id order, in batches."""
         last = 0
+        where = "" if collection is None else "AND d.collection_id = ? "
         while True:
             rows = self.conn.execute(
                 f"SELECT {_CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.document_id "
-                "WHERE c.id > ? ORDER BY c.id LIMIT ?",
-                (last, batch_size),
+                f"WHERE c.id > ? {where}ORDER BY c.id LIMIT ?",
+                (last, *(() if collection is None else (collection,)), batch_size),
             ).fetchall()
             if not rows:
                 return
@@ -701,6 +704,25 @@ class KnowledgeStore:
                 [chunks[n].collection_id for n in fresh],
                 vectors[fresh],
             )
+
+    def replace_vectors(self, chunks: Sequence[StoredChunk], vectors: Vectors) -> int:
+        """Swap the live vectors of chunks that still hold the text they were embedded from, in
+        one transaction; return how many (a writer may have replaced or deleted one meanwhile).
+
+        For re-embedding one collection with the file's own model: every vector stays from
+        that model, so a kill between two batches leaves a search that still works."""
+        table = self._live_vector_table()
+        with transaction(self.conn):
+            current = {c.id: c.hash for c in self.chunks_by_id([c.id for c in chunks]).values()}
+            fresh = [n for n, c in enumerate(chunks) if current.get(c.id) == c.hash]
+            ids = [chunks[n].id for n in fresh]
+            params = [(i,) for i in ids]
+            self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
+            self.conn.executemany(f"DELETE FROM {exact_table(table)} WHERE chunk_id = ?", params)
+            self._insert_vectors(
+                table, ids, [chunks[n].collection_id for n in fresh], vectors[fresh]
+            )
+        return len(ids)
 
     def chunks_without_vectors(self, table: str, limit: int) -> list[StoredChunk]:
         """Chunks that `table` has no vector for yet (added while a reindex ran)."""

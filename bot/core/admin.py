@@ -21,7 +21,7 @@ from knowledge.connection import is_storage_failure
 from knowledge.errors import BadDocumentError, DocumentNotFoundError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES, printable
-from knowledge.reindex import reindex
+from knowledge.reindex import reindex, reindex_collection
 from knowledge.snapshot import BackupInfo
 from knowledge.store import Collection, DocumentInfo, KnowledgeStore
 from knowledge.web import PageError, WebSettings, fetch_page, is_web_address
@@ -56,6 +56,14 @@ def _made_by_an_upload(existing: DocumentInfo) -> str | None:
         f"{existing.external_id} exists already (added {origin}) and was left as it is; send "
         "the file again with the caption /add replace to replace it."
     )
+
+
+@dataclass(frozen=True)
+class Reindexed:
+    """What a /reindex re-embedded: how many chunks, of which collection (None: all of them)."""
+
+    chunks: int
+    collection: str | None
 
 
 @dataclass(frozen=True)
@@ -318,12 +326,19 @@ class AdminService:
         )
 
     def reindex(
-        self, user_id: int | None, progress: Callable[[int, int], object] | None = None
-    ) -> int:
-        """Re-embed every chunk with the bot's embedder, reporting (done, total); search goes on."""
+        self,
+        user_id: int | None,
+        progress: Callable[[int, int], object] | None = None,
+        *,
+        chat_id: int | None = None,
+        everything: bool = False,
+    ) -> Reindexed:
+        """Re-embed the chat's collection in place, or (`everything`) every chunk into a new
+        vector table, reporting (done, total) as it goes; search goes on meanwhile."""
         self.check(user_id, "reindex")
+        collection = None if everything else self.bindings.collection(chat_id)
         with self._lock:
-            total = self.store.stats().chunks
+            total = self.store.stats(None if collection is None else collection.id).chunks
             done = 0
 
             def step(chunks: int) -> None:
@@ -332,7 +347,11 @@ class AdminService:
                 if progress is not None:
                     progress(done, total)
 
-            return reindex(self.store, self.ingestor.embedder, progress=step)
+            embedder = self.ingestor.embedder
+            if collection is None:
+                return Reindexed(reindex(self.store, embedder, progress=step), None)
+            count = reindex_collection(self.store, embedder, collection.id, progress=step)
+            return Reindexed(count, collection.name)
 
     def backup(self, user_id: int | None) -> BackupInfo:
         """A checked copy of the knowledge base in `backups/` beside it."""

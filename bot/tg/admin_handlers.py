@@ -333,7 +333,14 @@ async def reply_or_edit(
 
 @admin_command
 async def reindex(request: AdminRequest) -> None:
-    """/reindex: re-embed every chunk; a long run shows progress in one status message."""
+    """/reindex [all]: re-embed this chat's collection, or every collection; a long run shows
+    progress in one status message."""
+    if request.args not in ([], ["all"]):
+        await request.reply(
+            "Send /reindex to re-embed this chat's collection, or /reindex all for every one."
+        )
+        return
+    everything = request.args == ["all"]
     latest = {"done": 0, "total": 0}  # written by the reindex thread, read here
 
     def progress(done: int, total: int) -> None:
@@ -341,11 +348,15 @@ async def reindex(request: AdminRequest) -> None:
 
     work, status = await with_status(
         request.message,
-        lambda: request.admin.reindex(request.user_id, progress),
+        lambda: request.admin.reindex(
+            request.user_id, progress, chat_id=request.chat_id, everything=everything
+        ),
         lambda: f"Reindexing: {latest['done']}/{latest['total']} chunks…",
     )
     try:
-        final = f"Reindexed {work.result()} chunks."
+        result = work.result()
+        scope = "every collection" if result.collection is None else result.collection
+        final = f"Reindexed {result.chunks} chunks ({scope})."
     except NotAdminError as exc:
         final = str(exc)
     except RagtuneError as exc:

@@ -29,7 +29,7 @@ ADMIN_COMMANDS = [
     BotCommand("add", "add text to the knowledge base"),
     BotCommand("docs", "list documents"),
     BotCommand("forget", "remove a document"),
-    BotCommand("reindex", "re-embed every chunk"),
+    BotCommand("reindex", "re-embed this chat's collection (all: every one)"),
     BotCommand("adapter", "list or switch LoRA adapters (in a group: this chat's own)"),
     BotCommand("eval", "compare base, fine-tuned, RAG and both"),
     BotCommand("backup", "a checked copy of the knowledge base"),

@@ -88,6 +88,8 @@ def test_kb_commands_act_on_the_collection_they_are_given(tmp_path: Path, docs: 
     assert code == 1
     _, out, _ = invoke("kb", "stats", "--collection", "pets", "--db", db, "--json")
     assert json.loads(out)["documents"] == 1 and json.loads(out)["collections"] == 2
+    code, out, _ = invoke("kb", "reindex", "--collection", "pets", "--db", db)
+    assert code == 0 and out.strip() == "re-embedded 1 chunks of pets"  # tea only, not cats
     proc = subprocess.run(
         [RAGTUNE, "kb", "add", str(docs / "tea.txt"), "--collection", "nope", "--db", db],
         capture_output=True, text=True, check=False,

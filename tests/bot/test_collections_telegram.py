@@ -62,6 +62,8 @@ def test_two_groups_bound_to_two_collections_answer_each_from_its_own_document(
         answers.append(ask(emulator, QUESTION, chat=SHOP_GROUP))
         answers.append(ask(emulator, "When are the holidays?", chat=USER))  # private: global
         say(emulator, "/docs", user=ADMIN, chat=HR_GROUP)
+        say(emulator, "/reindex", user=ADMIN, chat=HR_GROUP)
+        emulator.wait_for(lambda: texts(emulator, HR_GROUP)[-1].startswith("Reindexed"))
         say(emulator, "/stats", user=ADMIN, chat=SHOP_GROUP)
         say(emulator, "/kb", user=USER, chat=SHOP_GROUP)
 
@@ -77,7 +79,8 @@ def test_two_groups_bound_to_two_collections_answer_each_from_its_own_document(
     assert shop_answer.startswith("24 to 26 December [1]")
     assert "[1] Holidays: the shop is closed" in shop_answer
     assert "[1] estonia" in private_answer
-    created, added, _, hr_docs = texts(emulator, HR_GROUP)
+    created, added, _, hr_docs, reindexed = texts(emulator, HR_GROUP)
+    assert reindexed == "Reindexed 1 chunks (hr)."  # the group's collection, not the others
     assert created.startswith("Created the collection hr") and added.startswith("Added document")
     assert "Documents of hr" in hr_docs and "every employee" in hr_docs and "shop" not in hr_docs
     stats, which = texts(emulator, SHOP_GROUP)[3:]
@@ -157,13 +160,16 @@ def test_a_group_whose_collection_is_gone_is_refused_not_answered_from_global(
     def scenario() -> None:
         say(emulator, QUESTION, user=USER, chat=HR_GROUP)
         say(emulator, "/docs", user=ADMIN, chat=HR_GROUP)
+        say(emulator, "/reindex", user=ADMIN, chat=HR_GROUP)
+        emulator.wait_for(lambda: texts(emulator, HR_GROUP)[-1].startswith("Reindex stopped"))
         say(emulator, "/kb use global", user=ADMIN, chat=HR_GROUP)
         ask(emulator, "@ragtune_bot What is the capital of Estonia?", chat=HR_GROUP)
 
     run_bot(settings, services, scenario)
-    refused, docs, bound, answer = texts(emulator, HR_GROUP)[:4]
+    refused, docs, reindex, bound, answer = texts(emulator, HR_GROUP)[:5]
     gone = "This chat's knowledge collection 'hr' no longer exists; an admin can bind another"
     assert refused.startswith(gone) and docs.startswith(gone)
+    assert reindex.startswith(f"Reindex stopped: {gone}")
     assert bound.startswith("This chat now searches global")
     assert len(engine.history) == 1 and "estonia" in answer.lower()  # nothing ran before
 

@@ -628,7 +628,9 @@ def test_reindex_and_stats_for_admins(
     def scenario() -> None:
         emulator.send_text("Capital of Estonia?", user_id=USER)
         emulator.wait_for(lambda: bool(texts(emulator, USER)))
-        emulator.send_text("/reindex", user_id=ADMIN)
+        emulator.send_text("/reindex everything", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(emulator.messages(ADMIN)))
+        emulator.send_text("/reindex all", user_id=ADMIN)
         emulator.wait_for(
             lambda: any(m["text"].startswith("Reindexed") for m in emulator.messages(ADMIN))
         )
@@ -639,8 +641,9 @@ def test_reindex_and_stats_for_admins(
 
     access = AccessSettings()
     run_bot(settings, scripted_services(tmp_path, ScriptedEngine(), access=access), scenario)
-    status, numbers = (m["text"] for m in emulator.messages(ADMIN))
-    assert status == "Reindexed 1 chunks."
+    usage, status, numbers = (m["text"] for m in emulator.messages(ADMIN))
+    assert usage.startswith("Send /reindex to re-embed this chat's collection")
+    assert status == "Reindexed 1 chunks (every collection)."
     assert "Documents: 1\nChunks: 1\n" in numbers and "Users today: 1" in numbers
     assert texts(emulator, USER)[1].endswith("[1] estonia")
     with KnowledgeStore.open(tmp_path / "kb.db") as store:

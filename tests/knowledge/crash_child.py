@@ -1,7 +1,7 @@
-"""Child process for the kill -9 and race tests: ingests, syncs a folder or reindexes, printing
-after every commit; `reindex DB MODEL --step` also stops after embedding each batch, before
-writing it, until a line arrives on stdin (so a test can change the knowledge base exactly
-there)."""
+"""Child process for the kill -9 and race tests: ingests, syncs a folder, reindexes, or
+re-embeds one collection in place, printing after every commit; `reindex DB MODEL --step` also
+stops after embedding each batch, before writing it, until a line arrives on stdin (so a test
+can change the knowledge base exactly there)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from knowledge.embeddings import Vectors
 from knowledge.ingest import Ingestor
-from knowledge.reindex import reindex
+from knowledge.reindex import reindex, reindex_collection
 from knowledge.store import KnowledgeStore
 from knowledge.sync import sync_folder
 from tests.helpers import HashEmbedder
@@ -54,7 +54,8 @@ def write_corpus(path: Path, version: int) -> Path:
 
 
 def main() -> None:
-    """argv: ingest DB CORPUS | sync DB FOLDER | reindex DB MODEL_ID [--step]."""
+    """argv: ingest DB CORPUS | sync DB FOLDER | reindex DB MODEL_ID [--step] |
+    reindex-collection DB COLLECTION."""
     mode, db, arg = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     stepped = sys.argv[4:] == ["--step"]
     with KnowledgeStore.open(db) as store:
@@ -74,6 +75,12 @@ def main() -> None:
                 ingestor, Path(arg), progress=lambda r: print(r.external_id, flush=True)
             )
             print(json.dumps(report.counts()), flush=True)
+        elif mode == "reindex-collection":
+            model = store.embedding_model
+            assert model is not None, "ingest first"
+            reindex_collection(store, HashEmbedder(model_id=model.model_id),
+                               store.collection(arg).id, batch_size=16,
+                               progress=lambda n: print(n, flush=True))  # fmt: skip
         else:
             embedder = (SteppedEmbedder if stepped else HashEmbedder)(model_id=arg)
             reindex(store, embedder, batch_size=16, progress=lambda n: print(n, flush=True))

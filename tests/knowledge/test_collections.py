@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.errors import CollectionError, DocumentNotFoundError
+from knowledge.errors import CollectionError, DocumentNotFoundError, EmbedderMismatchError
 from knowledge.ingest import Ingestor, Outcome
 from knowledge.migrations import GLOBAL_COLLECTION
-from knowledge.reindex import reindex
+from knowledge.reindex import reindex, reindex_collection
 from knowledge.search import HybridSearcher, SearchSettings
 from knowledge.store import KnowledgeStore
+from knowledge.vector_tables import exact_table
 from tests.helpers import HashEmbedder
 from tests.knowledge.old_schema import as_schema_version_1
 
@@ -113,6 +114,57 @@ def test_a_reindex_keeps_every_vector_in_its_collection(store: KnowledgeStore) -
     assert store.problems() == []
     (hit,) = HybridSearcher(store, other).search("holidays", k=3, collections=[hr.id])
     assert hit.chunk.text == HOLIDAYS_HR
+
+
+def _swap_float_vectors(store: KnowledgeStore, a: int, b: int) -> None:
+    """Give chunks a and b each other's float vectors (a stand-in for vectors gone stale)."""
+    table = exact_table(store.vector_table or "")
+    store.conn.execute(
+        f"UPDATE {table} SET chunk_id = CASE chunk_id WHEN ? THEN ? ELSE ? END "
+        "WHERE chunk_id IN (?, ?)",
+        (a, -1, -2, a, b),
+    )
+    store.conn.execute(f"UPDATE {table} SET chunk_id = ? WHERE chunk_id = -1", (b,))
+    store.conn.execute(f"UPDATE {table} SET chunk_id = ? WHERE chunk_id = -2", (a,))
+
+
+def test_reindexing_one_collection_re_embeds_its_chunks_in_place_and_no_others(
+    store: KnowledgeStore,
+) -> None:
+    hr = store.create_collection("hr")
+    _add(store, hr.id, HOLIDAYS_HR)
+    _add(store, GLOBAL_COLLECTION, HOLIDAYS_SHOP)
+    (hr_chunk,) = next(store.iter_chunks(collection=hr.id))
+    (shop_chunk,) = next(store.iter_chunks(collection=GLOBAL_COLLECTION))
+    _swap_float_vectors(store, hr_chunk.id, shop_chunk.id)
+    table = store.vector_table
+    embedder = HashEmbedder()
+    hr_vector, shop_vector = embedder.embed([hr_chunk.embed_text, shop_chunk.embed_text])
+
+    assert reindex_collection(store, embedder, hr.id) == 1
+    assert embedder.calls[-1] == 1  # hr's one chunk, not the shop's
+    assert store.vector_table == table  # in place: no new generation
+    repaired = store.cosine_distances([hr_chunk.id], hr_vector)[hr_chunk.id]
+    assert repaired == pytest.approx(0, abs=1e-6)
+    assert store.cosine_distances([shop_chunk.id], shop_vector)[shop_chunk.id] > 0.1  # untouched
+    assert store.problems() == []
+
+
+def test_reindexing_one_collection_keeps_the_files_model_and_skips_replaced_chunks(
+    store: KnowledgeStore,
+) -> None:
+    hr = store.create_collection("hr")
+    _add(store, hr.id, HOLIDAYS_HR)
+    other = HashEmbedder(dimension=32, model_id="test/other")
+    with pytest.raises(EmbedderMismatchError, match="one collection cannot change model alone"):
+        reindex_collection(store, other, hr.id)
+    assert store.embedding_model is not None and store.embedding_model.dimension == 64
+
+    (stale,) = next(store.iter_chunks(collection=hr.id))  # embedded, then replaced by a writer
+    _add(store, hr.id, "Staff holidays: 32 days a year from 2027.")
+    vectors = HashEmbedder().embed([stale.embed_text])
+    assert store.replace_vectors([stale], vectors) == 0
+    assert store.problems() == []
 
 
 def test_a_vector_moved_to_another_collections_partition_is_a_problem(

@@ -162,3 +162,27 @@ def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
     answers_after_the_crashes(db)
     print(f"kill -9 during reindex: {killed}/{KILLS} runs killed mid-reindex, 0 inconsistencies, "
           "answered afterwards")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_while_one_collection_is_re_embedded_in_place(tmp_path: Path) -> None:
+    random.seed(11)
+    db = tmp_path / "kb.db"
+    corpus = write_corpus(tmp_path / "v1.jsonl", 1)
+    subprocess.run(
+        [sys.executable, "-m", "tests.knowledge.crash_child", "ingest", str(db), str(corpus)],
+        cwd=REPO_ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    versions = expected_versions(corpus)
+    with KnowledgeStore.open(db) as store:
+        table = store.vector_table
+    killed = 0
+    for _ in range(KILLS):
+        killed += run_and_kill(["reindex-collection", str(db), "global"], random.randint(0, 20))
+        assert check_consistent(db, versions) == 30
+        with KnowledgeStore.open(db) as store:  # in place: the same table, every vector kept
+            assert store.vector_tables() == [table] and store.problems() == []
+    assert killed >= KILLS * 3 // 4, "most runs must really be killed mid-way"
+    answers_after_the_crashes(db)
+    print(f"kill -9 while re-embedding a collection: {killed}/{KILLS} runs killed mid-way, "
+          "0 inconsistencies, answered afterwards")  # fmt: skip
