@@ -361,7 +361,8 @@ def kb_reindex(
         ),
     ] = None,
 ) -> None:
-    """Re-embed every chunk with the configured model (switches atomically at the end)."""
+    """Re-embed every chunk with the configured model (switches atomically at the end), or one
+    collection in place."""
     from knowledge.reindex import reindex, reindex_collection
 
     settings = get_settings()

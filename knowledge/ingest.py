@@ -135,7 +135,12 @@ def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator
     as the source, so a sync keeps the documents it holds instead of forgetting them.
     """
     for path in paths:
-        if not path.is_dir():
+        try:
+            is_folder = path.is_dir()
+        except OSError as exc:  # EACCES on a folder above it: say so, do not crash the walk
+            yield _unreadable(path, exc)
+            continue
+        if not is_folder:
             if path.exists() or path.is_symlink():
                 yield path
             else:
@@ -149,33 +154,57 @@ def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator
         ):
             yield from _unlisted(unlisted)
             here = Path(folder)
-            for name in sorted(folders):
-                child = here / name
-                target = _resolved(child)
-                linked = child.is_symlink()
-                if target is None:
-                    yield _link_loop(child)
-                    folders.remove(name)
-                    continue
-                if linked and not (follow_links or target.is_relative_to(root)):
-                    yield _link_out(child, path)
-                # Not walked: hidden folders, links (unless followed), a folder seen already.
-                if name.startswith(".") or (linked and not follow_links) or target in seen:
-                    folders.remove(name)
-                seen.add(target)
-            folders.sort()
-            for name in sorted(files):
-                child = here / name
-                if name.startswith(".") or child.suffix.lower() not in SUPPORTED_SUFFIXES:
-                    continue
-                target = _resolved(child)
-                if target is None:
-                    yield _link_loop(child)
-                elif child.is_symlink() and not (follow_links or target.is_relative_to(root)):
-                    yield _link_out(child, path)
-                elif child.is_file():
-                    yield child
+            try:
+                yield from _folder_entries(here, folders, files, path, root, seen, follow_links)
+            except OSError as exc:  # listed but not searchable (r without x): keep it whole
+                folders.clear()
+                yield _unreadable(here, exc)
         yield from _unlisted(unlisted)
+
+
+def _folder_entries(
+    here: Path,
+    folders: list[str],
+    files: list[str],
+    path: Path,
+    root: Path,
+    seen: set[Path],
+    follow_links: bool,
+) -> Iterator[Path | Skipped]:
+    """The files of one folder os.walk listed (`path` as given, `root` resolved), pruning
+    `folders` to those it should walk."""
+    for name in sorted(folders):
+        child = here / name
+        target = _resolved(child)
+        linked = child.is_symlink()
+        if target is None:
+            yield _link_loop(child)
+            folders.remove(name)
+            continue
+        if linked and not (follow_links or target.is_relative_to(root)):
+            yield _link_out(child, path)
+        # Not walked: hidden folders, links (unless followed), a folder seen already.
+        if name.startswith(".") or (linked and not follow_links) or target in seen:
+            folders.remove(name)
+        seen.add(target)
+    folders.sort()
+    for name in sorted(files):
+        child = here / name
+        if name.startswith(".") or child.suffix.lower() not in SUPPORTED_SUFFIXES:
+            continue
+        target = _resolved(child)
+        if target is None:
+            yield _link_loop(child)
+        elif child.is_symlink() and not (follow_links or target.is_relative_to(root)):
+            yield _link_out(child, path)
+        elif child.is_file():
+            yield child
+
+
+def _unreadable(folder: Path, error: OSError) -> Skipped:
+    """A folder whose entries could not be examined (its documents are kept by a sync)."""
+    source = printable(str(_resolved(folder) or folder))
+    return Skipped(source, printable(f"{source}: cannot read this folder ({error.strerror})."))
 
 
 def _unlisted(errors: list[OSError]) -> Iterator[Skipped]:

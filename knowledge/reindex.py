@@ -51,10 +51,12 @@ def reindex_collection(
     batch_size: int = 256,
     progress: Callable[[int], object] | None = None,
 ) -> int:
-    """Re-embed the chunks of one collection in place, batch by batch; return how many.
+    """Re-embed the chunks of one collection in place, batch by batch; return how many were
+    swapped (not those a writer replaced meanwhile: the writer embedded those).
 
     The file holds one embedding model for all its collections, so this keeps the model: a
-    different `embedder` raises EmbedderMismatchError (re-embed everything with `reindex`).
+    different `embedder` raises EmbedderMismatchError (re-embed everything with `reindex`),
+    also when a whole-file reindex switched models while this one waited for the lock.
     Each batch swaps its vectors in one transaction, so search and writers go on meanwhile and
     a kill between batches leaves vectors that are all valid. It takes the same lock as
     `reindex`: one re-embedding of a file at a time.
@@ -71,8 +73,9 @@ def reindex_collection(
     with store.reindexing():
         done = 0
         for batch in store.iter_chunks(batch_size, collection):
-            store.replace_vectors(batch, embedder.embed([c.embed_text for c in batch]))
-            done += len(batch)
+            done += store.replace_vectors(
+                batch, embedder.embed([c.embed_text for c in batch]), model
+            )
             if progress is not None:
                 progress(len(batch))
     return done

@@ -705,22 +705,31 @@ class KnowledgeStore:
                 vectors[fresh],
             )
 
-    def replace_vectors(self, chunks: Sequence[StoredChunk], vectors: Vectors) -> int:
+    def replace_vectors(
+        self, chunks: Sequence[StoredChunk], vectors: Vectors, model: EmbeddingModel
+    ) -> int:
         """Swap the live vectors of chunks that still hold the text they were embedded from, in
         one transaction; return how many (a writer may have replaced or deleted one meanwhile).
 
-        For re-embedding one collection with the file's own model: every vector stays from
-        that model, so a kill between two batches leaves a search that still works."""
-        table = self._live_vector_table()
+        For re-embedding one collection with the file's own model, checked inside the write (a
+        whole-file reindex to another model may have switched since the caller looked): every
+        vector stays from that model, so a kill between two batches leaves a search that works.
+        """
         with transaction(self.conn):
-            current = {c.id: c.hash for c in self.chunks_by_id([c.id for c in chunks]).values()}
-            fresh = [n for n, c in enumerate(chunks) if current.get(c.id) == c.hash]
+            self._check_model(model)
+            table = self._live_vector_table()
+            current = self.chunks_by_id([c.id for c in chunks])
+            fresh = [
+                n for n, c in enumerate(chunks)
+                if c.id in current and current[c.id].hash == c.hash
+                and current[c.id].document_id == c.document_id
+            ]  # fmt: skip
             ids = [chunks[n].id for n in fresh]
             params = [(i,) for i in ids]
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
             self.conn.executemany(f"DELETE FROM {exact_table(table)} WHERE chunk_id = ?", params)
             self._insert_vectors(
-                table, ids, [chunks[n].collection_id for n in fresh], vectors[fresh]
+                table, ids, [current[i].collection_id for i in ids], vectors[fresh]
             )
         return len(ids)
 

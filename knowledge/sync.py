@@ -92,7 +92,8 @@ def sync_folder(
 def _empty_folder(root: str, documents: int) -> DocumentResult:
     message = (
         f"{root} holds no files now, so its {documents} document(s) are kept "
-        "(is it mounted?); forget them with `kb forget` if they should go."
+        "(is it mounted?); if they should go, forget them with `kb forget ID` (ids in `kb "
+        "list`, both with the sync's --collection)."
     )
     return DocumentResult(root, root, Outcome.FAILED, error=message)
 

@@ -28,8 +28,10 @@ PAGE_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 """Content types read as pages (anything else is refused in one sentence)."""
 USER_AGENT = "ragtune (knowledge-base page fetch)"
 GONE = (404, 410)
-WHOLE_FETCH_TIMEOUTS = 4  # a whole fetch, redirects and body, may take this many timeouts
 """Statuses that mean the page is no more (a sync forgets its document)."""
+WHOLE_FETCH_TIMEOUTS = 4
+"""A whole fetch, redirects and body, may take this many timeouts (checked between hops and
+while the body streams; headers are bounded by the timeout of each wait only)."""
 
 
 class PageError(BadDocumentError):
@@ -120,6 +122,8 @@ def fetch_page(url: str, settings: WebSettings) -> Page:
     with httpx.Client(follow_redirects=False, timeout=timeout, headers=headers) as client:
         for _ in range(settings.max_redirects + 1):
             check_url(url, settings)
+            if time.monotonic() > deadline:
+                raise PageError(f"{url} took too long: redirects used up the time for the fetch.")
             try:
                 with client.stream("GET", url) as response:
                     if response.is_redirect and "location" in response.headers:

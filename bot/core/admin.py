@@ -335,7 +335,7 @@ class AdminService:
     ) -> Reindexed:
         """Re-embed the chat's collection in place, or (`everything`) every chunk into a new
         vector table, reporting (done, total) as it goes; search goes on meanwhile."""
-        self.check(user_id, "reindex")
+        self.check(user_id, "reindex-all" if everything else "reindex")
         collection = None if everything else self.bindings.collection(chat_id)
         with self._lock:
             total = self.store.stats(None if collection is None else collection.id).chunks

@@ -118,7 +118,7 @@ def admin_button(handler: Callable[[CallbackQuery, str, AdminService], Awaitable
             await query.answer(str(exc), show_alert=True)
         except RagtuneError as exc:
             await query.answer()
-            await query.edit_message_text(str(exc))
+            await show(query, str(exc))
 
     return run
 
@@ -253,7 +253,16 @@ async def docs_button(query: CallbackQuery, data: str, admin: AdminService) -> N
     )
     await query.answer()
     text, buttons = _docs_page(page)
-    await query.edit_message_text(text, parse_mode=ParseMode.HTML, reply_markup=buttons)
+    await show(query, text, parse_mode=ParseMode.HTML, reply_markup=buttons)
+
+
+async def show(query: CallbackQuery, text: str, **options: Any) -> None:
+    """Put `text` in the message whose button was pressed; a message Telegram no longer shows
+    (too old, deleted: it arrives with date 0) cannot be edited, so it goes in a new one."""
+    if isinstance(query.message, Message) and query.message.is_accessible:
+        await query.edit_message_text(text, **options)
+    elif query.message is not None:
+        await query.get_bot().send_message(query.message.chat.id, text, **options)
 
 
 def _chat_of(query: CallbackQuery) -> int:
@@ -297,7 +306,7 @@ async def forget_button(query: CallbackQuery, data: str, admin: AdminService) ->
         )
         said = f"Forgot document {found.id}."
     await query.answer()
-    await query.edit_message_text(said)
+    await show(query, said)
 
 
 async def with_status(

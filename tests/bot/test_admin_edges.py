@@ -123,6 +123,26 @@ def test_odd_ids_and_forged_buttons_are_refused_after_the_admin_check_and_audite
     assert refused == {"docs", "forget", "forget-confirmed"}
 
 
+def test_a_confirm_button_under_a_message_telegram_no_longer_shows_answers_in_a_new_message(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        emulator.send_text("/forget 1", user_id=ADMIN)
+        emulator.wait_for(lambda: bool(texts(emulator, ADMIN)))
+        asked = emulator.last_message(ADMIN)
+        confirm = str(buttons(asked)[0]["callback_data"])
+        # Too old or deleted: Telegram sends only its chat and id, with date 0.
+        gone = {"message_id": asked["message_id"], "date": 0, "chat": asked["chat"]}
+        emulator.press_button(gone, confirm, user_id=ADMIN)
+        emulator.wait_for(lambda: len(texts(emulator, ADMIN)) >= 2)
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert texts(emulator, ADMIN)[1] == "Forgot document 1."
+    assert edits(emulator, ADMIN) == []  # nothing to edit: said in a new message
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        assert store.list_documents() == []
+
+
 def test_a_file_telegram_no_longer_has_is_said_and_logged(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,7 @@ from knowledge.ingest import Ingestor, Outcome
 from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.reindex import reindex, reindex_collection
 from knowledge.search import HybridSearcher, SearchSettings
-from knowledge.store import KnowledgeStore
+from knowledge.store import EmbeddingModel, KnowledgeStore
 from knowledge.vector_tables import exact_table
 from tests.helpers import HashEmbedder
 from tests.knowledge.old_schema import as_schema_version_1
@@ -163,7 +163,10 @@ def test_reindexing_one_collection_keeps_the_files_model_and_skips_replaced_chun
     (stale,) = next(store.iter_chunks(collection=hr.id))  # embedded, then replaced by a writer
     _add(store, hr.id, "Staff holidays: 32 days a year from 2027.")
     vectors = HashEmbedder().embed([stale.embed_text])
-    assert store.replace_vectors([stale], vectors) == 0
+    assert store.embedding_model is not None
+    assert store.replace_vectors([stale], vectors, store.embedding_model) == 0
+    with pytest.raises(EmbedderMismatchError):  # switched by a whole-file reindex meanwhile
+        store.replace_vectors([stale], vectors, EmbeddingModel("test/other", 64))
     assert store.problems() == []
 
 

@@ -182,6 +182,13 @@ def test_kill_minus_nine_while_one_collection_is_re_embedded_in_place(tmp_path: 
         assert check_consistent(db, versions) == 30
         with KnowledgeStore.open(db) as store:  # in place: the same table, every vector kept
             assert store.vector_tables() == [table] and store.problems() == []
+            for batch in store.iter_chunks():  # ... and each one is its own chunk's
+                vectors = HashEmbedder().embed([c.embed_text for c in batch])
+                distances = [
+                    store.cosine_distances([c.id], v)[c.id]
+                    for c, v in zip(batch, vectors, strict=True)
+                ]
+                assert max(distances) < 1e-5
     assert killed >= KILLS * 3 // 4, "most runs must really be killed mid-way"
     answers_after_the_crashes(db)
     print(f"kill -9 while re-embedding a collection: {killed}/{KILLS} runs killed mid-way, "

@@ -147,6 +147,28 @@ def test_a_subfolder_that_cannot_be_listed_keeps_its_documents(
     assert _titles(store) == ["Lunch", "Owls", "Parking", "rules"]
 
 
+def test_a_subfolder_listed_but_not_searchable_keeps_its_documents(
+    store: KnowledgeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path)
+    sync_folder(_ingestor(store, HashEmbedder()), folder)
+    is_symlink = Path.is_symlink
+
+    def no_search(path: Path) -> bool:  # a folder with +r but no +x: names, but no stat
+        if path.parent == folder / "sub":
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_symlink(path)
+
+    monkeypatch.setattr(Path, "is_symlink", no_search)
+    report = sync_folder(_ingestor(store, HashEmbedder()), folder)
+    monkeypatch.undo()
+    assert report.forgotten == [] and report.counts()["failed"] == 1
+    assert "sub: cannot read this folder (Permission denied)" in (
+        report.ingest.failures[0].error or ""
+    )
+    assert _titles(store) == ["Lunch", "Owls", "Parking", "rules", "tea"]
+
+
 def test_only_documents_of_that_folder_and_collection_are_forgotten(
     store: KnowledgeStore, tmp_path: Path
 ) -> None:
