@@ -696,14 +696,19 @@ class KnowledgeStore:
         """Add vectors to a not-yet-live table, in one transaction, for the chunks that still
         hold the text they were embedded from (a writer may have replaced one meanwhile)."""
         with transaction(self.conn):
-            current = {c.id: c.hash for c in self.chunks_by_id([c.id for c in chunks]).values()}
-            fresh = [n for n, c in enumerate(chunks) if current.get(c.id) == c.hash]
-            self._insert_vectors(
-                table,
-                [chunks[n].id for n in fresh],
-                [chunks[n].collection_id for n in fresh],
-                vectors[fresh],
-            )
+            fresh, collections = self._still_current(chunks)
+            self._insert_vectors(table, [chunks[n].id for n in fresh], collections, vectors[fresh])
+
+    def _still_current(self, chunks: Sequence[StoredChunk]) -> tuple[list[int], list[int]]:
+        """Positions of the chunks that still hold the text they were read with (same hash,
+        same document), and the collection each is in now; call inside the write."""
+        current = self.chunks_by_id([c.id for c in chunks])
+        fresh = [
+            n for n, c in enumerate(chunks)
+            if c.id in current and current[c.id].hash == c.hash
+            and current[c.id].document_id == c.document_id
+        ]  # fmt: skip
+        return fresh, [current[chunks[n].id].collection_id for n in fresh]
 
     def replace_vectors(
         self, chunks: Sequence[StoredChunk], vectors: Vectors, model: EmbeddingModel
@@ -718,19 +723,12 @@ class KnowledgeStore:
         with transaction(self.conn):
             self._check_model(model)
             table = self._live_vector_table()
-            current = self.chunks_by_id([c.id for c in chunks])
-            fresh = [
-                n for n, c in enumerate(chunks)
-                if c.id in current and current[c.id].hash == c.hash
-                and current[c.id].document_id == c.document_id
-            ]  # fmt: skip
+            fresh, collections = self._still_current(chunks)
             ids = [chunks[n].id for n in fresh]
             params = [(i,) for i in ids]
             self.conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", params)
             self.conn.executemany(f"DELETE FROM {exact_table(table)} WHERE chunk_id = ?", params)
-            self._insert_vectors(
-                table, ids, [current[i].collection_id for i in ids], vectors[fresh]
-            )
+            self._insert_vectors(table, ids, collections, vectors[fresh])
         return len(ids)
 
     def chunks_without_vectors(self, table: str, limit: int) -> list[StoredChunk]:

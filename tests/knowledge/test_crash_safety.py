@@ -136,16 +136,22 @@ def test_kill_minus_nine_during_ingest_and_replace(tmp_path: Path) -> None:
           "of a replacement), 0 inconsistencies, answered afterwards")  # fmt: skip
 
 
-@pytest.mark.slow
-def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
-    random.seed(7)
+def ingested(tmp_path: Path) -> tuple[Path, dict[str, dict[str, list[str]]]]:
+    """A knowledge base of corpus version 1, ingested by a child run to the end; with the
+    chunk versions `check_consistent` expects of it."""
     db = tmp_path / "kb.db"
     corpus = write_corpus(tmp_path / "v1.jsonl", 1)
     subprocess.run(
         [sys.executable, "-m", "tests.knowledge.crash_child", "ingest", str(db), str(corpus)],
         cwd=REPO_ROOT, check=True, capture_output=True,
     )  # fmt: skip
-    versions = expected_versions(corpus)
+    return db, expected_versions(corpus)
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
+    random.seed(7)
+    db, versions = ingested(tmp_path)
     killed = 0
     for round_number in range(KILLS):
         killed += run_and_kill(
@@ -167,13 +173,7 @@ def test_kill_minus_nine_during_reindex(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_kill_minus_nine_while_one_collection_is_re_embedded_in_place(tmp_path: Path) -> None:
     random.seed(11)
-    db = tmp_path / "kb.db"
-    corpus = write_corpus(tmp_path / "v1.jsonl", 1)
-    subprocess.run(
-        [sys.executable, "-m", "tests.knowledge.crash_child", "ingest", str(db), str(corpus)],
-        cwd=REPO_ROOT, check=True, capture_output=True,
-    )  # fmt: skip
-    versions = expected_versions(corpus)
+    db, versions = ingested(tmp_path)
     with KnowledgeStore.open(db) as store:
         table = store.vector_table
     killed = 0
