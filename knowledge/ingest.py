@@ -201,18 +201,16 @@ def _folder_entries(
             yield child
 
 
-def _unreadable(folder: Path, error: OSError) -> Skipped:
-    """A folder whose entries could not be examined (its documents are kept by a sync)."""
+def _unreadable(folder: Path, error: OSError, action: str = "read") -> Skipped:
+    """A folder that could not be listed or examined (its documents are kept by a sync)."""
     source = printable(str(_resolved(folder) or folder))
-    return Skipped(source, printable(f"{source}: cannot read this folder ({error.strerror})."))
+    return Skipped(source, printable(f"{source}: cannot {action} this folder ({error.strerror})."))
 
 
 def _unlisted(errors: list[OSError]) -> Iterator[Skipped]:
     """The folders os.walk could not list since the last call (and forget them)."""
     for error in errors:
-        folder = Path(os.fsdecode(error.filename or "?"))
-        source = printable(str(_resolved(folder) or folder))
-        yield Skipped(source, printable(f"{source}: cannot list this folder ({error.strerror})."))
+        yield _unreadable(Path(os.fsdecode(error.filename or "?")), error, "list")
     errors.clear()
 
 
