@@ -46,9 +46,9 @@ CI_OPTIONS = ("--steps 40 --lr 1e-3 --batch-size 4 --general 0 --gold-share 0.9 
 """What tests/tuning/test_grounded_adapter.py trains with."""
 
 
-def training_files(folder: Path) -> tuple[Path, Path]:
-    """The CI fixture's questions and corpus."""
-    rows = read_jsonl(DEV_EVAL_DIR / "questions.jsonl")[:TRAIN_QUESTIONS]
+def training_files(folder: Path, count: int = TRAIN_QUESTIONS) -> tuple[Path, Path]:
+    """The CI fixture's questions and corpus (its first `count` dev questions)."""
+    rows = read_jsonl(DEV_EVAL_DIR / "questions.jsonl")[:count]
     wanted = {str(i) for row in rows for i in row["positive_ids"]}  # type: ignore[attr-defined]
     passages = read_jsonl(DEV_EVAL_DIR / "corpus.jsonl")
     corpus = [p for p in passages if str(p["id"]) in wanted] + passages[-20:]
@@ -82,7 +82,7 @@ def scores(
         "cafe_wrong": [reply[:80] for reply, check in replies if not is_right(reply, check)],
     }
     for name, (answerer, questions) in answerers.items():
-        if name != "cafe":
+        if name != "cafe" and questions:
             got = evaluate_answers(answerer, questions, mode=Mode.RAG, adapter=adapter)
             result[name] = {"em": round(got.em, 1), "f1": round(got.f1, 1),
                             "contains": round(got.contains, 1)}  # fmt: skip
@@ -109,7 +109,8 @@ def train(
 def main() -> None:
     """Train each configuration, ask, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-set", type=int, default=40)
+    parser.add_argument("--per-set", type=int, default=40, help="0: café questions only.")
+    parser.add_argument("--train-questions", type=int, default=TRAIN_QUESTIONS)
     parser.add_argument("--adapters", type=Path, help="Keep the adapters here (default: not).")
     parser.add_argument("configs", nargs="*", default=["ci="])
     args = parser.parse_args()
@@ -123,8 +124,10 @@ def main() -> None:
         folder = Path(tmp)
         answerers: dict[str, tuple[Answerer, list[EvalQuestion]]] = {}
         stores = []
-        for name, corpus in (("cafe", CAFE_FAQ), *((n, f / "corpus.jsonl") for n, f in
-                                                    ANSWER_SETS.items())):  # fmt: skip
+        sets = [("cafe", CAFE_FAQ)]
+        if args.per_set:
+            sets += [(name, where / "corpus.jsonl") for name, where in ANSWER_SETS.items()]
+        for name, corpus in sets:
             store = KnowledgeStore.open(folder / f"{name}.db")
             stores.append(store)
             Ingestor(store, embedder).add_paths([corpus])
@@ -134,7 +137,7 @@ def main() -> None:
             if name != "cafe":
                 asked = load_questions(corpus.parent / "questions.jsonl")
                 if name == "xquad":  # only questions the adapters never trained on
-                    asked = asked[TRAIN_QUESTIONS:]
+                    asked = asked[args.train_questions :]
                 step = max(1, len(asked) // args.per_set)
                 questions = asked[::step][: args.per_set]
             answerers[name] = (answerer, questions)
@@ -142,7 +145,7 @@ def main() -> None:
             "rag": {"abstained": abstentions(engine, None), **scores(answerers, None)}
         }
         print(json.dumps({"rag": results["rag"]}), file=sys.stderr, flush=True)
-        questions_file, corpus_file = training_files(folder)
+        questions_file, corpus_file = training_files(folder, args.train_questions)
         for name, options in configs.items():
             if options.startswith("@"):  # an adapter trained elsewhere, e.g. by bench.rag_vs_ft
                 adapter, trained = Path(options[1:]), {"options": options}

@@ -720,9 +720,29 @@ def tune_train(
         typer.Option(
             "--negatives",
             help='Grounded: sources of the "I don\'t know." prompts: the nearest chunks of other '
-            "titles than the answer's (other-titles), or of any other document (nearest).",
+            "titles than the answer's (other-titles), or of any other document (nearest), or the "
+            "answer's own chunk with the sentences holding the answer taken out (answer-removed).",
         ),
     ] = "other-titles",
+    reply: Annotated[
+        str,
+        typer.Option(
+            "--reply",
+            help="Grounded: what an answerable prompt teaches: the source sentence holding the "
+            "answer (auto, sentence), its clause (clause), or the answer alone (span: best for "
+            "EM/F1 on data like the training's, worse on other kinds of documents).",
+        ),
+    ] = "auto",
+    excerpts: Annotated[
+        float,
+        typer.Option(
+            "--excerpts",
+            min=0,
+            max=1,
+            help="Grounded: share of sources cut to a random run of their sentences (the answer's "
+            "kept), so that short documents are answered too, not only long ones.",
+        ),
+    ] = 0.5,
     check: Annotated[
         bool,
         typer.Option(
@@ -747,7 +767,7 @@ def tune_train(
         if (corpus is None) == (documents is None):
             raise typer.BadParameter("--grounded needs --corpus or --documents (one of them).")
         examples, grounding = _grounded_data(
-            settings, data, corpus, documents, gold_share, negatives, seed
+            settings, data, corpus, documents, gold_share, negatives, reply, excerpts, seed
         )
         documents = None  # searched for the prompts, not learned as text
     result = train(
@@ -785,16 +805,20 @@ def _grounded_data(
     documents: Path | None,
     gold_share: float,
     negatives: str,
+    reply: str,
+    excerpts: float,
     seed: int,
 ) -> tuple[list[Example], dict[str, object]]:
     """`data`'s questions in serving prompts, with the chunks the bot's own retriever finds for
     them in `documents` or in `corpus` ingested into a scratch knowledge base."""
     from dataclasses import asdict
 
-    from tuning.grounded import NEGATIVES, Grounding, grounded_examples, load_rows
+    from tuning.grounded import NEGATIVES, REPLIES, Grounding, grounded_examples, load_rows
 
     if negatives not in NEGATIVES:
         raise typer.BadParameter(f"--negatives is one of {', '.join(NEGATIVES)}.")
+    if reply not in REPLIES:
+        raise typer.BadParameter(f"--reply is one of {', '.join(REPLIES)}.")
     if documents is not None:
         _existing_db(documents)  # before anything is loaded
     rows = load_rows(data)
@@ -805,6 +829,8 @@ def _grounded_data(
         rag_prompt=answering.rag_prompt,
         gold_share=gold_share,
         negatives=negatives,
+        reply=reply,
+        excerpts=excerpts,
         seed=seed,
     )
     # The served model's tokenizer counts the sources' tokens, as the bot does when it packs them.

@@ -13,6 +13,7 @@ of other titles: see Grounding.negatives), and the reply the prompt asks for the
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,12 @@ from tuning.errors import TuningError
 
 DONT_KNOW = "I don't know."
 """What both RAG prompts ask for when the sources do not hold the answer."""
-NEGATIVES = ("nearest", "other-titles")
+NEGATIVES = ("nearest", "other-titles", "answer-removed")
+REPLIES = ("auto", "span", "clause", "sentence")
+CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+|\s+(?=\()|\s+(?:and|but)\s+|\s+(?=(?:while|which|who)\s)")
+"""Where a sentence splits into clauses: after , ; : before ( and at some conjunctions."""
+SHORTEST_CLAUSE_WORDS = 4
+"""A clause reply grows by its neighbours to at least this many words: a phrase, not a span."""
 NEGATIVES_DEPTH = 32
 """Hits searched for an "I don't know." prompt's sources (other titles rank lower)."""
 LONGEST_SENTENCE_WORDS = 40
@@ -61,7 +67,22 @@ class Grounding:
     any document but the answer's; `other-titles`, the best hits whose title differs from every
     title of the answer's chunks. A sibling chunk of the same article or report often holds the
     answer in other words (XQuAD: other paragraphs of the same article), so teaching "I don't
-    know." on it teaches the model to refuse answers that are there."""
+    know." on it teaches the model to refuse answers that are there; `answer-removed`, the
+    answer's own chunk without the sentences that hold the answer (then other titles, for more
+    sources), beside the same question with the answer (so `1 - gold_share` of the rows give
+    two prompts): the same topic and words, only the answer gone, so what the model learns to
+    check is whether the answer is there, not whether the topic matches."""
+    reply: str = "auto"
+    """What an answerable prompt's reply is: `sentence` (`auto`), the source sentence that holds
+    the answer; `clause`, its clause; `span`, the answer alone. Spans score best on span-scored
+    sets of the training's own kind (EM/F1: README, grounded adapters), but a 135M model picking
+    spans on another domain picks wrong ones or gives up: 1 or 2 of 10 café questions right
+    against RAG alone's 7, and 8 with sentences (bench.grounded_knobs, 2026-12-06)."""
+    excerpts: float = 0.5
+    """Share of sources cut to a random run of their sentences (a gold source keeps the one
+    with the answer). Documents come in every length — a café FAQ answers in one sentence, a
+    Wikipedia chunk in ten — and a model trained on long chunks only answers "I don't know." to
+    short ones (bench.grounded_knobs: 8 of 10 café questions)."""
     seed: int = 0
 
 
@@ -89,18 +110,77 @@ def load_rows(path: Path) -> list[GroundedRow]:
     return rows
 
 
-def short_reply(answer: str, source_text: str, number: int, rag_prompt: str) -> str:
-    """The reply the bot should give: the span cited (extractive prompt), or the short source
-    sentence that holds it (sentence prompt, which asks for no citation), else the span."""
-    if rag_prompt == "extractive":
-        return f"{answer} [{number}]"
-    wanted = normalize_answer(answer)
-    for sentence in split_sentences(source_text):
-        if wanted and wanted in normalize_answer(sentence):
-            if len(sentence.split()) <= LONGEST_SENTENCE_WORDS:
-                return sentence.strip()
+def short_reply(
+    answer: str, source_text: str, number: int, rag_prompt: str, reply: str = "auto"
+) -> str:
+    """The reply the bot should give: the short source sentence that holds the answer (`auto`,
+    `sentence`), its clause (`clause`) or the answer alone (`span`; also when the sentence is
+    long), cited with the extractive prompt (the sentence prompt asks for no citation)."""
+    form = "sentence" if reply == "auto" else reply
+    cite = f" [{number}]" if rag_prompt == "extractive" else ""
+    if form != "span":
+        wanted = normalize_answer(answer)
+        for sentence in split_sentences(source_text):
+            if wanted and wanted in normalize_answer(sentence):
+                if form == "clause":
+                    return answer_clause(sentence, wanted) + cite
+                if len(sentence.split()) <= LONGEST_SENTENCE_WORDS:
+                    return sentence.strip() + cite
+                break
+    return answer + cite
+
+
+def answer_clause(sentence: str, wanted: str) -> str:
+    """The clause of `sentence` that holds `wanted` (normalized), with its neighbours until it
+    has SHORTEST_CLAUSE_WORDS words; the whole sentence when the answer spans clauses."""
+    parts = [part for part in CLAUSE_BREAK.split(sentence.strip()) if part]
+    holding = [i for i, part in enumerate(parts) if wanted in normalize_answer(part)]
+    if not holding:
+        return sentence.strip()
+    low = high = holding[0]
+    while len(" ".join(parts[low : high + 1]).split()) < SHORTEST_CLAUSE_WORDS:
+        if high + 1 < len(parts):
+            high += 1
+        elif low > 0:
+            low -= 1
+        else:
             break
-    return answer
+    return " ".join(parts[low : high + 1]).rstrip(",;: ")
+
+
+def without_answer_sentences(text: str, wanted: str) -> str | None:
+    """`text` without its sentences that hold `wanted` (normalized), or None when too little
+    is left (under two sentences) or the answer is still there in other words."""
+    sentences = split_sentences(text)
+    kept = [s for s in sentences if not wanted or wanted not in normalize_answer(s)]
+    rest = " ".join(kept)
+    if len(kept) < 2 or len(kept) == len(sentences) or wanted in normalize_answer(rest):
+        return None
+    return rest
+
+
+def cut(draw: random.Random, share: float) -> bool:
+    """Whether to cut this source; draws nothing when nothing is cut (`share` 0), so that the
+    prompts of a seed stay those of the version before excerpts."""
+    return share > 0 and draw.random() < share
+
+
+def excerpt(text: str, wanted: str, draw: random.Random) -> str:
+    """A random run of `text`'s sentences, with the first that holds `wanted` when one does
+    (`text` whole when the answer spans sentences, or when it is one sentence)."""
+    sentences = split_sentences(text)
+    holding = [i for i, s in enumerate(sentences) if wanted and wanted in normalize_answer(s)]
+    spans_sentences = bool(wanted) and not holding and wanted in normalize_answer(text)
+    if len(sentences) < 2 or spans_sentences:
+        return text
+    length = draw.randint(1, len(sentences))
+    if holding:
+        start = draw.randint(
+            max(0, holding[0] - length + 1), min(holding[0], len(sentences) - length)
+        )
+    else:
+        start = draw.randint(0, len(sentences) - length)
+    return " ".join(sentences[start : start + length])
 
 
 def grounded_examples(
@@ -140,32 +220,47 @@ def grounded_examples(
             unrelated = [c for c in deep if c.id not in off_limits and c.title not in titles]
         else:
             unrelated = distractors
-        answerable = not unrelated or draw.random() < grounding.gold_share
-        if answerable:
-            picked = distractors[: grounding.sources - 1]
-            picked.insert(draw.randint(0, len(picked)), gold)
-        else:
-            picked = unrelated[: grounding.sources]
-        packed = pack_sources(
-            [(c.title, c.text) for c in picked], count_tokens, grounding.context_tokens
-        )
-        if answerable and picked.index(gold) not in packed.kept:  # over the budget: gold first
-            picked.remove(gold)
-            picked.insert(0, gold)
-            packed = pack_sources(
-                [(c.title, c.text) for c in picked], count_tokens, grounding.context_tokens
+        removed = None
+        if grounding.negatives == "answer-removed":
+            removed = without_answer_sentences(gold.text, wanted)
+        answerable = not (unrelated or removed) or draw.random() < grounding.gold_share
+        # An answer-removed prompt comes with its answerable twin: the same question with and
+        # without the answer's sentence, so that what tells them apart is that sentence.
+        for holds_answer in (True,) if answerable else (True, False) if removed else (False,):
+            gold_at = -1
+            if holds_answer:
+                picked = distractors[: grounding.sources - 1]
+                gold_at = draw.randint(0, len(picked))
+                picked.insert(gold_at, gold)
+                sources = [(c.title, c.text) for c in picked]
+            elif removed:
+                sources = [(gold.title, removed)]
+                sources += [(c.title, c.text) for c in unrelated[: grounding.sources - 1]]
+            else:
+                sources = [(c.title, c.text) for c in unrelated[: grounding.sources]]
+            sources = [
+                (title, excerpt(text, wanted, draw) if cut(draw, grounding.excerpts) else text)
+                for title, text in sources
+            ]
+            packed = pack_sources(sources, count_tokens, grounding.context_tokens)
+            if holds_answer and gold_at not in packed.kept:  # over the budget: gold first
+                sources.insert(0, sources.pop(gold_at))
+                gold_at = 0
+                packed = pack_sources(sources, count_tokens, grounding.context_tokens)
+            if holds_answer:
+                number = packed.kept.index(gold_at) + 1
+                text = packed.texts[number - 1]
+                reply = short_reply(row.answer, text, number, grounding.rag_prompt, grounding.reply)
+                with_answer += 1
+            else:
+                reply = DONT_KNOW
+                without_answer += 1
+            messages = rag_messages(row.question, packed.blocks, [], system)
+            examples.append(
+                Example(
+                    row.question, reply, rag_prompt=grounding.rag_prompt, prompt=tuple(messages)
+                )
             )
-        if answerable:
-            number = packed.kept.index(picked.index(gold)) + 1
-            reply = short_reply(row.answer, packed.texts[number - 1], number, grounding.rag_prompt)
-            with_answer += 1
-        else:
-            reply = DONT_KNOW
-            without_answer += 1
-        messages = rag_messages(row.question, packed.blocks, [], system)
-        examples.append(
-            Example(row.question, reply, rag_prompt=grounding.rag_prompt, prompt=tuple(messages))
-        )
     if not examples:
         raise TuningError(
             "No question could be grounded: none names a document of the knowledge base "

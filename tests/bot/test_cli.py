@@ -464,6 +464,12 @@ def test_grounded_training_needs_one_place_to_retrieve_from(tmp_path: Path) -> N
         code, out, err = invoke("tune", "train", "--grounded", "--data", str(data), "--name", "g",
                                 *extra)  # fmt: skip
         assert code == 2 and "--grounded needs --corpus or --documents" in err, (out, err)
+    refused = [("--reply", "essay", "--reply is one of auto, span, clause"),
+               ("--negatives", "far", "--negatives is one of nearest")]  # fmt: skip
+    for option, value, message in refused:
+        code, out, err = invoke("tune", "train", "--grounded", "--data", str(data), "--name", "g",
+                                "--corpus", str(data), option, value)  # fmt: skip
+        assert code == 2 and message in err, (out, err)
     missing = tmp_path / "missing.db"
     proc = run_cli("tune", "train", "--grounded", "--data", str(data), "--name", "g",
                    "--documents", str(missing), cwd=tmp_path)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,16 @@ from knowledge.migrations import GLOBAL_COLLECTION
 from knowledge.search import SearchHit
 from knowledge.store import StoredChunk
 from tuning.errors import TuningError
-from tuning.grounded import DONT_KNOW, GroundedRow, Grounding, grounded_examples, load_rows
+from tuning.grounded import (
+    DONT_KNOW,
+    GroundedRow,
+    Grounding,
+    answer_clause,
+    excerpt,
+    grounded_examples,
+    load_rows,
+    short_reply,
+)
 
 PASSAGES = {
     "ferry": "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns.",
@@ -72,7 +82,7 @@ def build(**how: object) -> list[tuple[str, str]]:
 
 
 def test_with_the_answer_the_gold_chunk_is_cited_where_it_was_put() -> None:
-    built = build(gold_share=1.0)
+    built = build(gold_share=1.0, reply="span")
     positions: Counter[int] = Counter()
     for (prompt, reply), row in zip(built, ROWS * 4, strict=True):
         number = int(reply.rsplit("[", 1)[1].rstrip("]"))
@@ -105,6 +115,40 @@ def test_i_dont_know_prompts_take_no_chunk_with_the_answers_title() -> None:
         assert ("twelve o'clock" in example.messages()[-1]["content"]) is sibling_used
 
 
+def test_answer_removed_negatives_are_the_answers_own_chunk_without_its_answer() -> None:
+    ferry = "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns. It carries bikes."
+    chunks = [StoredChunk(1, 1, 0, "", ferry, "h1", "ferry", "Ferry", "test"), *CHUNKS[1:]]
+    rows = [GroundedRow("When does the ferry leave?", "noon", ("ferry",)),
+            GroundedRow("When does the bakery open?", "six", ("bakery",))]  # fmt: skip
+    grounding = Grounding(
+        sources=1, context_tokens=200, gold_share=0.0, negatives="answer-removed", excerpts=0.0
+    )
+    data = grounded_examples(rows, ListRetriever(chunks), chunks, count_words, grounding)
+    twin, ferry, bakery = ((e.messages()[-1]["content"], e.reply()) for e in data.examples)
+    # Same topic and words, the answer gone, beside the same question with the answer: what is
+    # learned is whether the answer is there.
+    assert twin[1] == "The ferry to Lunholm leaves at noon. [1]" and ferry[0] != twin[0]
+    assert "Tickets cost 12 crowns. It carries bikes." in ferry[0] and "noon" not in ferry[0]
+    assert ferry[1] == bakery[1] == DONT_KNOW
+    # Too little left once the answer's sentence is gone: a chunk of another title, no twin.
+    assert "bakery" not in bakery[0].split("\n\nQuestion:")[0].lower()
+    assert (data.with_answer, data.without_answer) == (1, 2)
+
+
+def test_excerpts_cut_sources_to_runs_of_sentences_that_keep_the_answer() -> None:
+    text = "One sentence here. The ferry leaves at noon. A third one. And a fourth."
+    draw = random.Random(0)
+    cuts = [excerpt(text, "noon", draw) for _ in range(200)]
+    assert all("noon" in cut and cut in text for cut in cuts)
+    assert len(set(cuts)) > 5  # runs of every length, at every place that keeps the answer
+    assert "The ferry leaves at noon." in cuts and text in cuts
+    one = "Just one sentence about noon."
+    assert {excerpt(one, "noon", draw) for _ in range(20)} == {one}
+    # Sources of prompts without the answer are cut the same way: length tells nothing.
+    no_answer = {excerpt(text, "", draw) for _ in range(200)}
+    assert "A third one." in no_answer and text in no_answer
+
+
 def test_the_share_of_answerable_prompts_follows_gold_share() -> None:
     replies = [reply for _, reply in build(gold_share=0.5, seed=3)]
     unanswerable = sum(reply == DONT_KNOW for reply in replies)
@@ -131,8 +175,25 @@ def test_the_sentence_prompt_learns_the_source_sentence() -> None:
     assert example.reply() == "Tickets cost 12 crowns."
 
 
+def test_replies_can_be_the_answers_clause_or_sentence_whatever_the_prompt() -> None:
+    hours = "The café opens at 8 am on weekdays and at 9 am on Saturdays. It closes at 4 pm."
+    cases = {
+        "span": "9 am [1]",
+        "clause": "at 9 am on Saturdays. [1]",
+        "sentence": "The café opens at 8 am on weekdays and at 9 am on Saturdays. [1]",
+    }
+    for form, reply in cases.items():
+        assert short_reply("9 am", hours, 1, "extractive", form) == reply
+    assert short_reply("9 am", hours, 1, "extractive") == cases["sentence"]  # the default
+    assert short_reply("9 am", hours, 1, "sentence") == cases["sentence"].removesuffix(" [1]")
+    # A clause shorter than a phrase takes its neighbours; an answer across clauses, the sentence.
+    assert answer_clause("In 2014, the group proclaimed itself a caliphate, with authority.",
+                         "2014") == "In 2014, the group proclaimed itself a caliphate"  # fmt: skip
+    assert answer_clause("Tea, coffee and cake.", "coffee and cake") == "Tea, coffee and cake."
+
+
 def test_the_budget_never_drops_the_gold_chunk() -> None:
-    grounding = Grounding(sources=3, context_tokens=1, gold_share=1.0)  # room for one source
+    grounding = Grounding(sources=3, context_tokens=1, gold_share=1.0, reply="span")  # one fits
     built = grounded_examples(ROWS, ListRetriever(), CHUNKS, count_words, grounding).examples
     for example, row in zip(built, ROWS, strict=True):
         assert example.reply() == f"{row.answer} [1]"
