@@ -58,12 +58,12 @@ def training_files(folder: Path, count: int = TRAIN_QUESTIONS) -> tuple[Path, Pa
     return questions, corpus_file
 
 
-def abstentions(engine: LlamaCppEngine, adapter: Path | None) -> int:
-    """How many of the unanswerable café questions get "I don't know."."""
+def abstentions(engine: LlamaCppEngine, adapter: Path | None, rag_prompt: str) -> int:
+    """How many of the unanswerable café questions get "I don't know." (the served prompt)."""
     said = 0
     for question, title, text in UNANSWERABLE:
         packed = pack_sources([(title, text)], engine.count_tokens, 300)
-        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
+        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[rag_prompt])
         reply = "".join(engine.stream(messages, GenerationLimits(max_tokens=48),
                                       lambda: False, adapter))  # fmt: skip
         said += DONT_KNOW.lower() in reply.lower()
@@ -116,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
     configs = dict(arg.split("=", 1) for arg in args.configs)
     settings = Settings(_env_file=None)
+    rag_prompt = app.answer_settings(settings).rag_prompt
     embedder = app.build_embedder(settings)
     engine = app.build_engine(settings)
     assert isinstance(engine, LlamaCppEngine)
@@ -142,7 +143,7 @@ def main() -> None:
                 questions = asked[::step][: args.per_set]
             answerers[name] = (answerer, questions)
         results: dict[str, object] = {
-            "rag": {"abstained": abstentions(engine, None), **scores(answerers, None)}
+            "rag": {"abstained": abstentions(engine, None, rag_prompt), **scores(answerers, None)}
         }
         print(json.dumps({"rag": results["rag"]}), file=sys.stderr, flush=True)
         questions_file, corpus_file = training_files(folder, args.train_questions)
@@ -154,7 +155,7 @@ def main() -> None:
                                          questions_file, corpus_file)  # fmt: skip
             results[name] = {
                 **trained,
-                "abstained": abstentions(engine, adapter),
+                "abstained": abstentions(engine, adapter, rag_prompt),
                 **scores(answerers, adapter),
             }
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)

@@ -5,9 +5,11 @@ or both?": RAG + that adapter found fewer answers than RAG alone). Here every qu
 the serving prompt — the same system prompt, the same number of sources, the same token budget,
 the same filter for sentences that address the model (`bot.core.prompts.pack_sources`) — with
 the chunks the product's own retriever returns for it: with probability `gold_share` the chunk
-that holds the answer at a random position among distractors, the reply the answer copied from
-it (cited, with the extractive prompt); otherwise sources from other documents only (by default
-of other titles: see Grounding.negatives), and the reply the prompt asks for then, "I don't know."
+that holds the answer at a random position among distractors, the reply the source sentence that
+holds it (cited, with the extractive prompt; see Grounding.reply); otherwise sources that do not
+hold it (by default chunks of other titles: see Grounding.negatives), and the reply the prompt
+asks for then, "I don't know." Sources are cut to random runs of their sentences as often as
+Grounding.excerpts says, so that short documents are answered, not only long ones.
 """
 
 from __future__ import annotations
