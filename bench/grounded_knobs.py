@@ -2,7 +2,8 @@
 `ragtune tune train --grounded` on the first 120 dev questions (their passages and 20 others as
 the corpus, 40 steps), then the adapter is asked, beside RAG alone:
 
-- four café questions whose one source does not answer them ("I don't know." is right);
+- four café questions whose one source does not answer them ("I don't know." is right), and ten
+  dev questions it never trained on, each with another article's passage (`dev_abstained`);
 - ten café questions with the café FAQ as the knowledge base (a domain it never trained on);
 - dev questions it never trained on (other passages, same Wikipedia domain) and TAT-QA questions
   (annual reports: another domain), each over its whole corpus, scored as `eval compare` does.
@@ -37,6 +38,7 @@ from knowledge.evaluation import EvalQuestion, load_questions
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.bot.cafe_questions import CAFE_FAQ, NEW_CAFE_QUESTIONS, UNANSWERABLE, is_right
+from tests.tuning.held_out import other_article_prompts
 from tuning.grounded import DONT_KNOW
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
@@ -58,10 +60,16 @@ def training_files(folder: Path, count: int = TRAIN_QUESTIONS) -> tuple[Path, Pa
     return questions, corpus_file
 
 
-def abstentions(engine: LlamaCppEngine, adapter: Path | None, rag_prompt: str) -> int:
-    """How many of the unanswerable café questions get "I don't know." (the served prompt)."""
+def abstentions(
+    engine: LlamaCppEngine,
+    adapter: Path | None,
+    rag_prompt: str,
+    prompts: list[tuple[str, str, str]] = UNANSWERABLE,
+) -> int:
+    """How many of `prompts` (question, title, a source without the answer) get "I don't know."
+    in the served prompt style: the café's by default."""
     said = 0
-    for question, title, text in UNANSWERABLE:
+    for question, title, text in prompts:
         packed = pack_sources([(title, text)], engine.count_tokens, 300)
         messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[rag_prompt])
         reply = "".join(engine.stream(messages, GenerationLimits(max_tokens=48),
@@ -117,6 +125,7 @@ def main() -> None:
     configs = dict(arg.split("=", 1) for arg in args.configs)
     settings = Settings(_env_file=None)
     rag_prompt = app.answer_settings(settings).rag_prompt
+    held_out = other_article_prompts(DEV_EVAL_DIR, args.train_questions)
     embedder = app.build_embedder(settings)
     engine = app.build_engine(settings)
     assert isinstance(engine, LlamaCppEngine)
@@ -143,7 +152,11 @@ def main() -> None:
                 questions = asked[::step][: args.per_set]
             answerers[name] = (answerer, questions)
         results: dict[str, object] = {
-            "rag": {"abstained": abstentions(engine, None, rag_prompt), **scores(answerers, None)}
+            "rag": {
+                "abstained": abstentions(engine, None, rag_prompt),
+                "dev_abstained": abstentions(engine, None, rag_prompt, held_out),
+                **scores(answerers, None),
+            }
         }
         print(json.dumps({"rag": results["rag"]}), file=sys.stderr, flush=True)
         questions_file, corpus_file = training_files(folder, args.train_questions)
@@ -156,6 +169,7 @@ def main() -> None:
             results[name] = {
                 **trained,
                 "abstained": abstentions(engine, adapter, rag_prompt),
+                "dev_abstained": abstentions(engine, adapter, rag_prompt, held_out),
                 **scores(answerers, adapter),
             }
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)

@@ -116,8 +116,8 @@ def test_i_dont_know_prompts_take_no_chunk_with_the_answers_title() -> None:
 
 
 def test_answer_removed_negatives_are_the_answers_own_chunk_without_its_answer() -> None:
-    ferry = "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns. It carries bikes."
-    chunks = [StoredChunk(1, 1, 0, "", ferry, "h1", "ferry", "Ferry", "test"), *CHUNKS[1:]]
+    ferry_text = "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns. It carries bikes."
+    chunks = [StoredChunk(1, 1, 0, "", ferry_text, "h1", "ferry", "Ferry", "test"), *CHUNKS[1:]]
     rows = [GroundedRow("When does the ferry leave?", "noon", ("ferry",)),
             GroundedRow("When does the bakery open?", "six", ("bakery",))]  # fmt: skip
     grounding = Grounding(

@@ -30,6 +30,7 @@ from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.bot.cafe_questions import CAFE_FAQ, NEW_CAFE_QUESTIONS, UNANSWERABLE, is_right
+from tests.tuning.held_out import other_article_prompts
 from tuning.grounded import DONT_KNOW
 
 pytestmark = pytest.mark.slow
@@ -73,23 +74,15 @@ def engine() -> Iterator[LlamaCppEngine]:
 def test_given_another_articles_passage_it_says_so_where_the_base_model_makes_one_up(
     grounded: Path, engine: LlamaCppEngine, dev_eval_dir: Path
 ) -> None:
-    rows = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
-    passages = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()]
-    title = {str(p["id"]): p["title"] for p in passages}
-    english = [p for p in passages if p["text"].isascii()]
     limits = GenerationLimits(max_tokens=48)
     base_made_up = tuned_said_so = 0
-    asked = [r for r in rows[TRAIN_QUESTIONS:] if r["question"].isascii()][::37][:10]
-    for number, row in enumerate(asked):
-        # A passage of another article: a source that does not hold the answer.
-        other = next(
-            p for p in english[number * 7 :] if p["title"] != title[row["positive_ids"][0]]
-        )
-        packed = pack_sources([(other["title"], other["text"])], engine.count_tokens, 300)
-        messages = rag_messages(row["question"], packed.blocks, [], RAG_PROMPTS["extractive"])
+    asked = other_article_prompts(dev_eval_dir, TRAIN_QUESTIONS)
+    for question, title, text in asked:
+        packed = pack_sources([(title, text)], engine.count_tokens, 300)
+        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
         base = "".join(engine.stream(messages, limits, lambda: False, None))
         tuned = "".join(engine.stream(messages, limits, lambda: False, grounded))
-        print(f"{row['question']} [{other['title']}]\n  base: {base!r}\n  grounded: {tuned!r}")
+        print(f"{question} [{title}]\n  base: {base!r}\n  grounded: {tuned!r}")
         made_up = DONT_KNOW.lower() not in base.lower()
         base_made_up += made_up
         tuned_said_so += made_up and DONT_KNOW.lower() in tuned.lower()

@@ -1,0 +1,24 @@
+"""Dev questions a CI-size grounded adapter never trained on, each with a passage of another
+article: a source that does not hold the answer. Shared by tests/tuning/test_grounded_adapter.py
+and `python -m bench.grounded_knobs`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def other_article_prompts(dev_dir: Path, skip: int, count: int = 10) -> list[tuple[str, str, str]]:
+    """(question, title, text) for `count` English questions after the first `skip`, spread over
+    the set, each with an English passage whose title is not that of the question's passage."""
+    rows = [json.loads(line) for line in (dev_dir / "questions.jsonl").open()]
+    passages = [json.loads(line) for line in (dev_dir / "corpus.jsonl").open()]
+    title = {str(p["id"]): p["title"] for p in passages}
+    english = [p for p in passages if p["text"].isascii()]
+    asked = [r for r in rows[skip:] if r["question"].isascii()][::37][:count]
+    prompts = []
+    for number, row in enumerate(asked):
+        gold_title = title[str(row["positive_ids"][0])]
+        other = next(p for p in english[number * 7 :] if p["title"] != gold_title)
+        prompts.append((row["question"], other["title"], other["text"]))
+    return prompts
