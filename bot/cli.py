@@ -712,7 +712,8 @@ def tune_train(
             "--gold-share",
             min=0,
             max=1,
-            help='Grounded: share of prompts holding the answer; the rest teach "I don\'t know."',
+            help="Grounded: share of questions asked with their answer; the rest teach \"I don't "
+            'know." (with --negatives answer-removed, beside the same question with the answer).',
         ),
     ] = 0.9,
     negatives: Annotated[

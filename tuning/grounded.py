@@ -32,7 +32,9 @@ DONT_KNOW = "I don't know."
 """What both RAG prompts ask for when the sources do not hold the answer."""
 NEGATIVES = ("nearest", "other-titles", "answer-removed")
 REPLIES = ("auto", "span", "clause", "sentence")
-CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+|\s+(?=\()|\s+(?:and|but)\s+|\s+(?=(?:while|which|who)\s)")
+CLAUSE_BREAK = re.compile(
+    r"(?<=[,;:])\s+|(?<=[，；：])|\s+(?=\()|\s+(?:and|but)\s+|\s+(?=(?:while|which|who)\s)"
+)
 """Where a sentence splits into clauses: after , ; : before ( and at some conjunctions."""
 SHORTEST_CLAUSE_WORDS = 4
 """A clause reply grows by its neighbours to at least this many words: a phrase, not a span."""
@@ -123,7 +125,7 @@ def short_reply(
     if form != "span":
         wanted = normalize_answer(answer)
         for sentence in split_sentences(source_text):
-            if wanted and wanted in normalize_answer(sentence):
+            if has_answer(sentence, wanted):
                 if form == "clause":
                     return answer_clause(sentence, wanted) + cite
                 if len(sentence.split()) <= LONGEST_SENTENCE_WORDS:
@@ -136,7 +138,7 @@ def answer_clause(sentence: str, wanted: str) -> str:
     """The clause of `sentence` that holds `wanted` (normalized), with its neighbours until it
     has SHORTEST_CLAUSE_WORDS words; the whole sentence when the answer spans clauses."""
     parts = [part for part in CLAUSE_BREAK.split(sentence.strip()) if part]
-    holding = [i for i, part in enumerate(parts) if wanted in normalize_answer(part)]
+    holding = [i for i, part in enumerate(parts) if has_answer(part, wanted)]
     if not holding:
         return sentence.strip()
     low = high = holding[0]
@@ -150,9 +152,22 @@ def answer_clause(sentence: str, wanted: str) -> str:
     return " ".join(parts[low : high + 1]).rstrip(",;: ")
 
 
+def has_answer(text: str, wanted: str) -> bool:
+    """Whether normalized `wanted` is in `text` as whole words ("six" is not in "sixty"); as a
+    substring in scripts written without spaces."""
+    if not wanted:
+        return False
+    normalized = normalize_answer(text)
+    if " " not in normalized and not normalized.isascii():
+        return wanted in normalized
+    return f" {wanted} " in f" {normalized} "
+
+
 def without_answer_sentences(text: str, wanted: str) -> str | None:
     """`text` without its sentences that hold `wanted` (normalized), or None when too little
-    is left (under two sentences) or the answer is still there in other words."""
+    is left (under two sentences) or the answer is still in it (split across sentences). An
+    answer given in other words is not found: a chunk that repeats its answer in other words
+    would teach "I don't know." wrongly."""
     sentences = split_sentences(text)
     kept = [s for s in sentences if not wanted or wanted not in normalize_answer(s)]
     rest = " ".join(kept)
@@ -171,8 +186,8 @@ def excerpt(text: str, wanted: str, draw: random.Random) -> str:
     """A random run of `text`'s sentences, with the first that holds `wanted` when one does
     (`text` whole when the answer spans sentences, or when it is one sentence)."""
     sentences = split_sentences(text)
-    holding = [i for i, s in enumerate(sentences) if wanted and wanted in normalize_answer(s)]
-    spans_sentences = bool(wanted) and not holding and wanted in normalize_answer(text)
+    holding = [i for i, sentence in enumerate(sentences) if has_answer(sentence, wanted)]
+    spans_sentences = not holding and has_answer(text, wanted)
     if len(sentences) < 2 or spans_sentences:
         return text
     length = draw.randint(1, len(sentences))
@@ -182,7 +197,19 @@ def excerpt(text: str, wanted: str, draw: random.Random) -> str:
         )
     else:
         start = draw.randint(0, len(sentences) - length)
-    return " ".join(sentences[start : start + length])
+    if length == len(sentences):
+        return text
+    return text_between(text, sentences[start], sentences[start + length - 1])
+
+
+def text_between(text: str, first: str, last: str) -> str:
+    """`text` from sentence `first` to the end of sentence `last`, line breaks and spacing kept
+    (the sentences joined by a space if they cannot be found as they are)."""
+    begin = text.find(first)
+    end = text.find(last, max(begin, 0))
+    if begin < 0 or end < 0:
+        return f"{first} {last}" if first != last else first
+    return text[begin : end + len(last)]
 
 
 def grounded_examples(
@@ -217,7 +244,7 @@ def grounded_examples(
         # Anything from the answer's documents, or holding the answer, is no distractor.
         off_limits = {c.id for c in (*named, *holds)}
         distractors = [c for c in hits if c.id not in off_limits]
-        if grounding.negatives == "other-titles":
+        if grounding.negatives in ("other-titles", "answer-removed"):
             titles = {c.title for c in (gold, *named)}
             unrelated = [c for c in deep if c.id not in off_limits and c.title not in titles]
         else:
@@ -226,18 +253,17 @@ def grounded_examples(
         if grounding.negatives == "answer-removed":
             removed = without_answer_sentences(gold.text, wanted)
         answerable = not (unrelated or removed) or draw.random() < grounding.gold_share
-        # An answer-removed prompt comes with its answerable twin: the same question with and
-        # without the answer's sentence, so that what tells them apart is that sentence.
+        # An answer-removed prompt comes with its answerable twin: the same question, the same
+        # chunk at the same place with and without the answer's sentences.
+        picked = distractors[: grounding.sources - 1]
+        gold_at = draw.randint(0, len(picked)) if answerable or removed else -1
         for holds_answer in (True,) if answerable else (True, False) if removed else (False,):
-            gold_at = -1
             if holds_answer:
-                picked = distractors[: grounding.sources - 1]
-                gold_at = draw.randint(0, len(picked))
-                picked.insert(gold_at, gold)
                 sources = [(c.title, c.text) for c in picked]
-            elif removed:
-                sources = [(gold.title, removed)]
-                sources += [(c.title, c.text) for c in unrelated[: grounding.sources - 1]]
+                sources.insert(gold_at, (gold.title, gold.text))
+            elif removed:  # the twin: the answer's chunk where it stood, without the answer
+                sources = [(c.title, c.text) for c in unrelated[: grounding.sources - 1]]
+                sources.insert(min(gold_at, len(sources)), (gold.title, removed))
             else:
                 sources = [(c.title, c.text) for c in unrelated[: grounding.sources]]
             sources = [

@@ -21,4 +21,5 @@ def other_article_prompts(dev_dir: Path, skip: int, count: int = 10) -> list[tup
         gold_title = title[str(row["positive_ids"][0])]
         other = next(p for p in english[number * 7 :] if p["title"] != gold_title)
         prompts.append((row["question"], other["title"], other["text"]))
+    assert len(prompts) == count, f"{dev_dir} has too few questions after the first {skip}"
     return prompts

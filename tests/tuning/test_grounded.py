@@ -6,6 +6,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from tuning.grounded import (
     answer_clause,
     excerpt,
     grounded_examples,
+    has_answer,
     load_rows,
     short_reply,
 )
@@ -147,6 +149,34 @@ def test_excerpts_cut_sources_to_runs_of_sentences_that_keep_the_answer() -> Non
     # Sources of prompts without the answer are cut the same way: length tells nothing.
     no_answer = {excerpt(text, "", draw) for _ in range(200)}
     assert "A third one." in no_answer and text in no_answer
+
+
+def test_the_twin_keeps_the_place_and_negatives_skip_the_answers_other_chunks() -> None:
+    ferry_text = "The ferry to Lunholm leaves at noon. Tickets cost 12 crowns. It carries bikes."
+    sibling = StoredChunk(9, 9, 0, "", "The boat sails at twelve o'clock.", "h9", "ferry-2",
+                          "Ferry", "test")  # fmt: skip
+    chunks = [StoredChunk(1, 1, 0, "", ferry_text, "h1", "ferry", "Ferry", "test"), sibling,
+              *CHUNKS[1:]]  # fmt: skip
+    row = GroundedRow("When does the ferry leave?", "noon", ("ferry",))
+    grounding = Grounding(sources=3, context_tokens=200, gold_share=0.0, negatives="answer-removed",
+                          excerpts=0.0)  # fmt: skip
+    for seed in range(6):
+        data = grounded_examples([row], ListRetriever(chunks), chunks, count_words,
+                                 replace(grounding, seed=seed))  # fmt: skip
+        with_answer, without = (e.messages()[-1]["content"] for e in data.examples)
+        place = next(line[:3] for line in with_answer.splitlines() if "Tickets" in line)
+        assert place == next(line[:3] for line in without.splitlines() if "Tickets" in line)
+        assert "noon" not in without and "twelve o'clock" not in without  # nor its sibling
+
+
+def test_answers_are_whole_words_and_excerpts_keep_the_text_as_written() -> None:
+    assert has_answer("Groups of sixty can book.", "sixty")
+    assert not has_answer("Groups of sixty can book.", "six")
+    assert has_answer("她走了。天很冷。", "天很冷")  # no spaces: any substring
+    text = "Opening hours:\nWeekdays 8 am.\nSaturdays 9 am. Sundays closed."
+    cuts = {excerpt(text, "9 am", random.Random(seed)) for seed in range(50)}
+    assert "Weekdays 8 am.\nSaturdays 9 am." in cuts and text in cuts
+    assert all(cut in text for cut in cuts)  # a run of the text itself, line breaks and all
 
 
 def test_the_share_of_answerable_prompts_follows_gold_share() -> None:

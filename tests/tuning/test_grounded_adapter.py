@@ -76,10 +76,11 @@ def test_given_another_articles_passage_it_says_so_where_the_base_model_makes_on
 ) -> None:
     limits = GenerationLimits(max_tokens=48)
     base_made_up = tuned_said_so = 0
+    served = app.answer_settings(Settings(_env_file=None))  # what the adapter was trained in
     asked = other_article_prompts(dev_eval_dir, TRAIN_QUESTIONS)
     for question, title, text in asked:
-        packed = pack_sources([(title, text)], engine.count_tokens, 300)
-        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
+        packed = pack_sources([(title, text)], engine.count_tokens, served.context_tokens)
+        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[served.rag_prompt])
         base = "".join(engine.stream(messages, limits, lambda: False, None))
         tuned = "".join(engine.stream(messages, limits, lambda: False, grounded))
         print(f"{question} [{title}]\n  base: {base!r}\n  grounded: {tuned!r}")
