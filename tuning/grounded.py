@@ -122,15 +122,14 @@ def short_reply(
     long), cited with the extractive prompt (the sentence prompt asks for no citation)."""
     form = "sentence" if reply == "auto" else reply
     cite = f" [{number}]" if rag_prompt == "extractive" else ""
-    if form != "span":
-        wanted = normalize_answer(answer)
-        for sentence in split_sentences(source_text):
-            if has_answer(sentence, wanted):
-                if form == "clause":
-                    return answer_clause(sentence, wanted) + cite
-                if len(sentence.split()) <= LONGEST_SENTENCE_WORDS:
-                    return sentence.strip() + cite
-                break
+    wanted = normalize_answer(answer)
+    sentences = split_sentences(source_text)
+    at = answer_sentence(sentences, wanted)
+    if form != "span" and at is not None:
+        if form == "clause":
+            return answer_clause(sentences[at], wanted) + cite
+        if len(sentences[at].split()) <= LONGEST_SENTENCE_WORDS:
+            return sentences[at].strip() + cite
     return answer + cite
 
 
@@ -138,10 +137,10 @@ def answer_clause(sentence: str, wanted: str) -> str:
     """The clause of `sentence` that holds `wanted` (normalized), with its neighbours until it
     has SHORTEST_CLAUSE_WORDS words; the whole sentence when the answer spans clauses."""
     parts = [part for part in CLAUSE_BREAK.split(sentence.strip()) if part]
-    holding = [i for i, part in enumerate(parts) if has_answer(part, wanted)]
-    if not holding:
+    at = answer_sentence(parts, wanted)
+    if at is None:
         return sentence.strip()
-    low = high = holding[0]
+    low = high = at
     while len(" ".join(parts[low : high + 1]).split()) < SHORTEST_CLAUSE_WORDS:
         if high + 1 < len(parts):
             high += 1
@@ -161,6 +160,15 @@ def has_answer(text: str, wanted: str) -> bool:
     if " " not in normalized and not normalized.isascii():
         return wanted in normalized
     return f" {wanted} " in f" {normalized} "
+
+
+def answer_sentence(sentences: Sequence[str], wanted: str) -> int | None:
+    """The first of `sentences` that holds `wanted` (normalized) as whole words, else the first
+    that holds it at all ("Denver" in "Denver's", normalized "denvers"); None when none does."""
+    if not wanted:
+        return None
+    loose = [i for i, sentence in enumerate(sentences) if wanted in normalize_answer(sentence)]
+    return next((i for i in loose if has_answer(sentences[i], wanted)), loose[0] if loose else None)
 
 
 def without_answer_sentences(text: str, wanted: str) -> str | None:
@@ -186,15 +194,13 @@ def excerpt(text: str, wanted: str, draw: random.Random) -> str:
     """A random run of `text`'s sentences, with the first that holds `wanted` when one does
     (`text` whole when the answer spans sentences, or when it is one sentence)."""
     sentences = split_sentences(text)
-    holding = [i for i, sentence in enumerate(sentences) if has_answer(sentence, wanted)]
-    spans_sentences = not holding and has_answer(text, wanted)
+    at = answer_sentence(sentences, wanted)
+    spans_sentences = at is None and bool(wanted) and wanted in normalize_answer(text)
     if len(sentences) < 2 or spans_sentences:
         return text
     length = draw.randint(1, len(sentences))
-    if holding:
-        start = draw.randint(
-            max(0, holding[0] - length + 1), min(holding[0], len(sentences) - length)
-        )
+    if at is not None:
+        start = draw.randint(max(0, at - length + 1), min(at, len(sentences) - length))
     else:
         start = draw.randint(0, len(sentences) - length)
     if length == len(sentences):

@@ -21,6 +21,7 @@ from tuning.grounded import (
     GroundedRow,
     Grounding,
     answer_clause,
+    answer_sentence,
     excerpt,
     grounded_examples,
     has_answer,
@@ -173,6 +174,10 @@ def test_answers_are_whole_words_and_excerpts_keep_the_text_as_written() -> None
     assert has_answer("Groups of sixty can book.", "sixty")
     assert not has_answer("Groups of sixty can book.", "six")
     assert has_answer("她走了。天很冷。", "天很冷")  # no spaces: any substring
+    # The reply's sentence: whole words first, else any that holds it ("Denver's" is "denvers").
+    sentences = ["Groups of sixty can book.", "Groups of six get a table.", "Denver's team won."]
+    assert answer_sentence(sentences, "six") == 1
+    assert answer_sentence(sentences, "denver") == 2 and answer_sentence(sentences, "x y") is None
     text = "Opening hours:\nWeekdays 8 am.\nSaturdays 9 am. Sundays closed."
     cuts = {excerpt(text, "9 am", random.Random(seed)) for seed in range(50)}
     assert "Weekdays 8 am.\nSaturdays 9 am." in cuts and text in cuts
