@@ -205,17 +205,17 @@ def excerpt(text: str, wanted: str, draw: random.Random) -> str:
         start = draw.randint(0, len(sentences) - length)
     if length == len(sentences):
         return text
-    return text_between(text, sentences[start], sentences[start + length - 1])
+    return text_between(text, sentences[start : start + length])
 
 
-def text_between(text: str, first: str, last: str) -> str:
-    """`text` from sentence `first` to the end of sentence `last`, line breaks and spacing kept
-    (the sentences joined by a space if they cannot be found as they are)."""
-    begin = text.find(first)
-    end = text.find(last, max(begin, 0))
+def text_between(text: str, run: Sequence[str]) -> str:
+    """`text` from the first sentence of `run` to the end of its last, line breaks and spacing
+    kept (the sentences joined by spaces where they cannot be found as they are)."""
+    begin = text.find(run[0])
+    end = text.find(run[-1], max(begin, 0))
     if begin < 0 or end < 0:
-        return f"{first} {last}" if first != last else first
-    return text[begin : end + len(last)]
+        return " ".join(run)
+    return text[begin : end + len(run[-1])]
 
 
 def grounded_examples(

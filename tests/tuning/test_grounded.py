@@ -27,6 +27,7 @@ from tuning.grounded import (
     has_answer,
     load_rows,
     short_reply,
+    text_between,
 )
 
 PASSAGES = {
@@ -182,6 +183,8 @@ def test_answers_are_whole_words_and_excerpts_keep_the_text_as_written() -> None
     cuts = {excerpt(text, "9 am", random.Random(seed)) for seed in range(50)}
     assert "Weekdays 8 am.\nSaturdays 9 am." in cuts and text in cuts
     assert all(cut in text for cut in cuts)  # a run of the text itself, line breaks and all
+    # Sentences not found as written (joined abbreviations) are joined by spaces, none dropped.
+    assert text_between("unrelated", ["One.", "Two.", "Three."]) == "One. Two. Three."
 
 
 def test_the_share_of_answerable_prompts_follows_gold_share() -> None:
