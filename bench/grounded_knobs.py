@@ -30,15 +30,13 @@ from bot import app
 from bot.config import Settings
 from bot.core.answer import Answerer, Mode
 from bot.core.answer_eval import evaluate_answers
-from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
 from bot.llm.adapters import ADAPTER_FILE
-from bot.llm.engine import GenerationLimits
 from bot.llm.llama import LlamaCppEngine
 from knowledge.evaluation import EvalQuestion, load_questions
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.bot.cafe_questions import CAFE_FAQ, NEW_CAFE_QUESTIONS, UNANSWERABLE, is_right
-from tests.tuning.held_out import other_article_prompts
+from tests.tuning.held_out import one_source_reply, other_article_prompts
 from tuning.grounded import DONT_KNOW
 
 RAGTUNE = str(Path(sys.executable).parent / "ragtune")
@@ -69,11 +67,8 @@ def abstentions(
     """How many of `prompts` (question, title, a source without the answer) get "I don't know."
     in the served prompt style: the café's by default."""
     said = 0
-    for question, title, text in prompts:
-        packed = pack_sources([(title, text)], engine.count_tokens, 300)
-        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[rag_prompt])
-        reply = "".join(engine.stream(messages, GenerationLimits(max_tokens=48),
-                                      lambda: False, adapter))  # fmt: skip
+    for prompt in prompts:
+        reply = one_source_reply(engine, adapter, prompt, rag_prompt, 300)
         said += DONT_KNOW.lower() in reply.lower()
     return said
 

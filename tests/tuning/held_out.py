@@ -1,11 +1,30 @@
 """Dev questions a CI-size grounded adapter never trained on, each with a passage of another
-article: a source that does not hold the answer. Shared by tests/tuning/test_grounded_adapter.py
-and `python -m bench.grounded_knobs`."""
+article: a source that does not hold the answer; and how a model replies given one source.
+Shared by tests/tuning/test_grounded_adapter.py and `python -m bench.grounded_knobs`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
+from bot.llm.engine import GenerationLimits
+from bot.llm.llama import LlamaCppEngine
+
+
+def one_source_reply(
+    engine: LlamaCppEngine,
+    adapter: Path | None,
+    prompt: tuple[str, str, str],
+    rag_prompt: str,
+    context_tokens: int,
+) -> str:
+    """The reply to `prompt` (question, title, text) in the `rag_prompt` style, with `adapter`."""
+    question, title, text = prompt
+    packed = pack_sources([(title, text)], engine.count_tokens, context_tokens)
+    messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[rag_prompt])
+    limits = GenerationLimits(max_tokens=48)
+    return "".join(engine.stream(messages, limits, lambda: False, adapter))
 
 
 def other_article_prompts(dev_dir: Path, skip: int, count: int = 10) -> list[tuple[str, str, str]]:

@@ -21,16 +21,14 @@ import pytest
 from bot import app
 from bot.config import Settings
 from bot.core.answer import Answerer, Mode
-from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
 from bot.llm.adapters import ADAPTER_FILE
-from bot.llm.engine import GenerationLimits
 from bot.llm.llama import LlamaCppEngine
 from bot.llm.worker import ModelWorker
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
 from tests.bot.cafe_questions import CAFE_FAQ, NEW_CAFE_QUESTIONS, UNANSWERABLE, is_right
-from tests.tuning.held_out import other_article_prompts
+from tests.tuning.held_out import one_source_reply, other_article_prompts
 from tuning.grounded import DONT_KNOW
 
 pytestmark = pytest.mark.slow
@@ -74,16 +72,13 @@ def engine() -> Iterator[LlamaCppEngine]:
 def test_given_another_articles_passage_it_says_so_where_the_base_model_makes_one_up(
     grounded: Path, engine: LlamaCppEngine, dev_eval_dir: Path
 ) -> None:
-    limits = GenerationLimits(max_tokens=48)
     base_made_up = tuned_said_so = 0
     served = app.answer_settings(Settings(_env_file=None))  # what the adapter was trained in
     asked = other_article_prompts(dev_eval_dir, TRAIN_QUESTIONS)
-    for question, title, text in asked:
-        packed = pack_sources([(title, text)], engine.count_tokens, served.context_tokens)
-        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS[served.rag_prompt])
-        base = "".join(engine.stream(messages, limits, lambda: False, None))
-        tuned = "".join(engine.stream(messages, limits, lambda: False, grounded))
-        print(f"{question} [{title}]\n  base: {base!r}\n  grounded: {tuned!r}")
+    for prompt in asked:
+        style = (served.rag_prompt, served.context_tokens)
+        base, tuned = (one_source_reply(engine, a, prompt, *style) for a in (None, grounded))
+        print(f"{prompt[0]} [{prompt[1]}]\n  base: {base!r}\n  grounded: {tuned!r}")
         made_up = DONT_KNOW.lower() not in base.lower()
         base_made_up += made_up
         tuned_said_so += made_up and DONT_KNOW.lower() in tuned.lower()
@@ -102,14 +97,11 @@ def test_given_another_articles_passage_it_says_so_where_the_base_model_makes_on
 def test_with_cafe_sources_that_do_not_answer_it_says_so_where_the_base_model_makes_one_up(
     grounded: Path, engine: LlamaCppEngine
 ) -> None:
-    limits = GenerationLimits(max_tokens=48)
     base_made_up = tuned_said_so = 0
-    for question, title, text in UNANSWERABLE:
-        packed = pack_sources([(title, text)], engine.count_tokens, 300)
-        messages = rag_messages(question, packed.blocks, [], RAG_PROMPTS["extractive"])
-        base = "".join(engine.stream(messages, limits, lambda: False, None))
-        tuned = "".join(engine.stream(messages, limits, lambda: False, grounded))
-        print(f"{question}\n  base: {base!r}\n  grounded: {tuned!r}")
+    for prompt in UNANSWERABLE:
+        base, tuned = (one_source_reply(engine, adapter, prompt, "extractive", 300)
+                       for adapter in (None, grounded))  # fmt: skip
+        print(f"{prompt[0]}\n  base: {base!r}\n  grounded: {tuned!r}")
         base_made_up += DONT_KNOW.lower() not in base.lower()
         tuned_said_so += DONT_KNOW.lower() in tuned.lower()
     assert base_made_up >= 3  # the base model answers anyway
