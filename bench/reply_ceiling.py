@@ -18,6 +18,7 @@ from statistics import mean
 from bench.common import DEV_EVAL_DIR, read_jsonl, report
 from bench.rag_vs_ft import split
 from bot.core.answer_eval import contains_answer, exact_match, strip_citations, token_f1
+from knowledge.evaluation import load_questions
 from tuning.grounded import REPLIES, short_reply
 
 
@@ -26,17 +27,16 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 100
     _, _, other, _ = split()
     passages = {str(p["id"]): str(p["text"]) for p in read_jsonl(DEV_EVAL_DIR / "corpus.jsonl")}
-    rows = read_jsonl(other)[:count]
+    rows = load_questions(other)[:count]
     results: dict[str, object] = {"questions": len(rows)}
     for form in (f for f in REPLIES if f != "auto"):
         em, f1, contains = [], [], []
         for row in rows:
-            answers = [str(a) for a in row["answers"]]  # type: ignore[attr-defined]
-            source = passages[str(row["positive_ids"][0])]  # type: ignore[index]
-            reply = strip_citations(short_reply(answers[0], source, 1, "extractive", form))
-            em.append(exact_match(reply, answers))
-            f1.append(token_f1(reply, answers))
-            contains.append(contains_answer(reply, answers))
+            source = passages[row.positive_ids[0]]
+            reply = strip_citations(short_reply(row.answers[0], source, 1, "extractive", form))
+            em.append(exact_match(reply, row.answers))
+            f1.append(token_f1(reply, row.answers))
+            contains.append(contains_answer(reply, row.answers))
         results[form] = {"em": round(100 * mean(em), 1), "f1": round(100 * mean(f1), 1),
                          "contains": round(100 * mean(contains), 1)}  # fmt: skip
     report("reply_ceiling", results)
