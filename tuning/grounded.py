@@ -42,6 +42,7 @@ NEGATIVES_DEPTH = 32
 """Hits searched for an "I don't know." prompt's sources (other titles rank lower)."""
 LONGEST_SENTENCE_WORDS = 40
 """A source sentence longer than this is not a short answer: the span alone is the reply."""
+CJK_CHARACTER = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,15 @@ def short_reply(
     if form != "span" and at is not None:
         if form == "clause":
             return answer_clause(sentences[at], wanted) + cite
-        if len(sentences[at].split()) <= LONGEST_SENTENCE_WORDS:
+        if word_count(sentences[at]) <= LONGEST_SENTENCE_WORDS:
             return sentences[at].strip() + cite
     return answer + cite
+
+
+def word_count(text: str) -> int:
+    """Words in `text`: its whitespace-separated parts, but each CJK character of a part counts
+    as a word (Chinese and Japanese are written without spaces: a long sentence is one part)."""
+    return sum(len(CJK_CHARACTER.findall(part)) or 1 for part in text.split())
 
 
 def answer_clause(sentence: str, wanted: str) -> str:
@@ -141,7 +148,7 @@ def answer_clause(sentence: str, wanted: str) -> str:
     if at is None:
         return sentence.strip()
     low = high = at
-    while len(" ".join(parts[low : high + 1]).split()) < SHORTEST_CLAUSE_WORDS:
+    while word_count(" ".join(parts[low : high + 1])) < SHORTEST_CLAUSE_WORDS:
         if high + 1 < len(parts):
             high += 1
         elif low > 0:

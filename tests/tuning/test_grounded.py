@@ -28,6 +28,7 @@ from tuning.grounded import (
     load_rows,
     short_reply,
     text_between,
+    word_count,
 )
 
 PASSAGES = {
@@ -228,6 +229,14 @@ def test_replies_can_be_the_answers_clause_or_sentence_whatever_the_prompt() -> 
     assert answer_clause("In 2014, the group proclaimed itself a caliphate, with authority.",
                          "2014") == "In 2014, the group proclaimed itself a caliphate"  # fmt: skip
     assert answer_clause("Tea, coffee and cake.", "coffee and cake") == "Tea, coffee and cake."
+
+
+def test_a_long_sentence_without_spaces_is_still_long() -> None:
+    assert word_count("The café opens at 8 am.") == 6
+    assert word_count("莱茵河 flows 北") == 5  # three characters, one word, one character
+    chinese = "莱茵河" * 15 + "发源于瑞士。"  # 51 characters, no space: no short answer
+    assert short_reply("瑞士", chinese, 1, "sentence") == "瑞士"
+    assert short_reply("瑞士", "莱茵河发源于瑞士。", 1, "sentence") == "莱茵河发源于瑞士。"
 
 
 def test_the_budget_never_drops_the_gold_chunk() -> None:
