@@ -42,7 +42,9 @@ NEGATIVES_DEPTH = 32
 """Hits searched for an "I don't know." prompt's sources (other titles rank lower)."""
 LONGEST_SENTENCE_WORDS = 40
 """A source sentence longer than this is not a short answer: the span alone is the reply."""
-CJK_CHARACTER = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+WORD = re.compile(f"[{CJK}]|[^\\s{CJK}]+")
+"""A word: one CJK character (scripts written without spaces), or a run of anything else."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,9 @@ def short_reply(
 
 
 def word_count(text: str) -> int:
-    """Words in `text`: its whitespace-separated parts, but each CJK character of a part counts
-    as a word (Chinese and Japanese are written without spaces: a long sentence is one part)."""
-    return sum(len(CJK_CHARACTER.findall(part)) or 1 for part in text.split())
+    """Words in `text`: whitespace-separated, except that each CJK character counts as one
+    (Chinese and Japanese are written without spaces: a long sentence is one part)."""
+    return len(WORD.findall(text))
 
 
 def answer_clause(sentence: str, wanted: str) -> str:

@@ -234,6 +234,7 @@ def test_replies_can_be_the_answers_clause_or_sentence_whatever_the_prompt() -> 
 def test_a_long_sentence_without_spaces_is_still_long() -> None:
     assert word_count("The café opens at 8 am.") == 6
     assert word_count("莱茵河 flows 北") == 5  # three characters, one word, one character
+    assert word_count("GDP增长率 in 2023年") == 7  # GDP 增 长 率 in 2023 年
     chinese = "莱茵河" * 15 + "发源于瑞士。"  # 51 characters, no space: no short answer
     assert short_reply("瑞士", chinese, 1, "sentence") == "瑞士"
     assert short_reply("瑞士", "莱茵河发源于瑞士。", 1, "sentence") == "莱茵河发源于瑞士。"
