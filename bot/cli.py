@@ -677,7 +677,10 @@ def tune_train(
     general: Annotated[
         int,
         typer.Option(
-            "--general", min=0, help="Base-model answers to general questions mixed in (0-40)."
+            "--general",
+            min=0,
+            max=40,  # tuning/general_questions.txt holds 40
+            help="Base-model answers to general questions mixed in (0-40).",
         ),
     ] = 40,
     corpus: Annotated[

@@ -122,3 +122,23 @@ def test_tune_train_refuses_an_unknown_architecture_before_any_training(tmp_path
         "llama and qwen2), so it will not train one; nothing was trained."
     ]
     assert "training" not in proc.stdout and not (tmp_path / "adapters").exists()
+
+
+def test_more_general_answers_than_ship_is_refused_not_silently_cut(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    questions = (Path(__file__).parents[2] / "tuning" / "general_questions.txt").read_text()
+    assert len([q for q in questions.splitlines() if q.strip()]) == 40  # the option's maximum
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Q?", "answer": "A"}) + "\n")
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(tmp_path / "adapters"), "COLUMNS": "200"}
+    ragtune = str(Path(sys.executable).parent / "ragtune")
+    proc = subprocess.run([ragtune, "tune", "train", "--data", str(data), "--name", "x",
+                           "--general", "80"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "less than or equal to 40" in " ".join(proc.stderr.split())
+    assert not (tmp_path / "adapters").exists()
