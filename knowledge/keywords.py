@@ -8,10 +8,11 @@ import re
 # Han ideographs, kana and compatibility ideographs: scripts written without spaces. unicode61
 # would read a whole run of them as one token, so each character is indexed as its own token and
 # queried as overlapping bigram phrases (the classic CJK bigram retrieval).
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_CJK_CHAR = re.compile(f"([{_CJK}])")
-_CJK_RUN = re.compile(f"[{_CJK}]+")
-_WORD = re.compile(f"[^\\W_{_CJK}]+")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+"""Character-class ranges of those scripts (for `[...]` in a regular expression)."""
+_CJK_CHAR = re.compile(f"([{CJK}])")
+_CJK_RUN = re.compile(f"[{CJK}]+")
+_WORD = re.compile(f"[^\\W_{CJK}]+")
 
 # Words too common to help BM25 rank anything; dropping them keeps OR queries short and fast.
 STOP_WORDS = frozenset(

@@ -24,6 +24,7 @@ from bot.core.answer import Retriever
 from bot.core.answer_eval import normalize_answer
 from bot.core.prompts import RAG_PROMPTS, pack_sources, rag_messages
 from knowledge.chunking import split_sentences
+from knowledge.keywords import CJK
 from knowledge.store import StoredChunk
 from tuning.data import Example, question_and_answer, read_rows
 from tuning.errors import TuningError
@@ -42,7 +43,6 @@ NEGATIVES_DEPTH = 32
 """Hits searched for an "I don't know." prompt's sources (other titles rank lower)."""
 LONGEST_SENTENCE_WORDS = 40
 """A source sentence longer than this is not a short answer: the span alone is the reply."""
-CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 WORD = re.compile(f"[{CJK}]|[^\\s{CJK}]+")
 """A word: one CJK character (scripts written without spaces), or a run of anything else."""
 
