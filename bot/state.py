@@ -4,6 +4,11 @@ State is best effort: answering needs only the knowledge base. When the state fi
 written or read for want of space or permission (a full disk), each method logs it, returns
 what it would with no state (no memory, no counted questions), and `alert_due` says so once per
 interval, so the bot goes on answering and an admin hears about it without a flood.
+
+Facts that decide who may see what (which collection a chat is bound to) are the exception:
+`read_fact` and `write_fact` raise StateUnavailableError instead, so that a failure can never be
+read as "not bound" (and so `global`). A file that cannot be opened for writing is opened read
+only, so its bindings still hold; when it cannot be read at all, `facts_known` is False.
 """
 
 from __future__ import annotations
@@ -22,16 +27,23 @@ from bot.state_migrations import migrate_state
 from knowledge.connection import (
     Connection,
     connect,
+    connect_immutable,
+    connect_read_only,
     database_file,
     is_storage_failure,
     transaction,
 )
+from knowledge.errors import RagtuneError
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 ALERT_INTERVAL_S = 600.0
 """At most one admin alert per this many seconds while the state cannot be written."""
+
+
+class StateUnavailableError(RagtuneError):
+    """A fact the bot must not guess (a chat's binding) cannot be read or written now."""
 
 
 @dataclass(frozen=True)
@@ -108,13 +120,16 @@ class WriteFailures:
 class StateStore:
     """Conversation memory that survives restarts (one SQLite file, e.g. data/state.db)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, facts_known: bool = True) -> None:
         self.conn = conn
         # One connection shared by the bot's threads: each method holds the lock, so
         # transactions never interleave.
         self._lock = threading.RLock()
         path = database_file(conn)
         self.failures = WriteFailures(str(path) if path else "in memory")
+        self.facts_known = facts_known
+        """False when the state file exists but could not be read: its facts are unknown, and
+        `read_fact` raises rather than answer "none"."""
         migrate_state(conn)
 
     def alert_due(self) -> str | None:
@@ -125,24 +140,42 @@ class StateStore:
     def open(cls, path: Path | str) -> StateStore:
         """Open (creating if needed) the state database at `path`.
 
-        If the file cannot be opened for want of space or permission, the state lives in memory
-        until the next start (and `alert_due` says so): the bot still starts and answers. A file
-        from a newer ragtune is refused (NewerSchemaError), never set aside for memory.
+        If the file cannot be opened for want of space or permission, it is opened read only
+        (its facts still hold; writes fail and are noted), else the state lives in memory until
+        the next start with `facts_known` False if the file exists; `alert_due` says so, and the
+        bot still starts and answers. A file from a newer ragtune is refused
+        (NewerSchemaError), never set aside for memory.
         """
         try:
-            conn = connect(path)
-            try:
-                return cls(conn)
-            except BaseException:
-                conn.close()  # a refused file is left as it was, not held open
-                raise
+            return cls._opened(lambda: connect(path))
         except Exception as exc:
             if not is_storage_failure(exc):
                 raise
-            store = cls(connect(":memory:"))
-            store.failures.where = f"{path}, kept in memory for now"
-            store.failures.note("open", exc)
+            error = exc
+        file = Path(path)
+        for reader in (connect_read_only, connect_immutable):
+            try:
+                store = cls._opened(lambda reader=reader: reader(file))  # type: ignore[misc]
+            except Exception as exc:
+                if not is_storage_failure(exc):
+                    raise
+                continue
+            store.failures.where = f"{path}, read only for now"
+            store.failures.note("open", error)
             return store
+        store = cls(connect(":memory:"), facts_known=not file.exists())
+        store.failures.where = f"{path}, kept in memory for now"
+        store.failures.note("open", error)
+        return store
+
+    @classmethod
+    def _opened(cls, opener: Callable[[], Connection]) -> StateStore:
+        conn = opener()
+        try:
+            return cls(conn)
+        except BaseException:
+            conn.close()  # a refused file is left as it was, not held open
+            raise
 
     def close(self) -> None:
         """Close the connection."""
@@ -234,20 +267,60 @@ class StateStore:
 
     @best_effort(lambda: None)
     def get_fact(self, key: str) -> str | None:
-        """A remembered value, or None."""
+        """A remembered value, or None (also when it cannot be read: best effort)."""
+        return self._fact(key)
+
+    @best_effort(lambda: None)
+    def set_fact(self, key: str, value: str | None) -> None:
+        """Remember a value (None forgets it); best effort."""
+        self._set_facts({key: value})
+
+    def read_fact(self, key: str) -> str | None:
+        """A remembered value, or None when there is none; StateUnavailableError when the
+        state cannot say (never None for "could not read")."""
+        if not self.facts_known:
+            raise StateUnavailableError(f"the bot's state database ({self.failures.where}) "
+                                        "cannot be read")  # fmt: skip
+        try:
+            return self._fact(key)
+        except Exception as exc:
+            if not is_storage_failure(exc):
+                raise
+            self.failures.note("read_fact", exc)
+            raise StateUnavailableError(
+                f"the bot's state database cannot be read ({exc})"
+            ) from None
+
+    def write_fact(self, key: str, value: str | None) -> None:
+        """`set_fact` that raises StateUnavailableError when it could not be stored."""
+        self.write_facts({key: value})
+
+    def write_facts(self, values: dict[str, str | None]) -> None:
+        """Store several facts in one transaction (None forgets one), or raise
+        StateUnavailableError and store none of them."""
+        try:
+            self._set_facts(values)
+        except Exception as exc:
+            if not is_storage_failure(exc):
+                raise
+            self.failures.note("write_fact", exc)
+            raise StateUnavailableError(
+                f"the bot's state database cannot be written ({exc})"
+            ) from None
+
+    def _fact(self, key: str) -> str | None:
         with self._lock:
             row = self.conn.execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
             return None if row is None else str(row[0])
 
-    @best_effort(lambda: None)
-    def set_fact(self, key: str, value: str | None) -> None:
-        """Remember a value (None forgets it)."""
+    def _set_facts(self, values: dict[str, str | None]) -> None:
         with self._lock, transaction(self.conn):
-            if value is None:
-                self.conn.execute("DELETE FROM facts WHERE key = ?", (key,))
-            else:
-                self.conn.execute(
-                    "INSERT INTO facts(key, value) VALUES (?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+            for key, value in values.items():
+                if value is None:
+                    self.conn.execute("DELETE FROM facts WHERE key = ?", (key,))
+                else:
+                    self.conn.execute(
+                        "INSERT INTO facts(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )

@@ -120,6 +120,21 @@ def connect_read_only(path: Path) -> Connection:
     return conn
 
 
+def connect_immutable(path: Path) -> Connection:
+    """Read a file that cannot even be opened read only (a WAL file on a read-only mount: its
+    `-shm` cannot be made). SQLite then trusts the main file alone, so a `-wal` beside it that
+    still holds changes is refused: what it would read could be out of date."""
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise driver().OperationalError(
+            f"unable to open {path} read only: {wal.name} beside it holds changes not yet in it"
+        )
+    quoted = urllib.parse.quote(str(path.resolve()))
+    conn = _open(f"file:{quoted}?mode=ro&immutable=1", uri=True)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
 @contextmanager
 def transaction(conn: Connection) -> Iterator[Connection]:
     """Run the block in one write transaction: all of it commits, or none of it."""

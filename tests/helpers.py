@@ -218,6 +218,10 @@ class SmallDisk:
         """Make room again."""
         self.filler.unlink(missing_ok=True)
 
+    def make_read_only(self) -> None:
+        """Remount it read only, as a kernel does with a filesystem that had errors."""
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
 
 QWEN = "qwen2.5-coder-0.5b"
 

@@ -18,7 +18,7 @@ from bot.llm.adapters import Adapter
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.connection import is_storage_failure
-from knowledge.errors import BadDocumentError, DocumentNotFoundError
+from knowledge.errors import BadDocumentError, CollectionError, DocumentNotFoundError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
 from knowledge.parsers import SUPPORTED_SUFFIXES, printable
 from knowledge.reindex import reindex, reindex_collection
@@ -215,11 +215,15 @@ class AdminService:
         with self._lock:
             return ingestor.add_page(page, url=url, added_by=f"tg:{admin}")
 
-    def check_upload(self, user_id: int | None, file_name: str, size: int | None) -> None:
-        """Before a file is downloaded: the sender is an admin, and the file is of a kind and
-        size that can be added (else one sentence, and nothing was added)."""
+    def check_upload(
+        self, user_id: int | None, file_name: str, size: int | None, *, chat_id: int | None = None
+    ) -> None:
+        """Before a file is downloaded: the sender is an admin, the chat's collection is known,
+        and the file is of a kind and size that can be added (else one sentence, and nothing
+        was added)."""
         suffix = PurePath(file_name).suffix.lower()
         self.check(user_id, "upload-request", suffix)
+        self.bindings.collection(chat_id)  # CollectionError: where it would go is not known
         if suffix not in SUPPORTED_SUFFIXES:
             raise BadDocumentError(
                 f"I can read {', '.join(SUPPORTED_SUFFIXES)} files, not {suffix or 'this'}."
@@ -391,8 +395,22 @@ class AdminService:
         """Create a collection and bind the chat to it."""
         self.check(user_id, "kb", f"new {name[:40]}")
         created = self.bindings.create_collection(printable(name))
-        self.bindings.bind_collection(chat_id, created)
+        try:
+            self.bindings.bind_collection(chat_id, created)
+        except CollectionError as exc:
+            raise CollectionError(
+                f"The collection {created.name} was created. {exc} Send /kb use "
+                f"{created.name} once there is room again."
+            ) from None
         return created
+
+    def move_chat(self, old_id: int, new_id: int) -> bool:
+        """Telegram moved a group to a new id (it became a supergroup): its bindings follow,
+        audited (CollectionError when that could not be stored; it then holds until restart)."""
+        moved = self.bindings.move_chat(old_id, new_id)
+        if moved:
+            self.state.audit(0, "chat-moved", allowed=True, detail=f"{old_id} -> {new_id}")
+        return moved
 
     def use_collection(self, user_id: int | None, chat_id: int, name: str) -> Collection:
         """Bind the chat to an existing collection."""

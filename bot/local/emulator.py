@@ -75,6 +75,8 @@ class BotAPIEmulator:
         self.webhook_secret: str | None = None
         self.webhook_statuses: list[int] = []
         """HTTP status of each update posted to the bot's webhook."""
+        self.migrated: dict[int, int] = {}
+        """Groups that became supergroups: old id -> new id (sends to the old id are refused)."""
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -224,6 +226,21 @@ class BotAPIEmulator:
                                                 "length": length}]  # fmt: skip
         return self._push({"message": message})
 
+    def migrate_group(self, old_id: int, new_id: int, *, user_id: int = 1001) -> None:
+        """The group `old_id` becomes the supergroup `new_id`, as Telegram does it: a service
+        message in each chat naming the other, and from then on the old id refuses messages
+        with 400 and `migrate_to_chat_id` (python-telegram-bot's ChatMigrated)."""
+        self.migrated[old_id] = new_id
+        user = {"id": user_id, "is_bot": False, "first_name": "Ada"}
+        for chat, kind, field_name, other in (
+            (old_id, "group", "migrate_to_chat_id", new_id),
+            (new_id, "supergroup", "migrate_from_chat_id", old_id),
+        ):
+            message = {"message_id": next(self._message_ids), "date": int(time.time()),
+                       "chat": {"id": chat, "type": kind, "title": "group"}, "from": user,
+                       field_name: other}  # fmt: skip
+            self._push({"message": message})
+
     def press_button(self, message: JSON, data: str, *, user_id: int = 1001) -> JSON:
         """A user presses an inline button under a message the bot sent."""
         return self._push(
@@ -297,6 +314,12 @@ class BotAPIEmulator:
                                       "description": "Internal Server Error"}  # fmt: skip
         if method != "getUpdates":
             self.calls.append(SentCall(method, params))
+        chat_id = _chat_id(params)
+        moved_to = self.migrated.get(chat_id) if chat_id is not None else None
+        if moved_to is not None:
+            return 400, {"ok": False, "error_code": 400,
+                         "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                         "parameters": {"migrate_to_chat_id": moved_to}}  # fmt: skip
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found: method"}
@@ -532,6 +555,14 @@ def _handler_for(emulator: BotAPIEmulator) -> type[BaseHTTPRequestHandler]:
         do_POST = _route
 
     return Handler
+
+
+def _chat_id(params: JSON) -> int | None:
+    """A call's numeric chat id, or None (none given, or a @username)."""
+    try:
+        return int(params["chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _value(text: str) -> Any:

@@ -186,7 +186,10 @@ async def _add_file(request: AdminRequest, carrier: Message, *, replace: bool) -
     document = carrier.document
     assert document is not None
     name = document.file_name or ""
-    await request.call(request.admin.check_upload, request.user_id, name, document.file_size)
+    await request.call(
+        request.admin.check_upload, request.user_id, name, document.file_size,
+        chat_id=request.chat_id,
+    )  # fmt: skip
     status = await request.reply("Downloading…")
     try:
         file = await request.context.bot.get_file(document.file_id)

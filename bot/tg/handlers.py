@@ -7,14 +7,16 @@ sources.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 
 from telegram import Message, Update
 from telegram.constants import ChatAction, ChatType, ParseMode
-from telegram.error import TelegramError
+from telegram.error import ChatMigrated, TelegramError
 
 from bot.core.chat import AlreadyAnswering, AnswerHandle, Busy, Refused, Restarting, Stopped
+from bot.core.errors import RagtuneError
 from bot.tg.context import BotContext
 from bot.tg.menus import WELCOME, help_text
 from bot.tg.render import answer_html, sendable, sources_html, split_message
@@ -125,6 +127,21 @@ async def text_message(update: Update, context: BotContext) -> None:
     await answer_question(update, context, text)
 
 
+async def chat_migrated(update: Update, context: BotContext) -> None:
+    """Telegram moved a group to a new id (it became a supergroup, by itself or by an admin's
+    setting): the chat's collection and adapter go with it. Said in both chats; either will do."""
+    message = update.effective_message
+    if message is None:
+        return
+    if message.migrate_to_chat_id is not None:
+        old_id, new_id = message.chat_id, message.migrate_to_chat_id
+    elif message.migrate_from_chat_id is not None:
+        old_id, new_id = message.migrate_from_chat_id, message.chat_id
+    else:
+        return
+    await asyncio.to_thread(context.services.admin.move_chat, old_id, new_id)
+
+
 async def cancel(update: Update, context: BotContext) -> None:
     """/cancel: stop the answer being generated for this user."""
     user = update.effective_user
@@ -194,8 +211,21 @@ async def on_error(update: object, context: BotContext) -> None:
     """Log with context (ids, never message text or the token), tell the admins, apologise."""
     error = context.error
     where = describe_update(update)
-    log.error("handling %s failed", where, exc_info=error)
     services = context.services_if_ready
+    if isinstance(error, ChatMigrated) and isinstance(update, Update) and services is not None:
+        # A reply went to a group's old id: Telegram names the new one. Move the bindings,
+        # which the migration message would have done had it arrived.
+        old = update.effective_chat
+        log.warning("chat %s is now %s; the reply to %s was lost", old.id if old else "-",
+                    error.new_chat_id, where)  # fmt: skip
+        if old is None:
+            return
+        try:
+            await asyncio.to_thread(services.admin.move_chat, old.id, error.new_chat_id)
+            return
+        except RagtuneError as exc:  # not stored: held in memory; the admins must hear of it
+            error = exc
+    log.error("handling %s failed", where, exc_info=error)
     alert = f"Error while handling {where}: {type(error).__name__}: {error}"[:4000]
     for chat_id in services.alert_chats if services else ():
         try:

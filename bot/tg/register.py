@@ -43,6 +43,7 @@ def add_handlers(application: Application[Any, Any, Any, Any, Any, Any]) -> None
         application.add_handler(CommandHandler(command, handler))
     application.add_handler(CallbackQueryHandler(admin.docs_button, pattern=r"^docs:"))
     application.add_handler(CallbackQueryHandler(admin.forget_button, pattern=r"^forget:"))
+    application.add_handler(MessageHandler(filters.StatusUpdate.MIGRATE, user.chat_migrated))
     application.add_handler(MessageHandler(filters.Document.ALL, admin.upload))
     application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, user.text_message))
     # Group 1 runs after the handlers above, for every update.
