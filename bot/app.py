@@ -25,6 +25,7 @@ from bot.core.answer import Answerer, AnswerSettings
 from bot.core.bindings import ChatBindings
 from bot.core.chat import ChatService
 from bot.core.compare import ComparisonRunner
+from bot.core.page_fetches import PageFetches
 from bot.core.profiles import PromptProfile, profile_for
 from bot.llm import catalogue
 from bot.llm.adapters import AdapterRegistry
@@ -333,6 +334,7 @@ def finish_bot_services(
     bindings = ChatBindings(state, open_store(settings), local.adapters)
     profile = local.model.profile if local.model is not None else profile_for(None)
     answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings, profile))
+    page_fetches = PageFetches()
     admin = AdminService(
         settings.admin_ids,
         local.writer,
@@ -347,11 +349,13 @@ def finish_bot_services(
         bindings=bindings,
         web=web_settings(settings),
         chat_model=local.model.info.summary() if local.model is not None else None,
+        page_fetches=page_fetches,
     )
     if local.warm:
         worker.generate([{"role": "user", "content": "Hi"}], GenerationLimits(max_tokens=1))
 
     def close() -> None:
+        page_fetches.close()
         searcher.close()
         bindings.store.close()
 

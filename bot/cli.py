@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -192,10 +192,14 @@ def kb_sync(
 ) -> None:
     """Make a collection hold what a folder holds (add new files, replace changed ones, forget
     those gone) and what its web pages say now (fetched again); safe to run from cron."""
-    from knowledge.sync import merged, sync_folder, sync_pages
+    from knowledge.connection import database_file
+    from knowledge.sync import merged, one_sync_at_a_time, sync_folder, sync_pages
 
     settings = get_settings()
-    with _store(db, create=not dry_run) as store:
+    with _store(db, create=not dry_run) as store, ExitStack() as held:
+        path = database_file(store.conn)
+        if path is not None and not dry_run:  # a dry run changes nothing: it need not wait
+            held.enter_context(one_sync_at_a_time(path, collection, folder))
         ingestor = services.build_ingestor(
             settings, store, services.build_embedder(settings),
             collection=store.collection(collection).id,

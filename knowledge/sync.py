@@ -12,13 +12,15 @@ a broken disk or an unmounted share must not make documents disappear.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import suppress
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knowledge.errors import DocumentNotFoundError
+from knowledge.errors import DocumentNotFoundError, KnowledgeError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
+from knowledge.locking import try_exclusive
 from knowledge.parsers import printable
 from knowledge.store import DocumentInfo
 from knowledge.web import PageError, PageGoneError, WebSettings, fetch_page, is_web_address
@@ -40,6 +42,32 @@ class SyncReport:
             "forgotten": len(self.forgotten),
             "chunks_embedded": self.ingest.chunks_embedded,
         }
+
+
+class SyncRunningError(KnowledgeError):
+    """Another sync of the same folder into the same collection is running."""
+
+
+def sync_lock_path(database: Path, collection: str, folder: Path | None) -> Path:
+    """The lock a sync of `folder` (None: the pages alone) into `collection` holds."""
+    target = f"{collection}\0{folder.resolve() if folder is not None else ''}"
+    digest = hashlib.sha256(target.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    real = database.resolve()
+    return real.with_name(f"{real.name}.sync-{digest}.lock")
+
+
+@contextmanager
+def one_sync_at_a_time(database: Path, collection: str, folder: Path | None) -> Iterator[None]:
+    """Hold the sync's lock for the block, or raise SyncRunningError at once: a cron sync that
+    outlasts its interval must not have the next one stacked on it. The kernel drops the lock
+    of a killed sync."""
+    with try_exclusive(sync_lock_path(database, collection, folder)) as free:
+        if not free:
+            what = printable(str(folder.resolve())) if folder is not None else "the web pages"
+            raise SyncRunningError(
+                f"Another `kb sync` of {what} into {collection} is running; this one did nothing."
+            )
+        yield
 
 
 def is_under(source: str, folder: str) -> bool:

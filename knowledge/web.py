@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from knowledge.errors import BadDocumentError
@@ -30,8 +34,8 @@ USER_AGENT = "ragtune (knowledge-base page fetch)"
 GONE = (404, 410)
 """Statuses that mean the page is no more (a sync forgets its document)."""
 WHOLE_FETCH_TIMEOUTS = 4
-"""A whole fetch, redirects and body, may take this many timeouts (checked between hops and
-while the body streams; headers are bounded by the timeout of each wait only)."""
+"""A whole fetch (connects, headers, redirects and body) may take this many timeouts: every
+wait on the network ends at that deadline at the latest."""
 
 
 class PageError(BadDocumentError):
@@ -66,14 +70,41 @@ class Page:
 
 
 def is_web_address(text: str) -> bool:
-    """True for an http(s) URL (what `kb add` and `/add` treat as a page, not a file or text)."""
-    parts = urlsplit(text.strip())
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in text.strip()
+    """True for what `kb add` and `/add` treat as a page, not a file or text: one word that
+    begins with http:// or https:// and names a host. A malformed one ("http://[") counts too,
+    so that the fetch refuses it in one sentence (after the admin check), never a traceback."""
+    word = text.strip()
+    if not word.lower().startswith(("http://", "https://")) or any(c.isspace() for c in word):
+        return False
+    try:
+        return bool(urlsplit(word).hostname)
+    except ValueError:  # an unclosed IPv6 bracket: malformed, but meant as an address
+        return True
+
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""IPv6 addresses that a NAT64 gateway turns into the IPv4 address in their last 32 bits."""
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to (mapped, 6to4, Teredo's client, NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and (inner := embedded_ipv4(address)):
+        if _forbidden(inner):
+            return True
+        if address.ipv4_mapped is not None:
+            return False
     return (
         not address.is_global
         or address.is_loopback
@@ -87,12 +118,15 @@ def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def check_url(url: str, settings: WebSettings) -> None:
     """Refuse a URL that is not http(s), or whose host resolves to an address not allowed."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535"
+        raise PageError(f"{url[:200]!r} is not a valid web address ({exc}).") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PageError(f"Only http and https addresses can be added, not {url[:200]!r}.")
     if settings.allow_private or parts.hostname.lower() in settings.trusted_hosts:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
@@ -106,57 +140,161 @@ def check_url(url: str, settings: WebSettings) -> None:
             )
 
 
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every wait ends at the fetch's deadline at the latest."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self.stream = stream
+        self.deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, _left(self.deadline, timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, _left(self.deadline, timeout))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        wrapped = self.stream.start_tls(ssl_context, server_hostname, _left(self.deadline, timeout))
+        return _DeadlineStream(wrapped, self.deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's own sockets, each wait cut to the time left before `deadline`: a server
+    that drips its headers (or its TLS handshake) a byte inside every timeout cannot stretch
+    the fetch past it, as it could when only each wait was bounded."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.sockets = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.sockets.connect_tcp(
+            host, port, _left(self.deadline, timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self.deadline)
+
+
+def _left(deadline: float, timeout: float | None) -> float:
+    """The time this wait may take: its own timeout, or less if the deadline is nearer."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the whole fetch took too long")
+    return left if timeout is None else min(timeout, left)
+
+
 def fetch_page(url: str, settings: WebSettings) -> Page:
-    """GET one page within the limits; PageError (PageGoneError for 404/410) otherwise."""
+    """GET one page within the limits; PageError (PageGoneError for 404/410) otherwise.
+
+    The timeout bounds each wait; a deadline of WHOLE_FETCH_TIMEOUTS of them bounds the whole
+    fetch, connects, headers, redirects and body together, so a server that drips a byte just
+    inside every timeout cannot hold the caller (an admin's /add, a cron sync) for long.
+    """
     # identity: the size cap then counts what is read; a compressed body could expand past it
     # inside one decode call.
-    headers = {
-        "User-Agent": USER_AGENT,
-        "Accept": ", ".join(PAGE_TYPES),
-        "Accept-Encoding": "identity",
-    }
-    timeout = httpx.Timeout(settings.timeout_s)
-    # The timeout bounds each wait; this bounds the whole fetch, so a server that drips a byte
-    # just inside every timeout cannot hold the caller (an admin's /add, a cron sync) for long.
-    deadline = time.monotonic() + settings.timeout_s * WHOLE_FETCH_TIMEOUTS
-    with httpx.Client(follow_redirects=False, timeout=timeout, headers=headers) as client:
+    headers = [
+        (b"User-Agent", USER_AGENT.encode()),
+        (b"Accept", ", ".join(PAGE_TYPES).encode()),
+        (b"Accept-Encoding", b"identity"),
+    ]
+    waits = {"connect": settings.timeout_s, "read": settings.timeout_s,
+             "write": settings.timeout_s, "pool": settings.timeout_s}  # fmt: skip
+    whole = settings.timeout_s * WHOLE_FETCH_TIMEOUTS
+    deadline = time.monotonic() + whole
+    backend = _DeadlineBackend(deadline)
+    with httpcore.ConnectionPool(network_backend=backend, retries=0) as pool:
         for _ in range(settings.max_redirects + 1):
             check_url(url, settings)
-            if time.monotonic() > deadline:
-                raise PageError(f"{url} took too long: redirects used up the time for the fetch.")
+            target = _request_url(url)
             try:
-                with client.stream("GET", url) as response:
-                    if response.is_redirect and "location" in response.headers:
-                        url = urljoin(url, response.headers["location"])
+                with pool.stream(
+                    "GET", target, headers=headers, extensions={"timeout": waits}
+                ) as response:
+                    location = _header(response, "location")
+                    if response.status in REDIRECTS and location:
+                        url = urljoin(url, location)
                         continue
                     return _read(url, response, settings, deadline)
-            except httpx.TimeoutException:
+            except httpcore.TimeoutException:
+                if time.monotonic() >= deadline:  # the last wait was cut to the deadline
+                    raise PageError(f"{url} took too long: not whole within {whole:g} s.") from None
                 raise PageError(f"{url} did not answer within {settings.timeout_s:g} s.") from None
-            except httpx.HTTPError as exc:
+            except FETCH_ERRORS as exc:
                 raise PageError(f"{url} could not be fetched ({type(exc).__name__}).") from None
     raise PageError(f"{url} redirected more than {settings.max_redirects} times.")
 
 
-def _read(url: str, response: httpx.Response, settings: WebSettings, deadline: float) -> Page:
+REDIRECTS = (301, 302, 303, 307, 308)
+FETCH_ERRORS = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.ProxyError,
+    httpcore.UnsupportedProtocol,
+)
+
+
+def _request_url(url: str) -> httpcore.URL:
+    """`url` as httpcore sends it (httpx's parser: IDNA host names, percent-encoded path)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise PageError(
+            f"{url[:200]!r} is not a web address that can be fetched ({exc})."
+        ) from None
+    return httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
+
+
+def _header(response: httpcore.Response, name: str) -> str:
+    """A response header's value ("" if absent), decoded as Latin-1 like HTTP's own bytes."""
+    wanted = name.encode().lower()
+    for key, value in response.headers:
+        if key.lower() == wanted:
+            return value.decode("latin-1").strip()
+    return ""
+
+
+def _read(url: str, response: httpcore.Response, settings: WebSettings, deadline: float) -> Page:
     """The body of a final (non-redirect) response, streamed up to the size cap."""
-    if response.status_code in GONE:
-        raise PageGoneError(f"{url} does not exist (HTTP {response.status_code}).")
-    if response.status_code != 200:
-        raise PageError(f"{url} answered HTTP {response.status_code}; nothing was added.")
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if response.status in GONE:
+        raise PageGoneError(f"{url} does not exist (HTTP {response.status}).")
+    if response.status != 200:
+        raise PageError(f"{url} answered HTTP {response.status}; nothing was added.")
+    content_type = _header(response, "content-type").split(";")[0].strip().lower()
     if content_type not in PAGE_TYPES:
         raise PageError(f"{url} is {content_type or 'of no stated type'}, not a web page.")
-    if response.headers.get("content-encoding", "identity").lower() != "identity":
+    if (_header(response, "content-encoding") or "identity").lower() != "identity":
         raise PageError(f"{url} was sent compressed although it was asked not to be.")
-    declared = response.headers.get("content-length", "")
+    declared = _header(response, "content-length")
     if declared.isdigit() and int(declared) > settings.max_bytes:
         raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
     body = bytearray()
-    for piece in response.iter_raw():
-        body += piece
-        if len(body) > settings.max_bytes:
-            raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
-        if time.monotonic() > deadline:
-            whole = settings.timeout_s * WHOLE_FETCH_TIMEOUTS
-            raise PageError(f"{url} was sent too slowly (not whole within {whole:g} s).")
+    try:
+        for piece in response.iter_stream():
+            body += piece
+            if len(body) > settings.max_bytes:
+                raise PageError(f"{url} is over the {settings.max_bytes / 1e6:.1f} MB limit.")
+    except httpcore.TimeoutException:
+        if time.monotonic() < deadline:
+            raise  # one wait ran out: the server stopped sending
+        whole = settings.timeout_s * WHOLE_FETCH_TIMEOUTS
+        raise PageError(f"{url} was sent too slowly (not whole within {whole:g} s).") from None
     return Page(url, bytes(body), content_type)

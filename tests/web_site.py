@@ -19,6 +19,9 @@ class Site:
     asked: list[str] = field(default_factory=list)
     drips: dict[str, float] = field(default_factory=dict)
     """path -> seconds between the bytes of its body (a server that sends a page slowly)."""
+    header_drips: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """path -> (seconds between bytes, bytes of padding header): a server that sends even its
+    headers a byte at a time, for a bounded number of bytes."""
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The address of `path` on this server."""
@@ -38,6 +41,8 @@ def serving() -> Iterator[Site]:
         def do_GET(self) -> None:
             served.asked.append(self.path)
             status, headers, body = served.routes.get(self.path, (404, {}, b"not here"))
+            if self.path in served.header_drips:
+                self._drip_headers(*served.header_drips[self.path])
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -51,6 +56,16 @@ def serving() -> Iterator[Site]:
                 time.sleep(pause)
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
+
+        def _drip_headers(self, pause: float, padding: int) -> None:
+            head = f"HTTP/1.1 200 OK\r\nX-Padding: {'a' * padding}\r\n".encode()
+            try:
+                for byte in head:
+                    time.sleep(pause)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+            except OSError:  # the client gave up: as it should
+                return
 
         def log_message(self, *args: object) -> None:
             """Quiet."""

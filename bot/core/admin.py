@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -14,6 +15,7 @@ from bot.core.adapters import AdapterSwitcher
 from bot.core.bindings import ChatBindings
 from bot.core.compare import Comparison, ComparisonRunner
 from bot.core.errors import KnowledgeWriteError, NotAdminError
+from bot.core.page_fetches import PageFetches
 from bot.llm.adapters import Adapter
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
@@ -151,6 +153,7 @@ class AdminService:
         bindings: ChatBindings,
         web: WebSettings | None = None,
         chat_model: str | None = None,
+        page_fetches: PageFetches | None = None,
     ) -> None:
         self.admin_ids = frozenset(admin_ids)
         self.store = store  # a writer connection of its own; searches use another one
@@ -164,6 +167,8 @@ class AdminService:
         self.bindings = bindings
         self.web = web or WebSettings()
         """Limits of `/add URL` page fetches."""
+        self.page_fetches = page_fetches or PageFetches()
+        """Where `/add URL` fetches run (never the threads questions use)."""
         self.chat_model = chat_model or worker.model_id
         """How /stats names the chat model (default: the engine's model id)."""
         self._lock = threading.Lock()  # handlers run in threads; one write at a time
@@ -202,18 +207,22 @@ class AdminService:
 
     def add_url(
         self, user_id: int | None, url: str, *, chat_id: int | None = None
-    ) -> DocumentResult:
-        """Fetch a web page and add its main text to the chat's collection (a page added again
-        is replaced only if its text changed; `kb sync` re-checks pages)."""
+    ) -> Future[DocumentResult]:
+        """Start fetching a web page into the chat's collection, on the fetch threads (a page
+        added again is replaced only if its text changed; `kb sync` re-checks pages). The admin
+        check and the chat's collection come first, here: a non-admin's URL is never fetched."""
         admin = self.check(user_id, "add", url[:200])
         ingestor = self._ingestor(chat_id)
-        # Fetching can take seconds: only the write holds the lock.
+        return self.page_fetches.submit(self._fetch_and_add, ingestor, url, f"tg:{admin}")
+
+    def _fetch_and_add(self, ingestor: Ingestor, url: str, added_by: str) -> DocumentResult:
+        # Fetching can take up to the whole-fetch deadline: only the write holds the lock.
         try:
             page = fetch_page(url, self.web)
         except PageError as exc:
             return DocumentResult(url, url, Outcome.FAILED, error=str(exc))
         with self._lock:
-            return ingestor.add_page(page, url=url, added_by=f"tg:{admin}")
+            return ingestor.add_page(page, url=url, added_by=added_by)
 
     def check_upload(
         self, user_id: int | None, file_name: str, size: int | None, *, chat_id: int | None = None

@@ -159,11 +159,12 @@ async def add(request: AdminRequest) -> None:
 
 async def _add_url(request: AdminRequest, url: str) -> None:
     """/add URL: fetch the page and add its main text; say what happened in one message (the
-    admin check comes first, so a non-admin's URL is never fetched)."""
-    result = await request.call(
+    admin check comes first, so a non-admin's URL is never fetched; the fetch itself runs on
+    threads of its own, so a slow page never holds anyone's question)."""
+    fetching = await request.call(
         request.admin.add_url, request.user_id, url, chat_id=request.chat_id
     )
-    await request.reply(page_summary(result))
+    await request.reply(page_summary(await asyncio.wrap_future(fetching)))
 
 
 @admin_command

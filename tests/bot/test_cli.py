@@ -148,6 +148,40 @@ def test_kb_add_url_and_kb_sync_fetch_pages_again(tmp_path: Path, site: Site) ->
     assert refused.returncode == 1 and "local or private address" in refused.stderr
 
 
+def test_a_second_kb_sync_of_the_same_folder_is_refused_while_the_first_runs(
+    tmp_path: Path, docs: Path, site: Site
+) -> None:
+    db = str(tmp_path / "kb.db")
+    env = {**os.environ, "RAGTUNE_WEB_ALLOW_PRIVATE": "true", "HF_HUB_OFFLINE": "1"}
+    site.page("/slow", "<html><head><title>Slow</title></head><body><article><p>Deliveries "
+              "come on Tuesdays before noon, and on Fridays after two.</p></article></body>"
+              "</html>")  # fmt: skip
+    sync = [RAGTUNE, "kb", "sync", str(docs), "--db", db]
+    added = subprocess.run([RAGTUNE, "kb", "add", site.url("/slow"), "--db", db], env=env,
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    site.drips["/slow"] = 0.03  # the first sync's page fetch takes ~5 s
+    site.asked.clear()
+    first = subprocess.Popen(sync, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "/slow" not in site.asked and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first has the lock: it is fetching the collection's page
+        second = subprocess.run(sync, env=env, capture_output=True, text=True, check=False)
+        assert first.poll() is None, "the first sync ended before the second was tried"
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip() == (
+        f"error: Another `kb sync` of {docs.resolve()} into global is running; this one did "
+        "nothing."
+    )
+    assert first.returncode == 0 and out.startswith("3 added"), err
+    again = subprocess.run(sync, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr  # the lock was let go
+
+
 def test_errors_are_one_sentence_and_exit_non_zero(tmp_path: Path, docs: Path) -> None:
     db = tmp_path / "kb.db"
     (docs / "broken.docx").write_bytes(b"PK\x03\x04 nope")

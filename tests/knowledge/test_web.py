@@ -140,6 +140,34 @@ def test_a_page_sent_too_slowly_is_refused_within_the_whole_fetch_deadline(site:
     assert time.monotonic() - started < 3  # 4 timeouts = 1.6 s, and the byte in hand
 
 
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_whole_fetch_deadline(
+    site: Site,
+) -> None:
+    site.page("/slow-head", "<html><body><p>never read</p></body></html>")
+    # 0.05 s a byte, each well inside the 0.4 s timeout: 430 bytes of headers would take 21 s.
+    site.header_drips["/slow-head"] = (0.05, 400)
+    started = time.monotonic()
+    with pytest.raises(PageError, match=r"took too long: not whole within 1\.6 s"):
+        fetch_page(site.url("/slow-head"), WebSettings(allow_private=True, timeout_s=0.4))
+    assert time.monotonic() - started < 2.5  # 4 timeouts = 1.6 s, whatever the server does
+
+
+def test_malformed_addresses_and_tunnels_to_local_ones_are_refused_in_one_sentence() -> None:
+    closed = WebSettings(timeout_s=5)
+    for url in ("http://[", "http://[::1", "http://example.com:99999/"):
+        assert is_web_address(url)
+        with pytest.raises(PageError, match="is not a valid web address"):
+            fetch_page(url, closed)
+    for url in (
+        "http://[2002:7f00:1::]/",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254, the metadata service
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, its client 127.0.0.1
+    ):
+        with pytest.raises(PageError, match="local or private address"):
+            fetch_page(url, closed)
+
+
 def test_what_counts_as_a_web_address() -> None:
     assert is_web_address("https://example.com/faq") and is_web_address("http://wiki.local:8080/")
     for text in ("example.com", "docs/faq.md", "https://", "see https://example.com for more"):
