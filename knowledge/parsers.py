@@ -328,13 +328,22 @@ TITLE_CHARS = 80
 
 def parse_web_page(data: bytes, name: str) -> list[ParsedDocument]:
     """A fetched HTML page: its main text as Markdown (trafilatura leaves menus, footers and
-    ads out), titled by the page's own title; `name` (its URL) when it has none."""
-    import trafilatura  # imported here: only the parsing child of a page fetch needs it
+    ads out; text hidden from its readers is taken out first), titled by the page's own title;
+    `name` (its URL) when it has none."""
+    # Imported here: only the parsing child of a page fetch needs them.
+    import trafilatura
+    from trafilatura.utils import load_html
+
+    from knowledge.visible import drop_hidden
 
     if not data.strip():
         raise BadDocumentError(f"{name} is empty.")
+    tree = load_html(data)  # decoded as trafilatura decodes a page
+    if tree is None:
+        raise BadDocumentError(f"{name} has no main text to read.")
+    drop_hidden(tree)
     text = trafilatura.extract(
-        data, output_format="markdown", include_comments=False, include_tables=True,
+        tree, output_format="markdown", include_comments=False, include_tables=True,
         include_formatting=True, favor_precision=True,
     )  # fmt: skip
     if not text or not text.strip():
