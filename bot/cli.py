@@ -29,9 +29,9 @@ from bot.models_cli import models_cli
 from bot.offline import default_to_offline
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
-from knowledge.errors import KnowledgeError
+from knowledge.errors import DocumentNotFoundError, KnowledgeError
 from knowledge.ingest import DocumentResult, Outcome
-from knowledge.parsers import printable
+from knowledge.parsers import one_line, path_text, printable
 from knowledge.store import KnowledgeStore
 from knowledge.web import is_web_address
 
@@ -140,7 +140,7 @@ def kb_add(
     urls = [s for s in sources if is_web_address(s)]
     paths = [Path(s) for s in sources if not is_web_address(s)]
     if missing := [p for p in paths if not p.exists()]:
-        raise KnowledgeError(f"There is no file or folder {printable(str(missing[0]))}.")
+        raise KnowledgeError(f"There is no file or folder {path_text(str(missing[0]))}.")
     with _store(db, create=True) as store:
         ingestor = services.build_ingestor(
             settings, store, services.build_embedder(settings),
@@ -152,7 +152,7 @@ def kb_add(
                 bar.update(1)
                 bar.set_postfix(embedded=result.chunks_embedded, refresh=False)
                 if result.error:
-                    bar.write(f"skipped: {result.error}", file=sys.stderr)
+                    bar.write(f"skipped: {one_line(result.error)}", file=sys.stderr)
 
             report = ingestor.add_paths(
                 paths, added_by="cli", progress=progress, follow_links=follow_links
@@ -186,6 +186,14 @@ def kb_sync(
             "--follow-links", help="Also sync files that links in the folder lead out to."
         ),
     ] = False,
+    forget_many: Annotated[
+        bool,
+        typer.Option(
+            "--forget-many",
+            help="Forget the documents of missing files even if that is more than half of the "
+            "folder's (without it such a sync forgets none: an unmounted share looks like that).",
+        ),
+    ] = False,
     db: DbOption = None,
     collection: CollectionOption = GLOBAL,
     as_json: JsonOption = False,
@@ -206,18 +214,19 @@ def kb_sync(
         )  # fmt: skip
         parts = [sync_pages(ingestor, services.web_settings(settings), dry_run=dry_run)]
         if folder is not None:
-            parts.insert(
-                0, sync_folder(ingestor, folder, dry_run=dry_run, follow_links=follow_links)
-            )
+            synced = sync_folder(ingestor, folder, dry_run=dry_run, follow_links=follow_links,
+                                 forget_many=forget_many)  # fmt: skip
+            parts.insert(0, synced)
         report = merged(parts)
     verb = "would be " if dry_run else ""
+    # Names come from files and their contents: one line each, whatever they hold.
     for result in report.ingest.results:
         if result.outcome in (Outcome.ADDED, Outcome.REPLACED):
-            _status(f"{verb}{result.outcome.value}: {result.external_id}")
+            _status(f"{verb}{result.outcome.value}: {one_line(result.external_id)}")
         elif result.error:
-            _status(f"skipped: {result.error}")
+            _status(f"skipped: {one_line(result.error)}")
     for document in report.forgotten:
-        _status(f"{verb}forgotten: {document.external_id}")
+        _status(f"{verb}forgotten: {one_line(document.external_id)}")
     counts = report.counts()
     if as_json:
         _print_json({"folder": report.folder, "collection": collection, "dry_run": dry_run,
@@ -271,9 +280,15 @@ def kb_forget(
 ) -> None:
     """Remove a document and everything derived from it."""
     with _store(db) as store:
-        found = store.resolve_document(printable(document), store.collection(collection).id)
+        wanted = store.collection(collection).id
+        try:
+            found = store.resolve_document(printable(document), wanted)
+        except DocumentNotFoundError:
+            if path_text(document) == printable(document):
+                raise
+            found = store.resolve_document(path_text(document), wanted)  # a file's source
         store.delete_document(found.id)
-    typer.echo(f"forgot document {found.id} ({found.title}, {found.chunks} chunks)")
+    typer.echo(f"forgot document {found.id} ({one_line(found.title)}, {found.chunks} chunks)")
 
 
 @kb_cli.command("search")

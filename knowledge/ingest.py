@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from knowledge.parsers import (
     SUPPORTED_SUFFIXES,
     ParsedDocument,
     parse_bytes,
-    parse_file,
+    path_text,
     printable,
     titled_from_text,
 )
@@ -34,6 +33,7 @@ from knowledge.sandbox import (
     parse_isolated,
 )
 from knowledge.store import DocumentInfo, DocumentWrite, EmbeddingModel, KnowledgeStore
+from knowledge.walk import Skipped, iter_files, link_loop, read_entry, resolved
 from knowledge.web import Page
 
 SMALL_FILE_BYTES = 256_000
@@ -116,127 +116,6 @@ MayReplace = Callable[[DocumentInfo], str | None]
 def content_hash(document: ParsedDocument) -> str:
     """Hash of a document's text: equal hashes mean nothing to re-embed."""
     return hashlib.sha256(document.text.encode("utf-8")).hexdigest()
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A path the walk could not or would not read: `source` names it, `reason` says why."""
-
-    source: str
-    reason: str
-
-
-def iter_files(paths: Iterable[Path], *, follow_links: bool = False) -> Iterator[Path | Skipped]:
-    """Expand folders (recursively, sorted, supported types only, hidden files skipped).
-
-    Links that lead out of a folder are not followed unless `follow_links`: a Skipped saying
-    so is yielded in their place (someone's link must not pull in files they did not mean).
-    A folder that is missing or cannot be listed is yielded as Skipped with its resolved path
-    as the source, so a sync keeps the documents it holds instead of forgetting them.
-    """
-    for path in paths:
-        try:
-            is_folder = path.is_dir()
-        except OSError as exc:  # EACCES on a folder above it: say so, do not crash the walk
-            yield _unreadable(path, exc)
-            continue
-        if not is_folder:
-            if path.exists() or path.is_symlink():
-                yield path
-            else:
-                yield Skipped(printable(str(_resolved(path) or path)), _missing(path))
-            continue
-        root = path.resolve()
-        seen = {root}
-        unlisted: list[OSError] = []  # os.walk reports a folder it cannot list here, then skips it
-        for folder, folders, files in os.walk(
-            path, followlinks=follow_links, onerror=unlisted.append
-        ):
-            yield from _unlisted(unlisted)
-            here = Path(folder)
-            try:
-                yield from _folder_entries(here, folders, files, path, root, seen, follow_links)
-            except OSError as exc:  # listed but not searchable (r without x): keep it whole
-                folders.clear()
-                yield _unreadable(here, exc)
-        yield from _unlisted(unlisted)
-
-
-def _folder_entries(
-    here: Path,
-    folders: list[str],
-    files: list[str],
-    path: Path,
-    root: Path,
-    seen: set[Path],
-    follow_links: bool,
-) -> Iterator[Path | Skipped]:
-    """The files of one folder os.walk listed (`path` as given, `root` resolved), pruning
-    `folders` to those it should walk."""
-    for name in sorted(folders):
-        child = here / name
-        target = _resolved(child)
-        linked = child.is_symlink()
-        if target is None:
-            yield _link_loop(child)
-            folders.remove(name)
-            continue
-        if linked and not (follow_links or target.is_relative_to(root)):
-            yield _link_out(child, path)
-        # Not walked: hidden folders, links (unless followed), a folder seen already.
-        if name.startswith(".") or (linked and not follow_links) or target in seen:
-            folders.remove(name)
-        seen.add(target)
-    folders.sort()
-    for name in sorted(files):
-        child = here / name
-        if name.startswith(".") or child.suffix.lower() not in SUPPORTED_SUFFIXES:
-            continue
-        target = _resolved(child)
-        if target is None:
-            yield _link_loop(child)
-        elif child.is_symlink() and not (follow_links or target.is_relative_to(root)):
-            yield _link_out(child, path)
-        elif child.is_file():
-            yield child
-
-
-def _unreadable(folder: Path, error: OSError, action: str = "read") -> Skipped:
-    """A folder that could not be listed or examined (its documents are kept by a sync)."""
-    source = printable(str(_resolved(folder) or folder))
-    return Skipped(source, printable(f"{source}: cannot {action} this folder ({error.strerror})."))
-
-
-def _unlisted(errors: list[OSError]) -> Iterator[Skipped]:
-    """The folders os.walk could not list since the last call (and forget them)."""
-    for error in errors:
-        yield _unreadable(Path(os.fsdecode(error.filename or "?")), error, "list")
-    errors.clear()
-
-
-def _missing(path: Path) -> str:
-    return f"{printable(str(path))} does not exist."
-
-
-def _resolved(path: Path) -> Path | None:
-    """Where `path` really is, or None for a link loop (Python 3.11 raises on those)."""
-    try:
-        return path.resolve()
-    except (RuntimeError, OSError):
-        return None
-
-
-def _link_loop(link: Path) -> Skipped:
-    message = f"{printable(str(link))} is a link that leads back to itself."
-    return Skipped(message, message)
-
-
-def _link_out(link: Path, root: Path) -> Skipped:
-    message = (
-        f"{printable(str(link))} links outside {printable(str(root))} "
-        "(--follow-links includes such files)."
-    )
-    return Skipped(message, message)
 
 
 Progress = Callable[[DocumentResult], object]
@@ -377,54 +256,50 @@ class Ingestor:
 
         def flush() -> Iterator[SourceDocument | DocumentResult]:
             parsed = parse_batch_isolated(
-                [(data, printable(path.name)) for path, _, data in batch], self.parse_limits
+                [(data, path_text(path.name)) for path, _, data in batch], self.parse_limits
             )
-            for (path, source, data), result in zip(batch, parsed, strict=True):
-                yield from self._documents_of(path, source, len(data), result)
+            for (_, source, data), result in zip(batch, parsed, strict=True):
+                yield from self._documents_of(source, len(data), result)
             batch.clear()
 
-        for path in iter_files(paths, follow_links=follow_links):
-            if isinstance(path, Skipped):  # a link not followed, a folder not listed
+        for entry in iter_files(paths, follow_links=follow_links):
+            if isinstance(entry, Skipped):  # a link not followed, a folder not listed
                 yield from flush()
-                yield DocumentResult(path.source, path.source, Outcome.FAILED, error=path.reason)
+                yield DocumentResult(entry.source, entry.source, Outcome.FAILED,
+                                     error=entry.reason)  # fmt: skip
                 continue
-            # File names are bytes on Linux: keep undecodable ones readable and storable.
-            real = _resolved(path)
-            if real is None:
+            path = entry.path
+            if resolved(path) is None:
                 yield from flush()
-                loop = _link_loop(path)
+                loop = link_loop(path)
                 yield DocumentResult(loop.source, loop.source, Outcome.FAILED, error=loop.reason)
                 continue
-            source = printable(str(real))
+            source = entry.source
+            result: list[ParsedDocument] | BadDocumentError
             try:
-                small = path.suffix.lower() in SUPPORTED_SUFFIXES and path.stat().st_size <= min(
-                    SMALL_FILE_BYTES, self.max_bytes
-                )
-                if small:
-                    batch.append((path, source, path.read_bytes()))
+                if path.suffix.lower() not in SUPPORTED_SUFFIXES:  # a file named directly
+                    parse_bytes(b"", path_text(path.name))  # raises the unsupported-type error
+                data = read_entry(entry, self.max_bytes, follow_links=follow_links)
+                if len(data) <= SMALL_FILE_BYTES:
+                    batch.append((path, source, data))
                     if len(batch) >= BATCH_FILES or sum(len(d) for *_, d in batch) > BATCH_BYTES:
                         yield from flush()
                     continue
                 yield from flush()
-                result: list[ParsedDocument] | BadDocumentError = parse_file(
-                    path, self.max_bytes, self._parse
-                )
+                result = self._parse(data, path_text(path.name))
+                size: int | None = len(data)
             except BadDocumentError as exc:
-                result = exc
+                result, size = exc, None
             except OSError as exc:
                 yield from flush()
-                message = printable(f"{source}: {exc}")
+                message = path_text(f"{source}: {exc}")
                 yield DocumentResult(source, source, Outcome.FAILED, error=message)
                 continue
-            yield from self._documents_of(path, source, None, result)
+            yield from self._documents_of(source, size, result)
         yield from flush()
 
     def _documents_of(
-        self,
-        path: Path,
-        source: str,
-        size: int | None,
-        result: list[ParsedDocument] | BadDocumentError,
+        self, source: str, size: int | None, result: list[ParsedDocument] | BadDocumentError
     ) -> Iterator[SourceDocument | DocumentResult]:
         """A parsed file's documents, or the one result that says why it was skipped."""
         if isinstance(result, BadDocumentError):
@@ -432,9 +307,7 @@ class Ingestor:
             return
         for doc in result:
             own = len(doc.text.encode("utf-8")) if doc.external_id else None
-            yield SourceDocument(
-                source, doc.external_id or source, doc, own or size or path.stat().st_size
-            )
+            yield SourceDocument(source, doc.external_id or source, doc, own or size or 0)
 
     def _plan(
         self, document: SourceDocument, may_replace: MayReplace | None = None

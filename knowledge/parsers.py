@@ -308,6 +308,36 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+_UNSEEN = {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029}
+"""Characters that move or hide what follows them on a terminal (bidi controls, line breaks)."""
+
+
+def path_text(text: str) -> str:
+    """A file name or path fit to store and to print on one line, one text per name: bytes that
+    were not UTF-8 as \\xNN (as `printable` writes them), control and bidi characters as
+    \\uNNNN, and a backslash as two, so that a name that holds "\\xe9" as written and one that
+    holds the byte 0xE9 never read the same, and a newline in a name cannot start a line."""
+    doubled = text.replace("\\", "\\\\")
+    return one_line(doubled.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def one_line(text: str) -> str:
+    """`text` with control and bidi characters shown as \\uNNNN: printed, it stays one line and
+    reads in the order it is written (a name cannot forge a line of output below it)."""
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c) == "Cc" or ord(c) in _UNSEEN else c
+        for c in text
+    )
+
+
+def too_big(name: str, size: int, max_bytes: int) -> BadDocumentError:
+    """The refusal of a file over the document size limit."""
+    return BadDocumentError(
+        f"{name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
+        "(RAGTUNE_MAX_DOCUMENT_BYTES)."
+    )
+
+
 def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[ParsedDocument]:
     """Parse `path` with `parse` (default `parse_bytes`); refuse it unread if over `max_bytes`."""
     name = printable(path.name)
@@ -315,10 +345,7 @@ def parse_file(path: Path, max_bytes: int, parse: Parser | None = None) -> list[
         return parse_bytes(b"", name)  # raises the unsupported-type error
     size = path.stat().st_size
     if size > max_bytes:
-        raise BadDocumentError(
-            f"{name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit "
-            "(RAGTUNE_MAX_DOCUMENT_BYTES)."
-        )
+        raise too_big(name, size, max_bytes)
     return (parse or parse_bytes)(path.read_bytes(), name)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from knowledge.errors import DocumentNotFoundError, KnowledgeError
 from knowledge.ingest import DocumentResult, Ingestor, IngestReport, Outcome
 from knowledge.locking import try_exclusive
-from knowledge.parsers import printable
+from knowledge.parsers import path_text
 from knowledge.store import DocumentInfo
 from knowledge.web import PageError, PageGoneError, WebSettings, fetch_page, is_web_address
 
@@ -63,7 +63,7 @@ def one_sync_at_a_time(database: Path, collection: str, folder: Path | None) -> 
     of a killed sync."""
     with try_exclusive(sync_lock_path(database, collection, folder)) as free:
         if not free:
-            what = printable(str(folder.resolve())) if folder is not None else "the web pages"
+            what = path_text(str(folder.resolve())) if folder is not None else "the web pages"
             raise SyncRunningError(
                 f"Another `kb sync` of {what} into {collection} is running; this one did nothing."
             )
@@ -81,11 +81,17 @@ def sync_folder(
     *,
     dry_run: bool = False,
     follow_links: bool = False,
+    forget_many: bool = False,
     added_by: str = "sync",
     progress: Callable[[DocumentResult], object] | None = None,
 ) -> SyncReport:
-    """Bring the ingestor's collection in line with `folder` (nothing written when `dry_run`)."""
-    root = printable(str(folder.resolve()))
+    """Bring the ingestor's collection in line with `folder` (nothing written when `dry_run`).
+
+    A sync that would forget more than MOST_FORGOTTEN of the folder's documents forgets none
+    and says so, unless `forget_many`: one stray file in an unmounted share's mount point must
+    not look like 49 files deleted on purpose.
+    """
+    root = path_text(str(folder.resolve()))
     if dry_run:
         report = ingestor.plan_paths([folder], follow_links=follow_links)
     else:
@@ -97,11 +103,11 @@ def sync_folder(
     # an unmounted share must not look like files that were deleted.
     unread = [r.source for r in report.failures]
     store = ingestor.store
+    stored = [d for d in store.list_documents(ingestor.collection) if is_under(d.source, root)]
     gone = [
         d
-        for d in store.list_documents(ingestor.collection)
-        if is_under(d.source, root)
-        and d.external_id not in present
+        for d in stored
+        if d.external_id not in present
         and not any(d.source == s or is_under(d.source, s) for s in unread)
     ]
     if gone and not report.results:
@@ -109,12 +115,31 @@ def sync_folder(
         # forget everything; `kb forget` does that on purpose.
         report.results.append(_empty_folder(root, len(gone)))
         gone = []
+    elif not forget_many:
+        added = {r.external_id for r in report.results if r.outcome is Outcome.ADDED}
+        before = [d for d in stored if d.external_id not in added]
+        if len(gone) > MOST_FORGOTTEN * len(before):
+            report.results.append(_most_gone(root, len(gone), len(before)))
+            gone = []
     if not dry_run:
         for document in gone:
             # Another writer may have forgotten it first: just as well.
             with suppress(DocumentNotFoundError):
                 store.delete_document(document.id)
     return SyncReport(root, report, gone, dry_run)
+
+
+MOST_FORGOTTEN = 0.5
+"""A sync forgets at most this share of a folder's documents unless told to (--forget-many)."""
+
+
+def _most_gone(root: str, gone: int, stored: int) -> DocumentResult:
+    message = (
+        f"{gone} of the {stored} documents from {root} are no longer there, more than half, so "
+        "none were forgotten (is it mounted? a stray file in an empty mount point looks like "
+        "this); if they should go, run the sync again with --forget-many."
+    )
+    return DocumentResult(root, root, Outcome.FAILED, error=message)
 
 
 def _empty_folder(root: str, documents: int) -> DocumentResult:
