@@ -15,6 +15,7 @@ Run: `python -m bench.serve_throughput [ASKERS] [QUESTIONS_EACH] [ROUNDS]` (need
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 
 from bench.common import DEV_EVAL_DIR, median, percentiles_ms, report
 from bot import app
@@ -37,6 +39,8 @@ ASKERS = 8
 QUESTIONS_EACH = 4
 ROUNDS = 3
 SLOTS = 4
+KEY = secrets.token_urlsafe(32)
+"""The API key this run's server asks for (`ragtune serve` takes it from the environment)."""
 
 
 def _free_port() -> int:
@@ -47,7 +51,7 @@ def _free_port() -> int:
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
     """`ragtune serve` with SLOTS slots, waited for until it answers /health."""
-    env = {**os.environ, "RAGTUNE_SERVE_SLOTS": str(SLOTS)}
+    env = {**os.environ, "RAGTUNE_SERVE_SLOTS": str(SLOTS), "RAGTUNE_OPENAI_API_KEY": KEY}
     ragtune = str(Path(sys.executable).parent / "ragtune")
     proc = subprocess.Popen([ragtune, "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -113,7 +117,11 @@ def main() -> None:
             app.build_ingestor(base, store, embedder).add_paths([DEV_EVAL_DIR / "corpus.jsonl"])
             searcher = app.build_searcher(base, store, embedder)
             served = base.model_copy(
-                update={"llm_backend": "openai", "openai_base_url": f"http://127.0.0.1:{port}/v1"}
+                update={
+                    "llm_backend": "openai",
+                    "openai_base_url": f"http://127.0.0.1:{port}/v1",
+                    "openai_api_key": SecretStr(KEY),
+                }
             )
             for number in range(rounds):
                 order = ["in-process", "server"] if number % 2 == 0 else ["server", "in-process"]

@@ -982,9 +982,19 @@ def serve(
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (0.0.0.0: other machines too).")
     ] = "127.0.0.1",
+    no_key: Annotated[
+        bool,
+        typer.Option(
+            "--no-key",
+            help="Serve without an API key: anyone who can reach the port can use the model.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the configured model with llama.cpp's llama-server (parallel slots, every adapter
-    made for it), for bots that use RAGTUNE_LLM_BACKEND=openai; print their .env lines."""
+    made for it), for bots that use RAGTUNE_LLM_BACKEND=openai; print their .env lines.
+
+    It asks for an API key (RAGTUNE_OPENAI_API_KEY, else one it makes and keeps in
+    RAGTUNE_SERVE_KEY_FILE) and lets browsers in only from RAGTUNE_SERVE_CORS_ORIGINS."""
     import os
 
     from bot.llm.adapters import AdapterRegistry
@@ -993,6 +1003,7 @@ def serve(
         bot_settings,
         find_llama_server,
         llama_server_command,
+        serve_key,
         server_threads,
     )
 
@@ -1006,6 +1017,7 @@ def serve(
         context_window=settings.context_window,
         threads=server_threads(settings.serve_threads),
         adapters=[a.path for a in adapters], chat_template=settings.chat_template,
+        cors_origins=settings.serve_cors_origins,
     )  # fmt: skip
     _status(
         f"serving {served.info.summary()} with {settings.serve_slots} slots, "
@@ -1015,10 +1027,16 @@ def serve(
     )
     for line in bot_settings(host, port, settings.context_window):
         typer.echo(line)
-    env = dict(os.environ)
-    if settings.openai_api_key is not None:  # through the environment: never on the command line
+    env = {k: v for k, v in os.environ.items() if k != "LLAMA_API_KEY"}
+    # The key goes through the environment: never on the command line, which `ps` shows.
+    if no_key:
+        _status("warning: no API key (--no-key): anyone who can reach the port can use the model")
+    elif settings.openai_api_key is not None:
         env["LLAMA_API_KEY"] = settings.openai_api_key.get_secret_value()
         typer.echo("RAGTUNE_OPENAI_API_KEY=(the same key as here)")
+    else:
+        env["LLAMA_API_KEY"] = serve_key(settings.serve_key_file)
+        typer.echo(f"RAGTUNE_OPENAI_API_KEY={env['LLAMA_API_KEY']}")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(binary, command, env)  # llama-server takes the process over: signals go to it

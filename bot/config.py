@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads of `ragtune serve`'s llama-server; 0 = every core it may use.",
     )
+    serve_key_file: Path = Field(
+        Path("data/llama-server.key"),
+        description="Where `ragtune serve` keeps the API key it made (when "
+        "RAGTUNE_OPENAI_API_KEY is empty); kept across restarts, readable by its owner only.",
+    )
+    serve_cors_origins: str = Field(
+        "",
+        description="Web origins allowed to call `ragtune serve`'s llama-server from a browser "
+        "(comma-separated); empty = none but the server's own address.",
+    )
     adapters_dir: Path = Field(
         Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."
     )

@@ -296,6 +296,7 @@ class OpenAIEngine:
                         f"The model server answered {response.status_code} at {url}: "
                         f"{response.text[:200]}"
                     )
+                finished = False  # a finish_reason was sent; [DONE] ends the stream
                 for line in response.iter_lines():
                     if should_stop():
                         return
@@ -305,8 +306,16 @@ class OpenAIEngine:
                     if data == "[DONE]":
                         return
                     choices = json.loads(data).get("choices") or [{}]
+                    finished = finished or choices[0].get("finish_reason") is not None
                     if piece := (choices[0].get("delta") or {}).get("content"):
                         yield piece
+                if not finished and not should_stop():
+                    # The connection closed mid-answer (a server killed, a proxy's timeout):
+                    # what arrived is a fragment, never to be shown as the answer.
+                    raise ServerError(
+                        f"The model server at {self.base_url} ended its answer before it was "
+                        "finished (no finish_reason, no [DONE])."
+                    )
         except httpx.ConnectTimeout as exc:
             raise ServerError(self._unreachable(exc)) from None
         except httpx.TimeoutException:

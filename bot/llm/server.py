@@ -9,6 +9,7 @@ that release; a user's own build is taken from RAGTUNE_LLAMA_SERVER or PATH.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 from collections.abc import Sequence
@@ -73,15 +74,20 @@ def llama_server_command(
     threads: int,
     adapters: Sequence[Path] = (),
     chat_template: str | None = None,
+    cors_origins: str = "",
 ) -> list[str]:
     """The llama-server command line: `slots` parallel slots with continuous batching, each
     with `context_window` tokens, and `adapters` loaded at scale 0: a request that names none
     gets the base model (llama-server falls back to these scales), one that names an adapter
-    gets it alone."""
+    gets it alone. Browsers may call it only from `cors_origins` (default: its own address),
+    never with credentials: llama-server's own default echoes any page's origin and allows them.
+    The API key, if any, goes in through the environment (LLAMA_API_KEY), not here."""
+    origins = cors_origins or f"http://{host}:{port}"
     command = [
         str(binary), "--model", str(model), "--host", host, "--port", str(port),
         "--parallel", str(slots), "--cont-batching", "--ctx-size", str(context_window * slots),
         "--threads", str(threads), "--threads-batch", str(threads), "--no-webui",
+        "--cors-origins", origins, "--no-cors-credentials",
     ]  # fmt: skip
     if adapters:
         command.append("--lora-init-without-apply")
@@ -89,6 +95,27 @@ def llama_server_command(
     if chat_template:
         command += ["--jinja", "--chat-template", chat_template]
     return command
+
+
+KEY_BYTES = 32
+"""Random bytes of a key `ragtune serve` makes (43 URL-safe characters)."""
+
+
+def serve_key(key_file: Path) -> str:
+    """The API key kept in `key_file`, made (random, readable by its owner only) if there is
+    none yet, so that a restarted server keeps the key the bots' .env files hold."""
+    if key_file.is_file():
+        key = key_file.read_text().strip()
+        if key:
+            return key
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(KEY_BYTES)
+    partial = key_file.with_name(key_file.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(key + "\n")
+    partial.replace(key_file)
+    return key
 
 
 def bot_settings(host: str, port: int, context_window: int) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from bot import app
 from bot.config import Settings
@@ -73,26 +74,41 @@ class Served:
     proc: subprocess.Popen[str]
     port: int
     printed: list[str]
+    key: str
+    """The API key it asks for (made by `ragtune serve`, printed for the bot's .env)."""
 
     @property
     def url(self) -> str:
         """The OpenAI-compatible base URL."""
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def get(self, path: str) -> httpx.Response:
+        """GET one of llama-server's own endpoints, with the key."""
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}",
+                         headers={"Authorization": f"Bearer {self.key}"})  # fmt: skip
+
+    def engine(self) -> OpenAIEngine:
+        """An engine for it, as a bot with the printed .env lines makes one."""
+        return OpenAIEngine(self.url, "local", api_key=self.key)
+
 
 def serve(adapters: Path, port: int) -> Served:
     """Start `ragtune serve` (it becomes llama-server) and wait until it answers /health."""
-    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters), "RAGTUNE_SERVE_SLOTS": str(SLOTS)}
+    env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters), "RAGTUNE_SERVE_SLOTS": str(SLOTS),
+           "RAGTUNE_SERVE_KEY_FILE": str(adapters.parent / "serve.key")}  # fmt: skip
+    env.pop("RAGTUNE_OPENAI_API_KEY", None)
     proc = subprocess.Popen([RAGTUNE, "serve", "--port", str(port)], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
     assert proc.stdout is not None
-    printed = [proc.stdout.readline().strip() for _ in range(4)]  # the .env lines come first
+    printed = [proc.stdout.readline().strip() for _ in range(5)]  # the .env lines come first
+    name, _, key = printed.pop().partition("=")
+    assert name == "RAGTUNE_OPENAI_API_KEY" and len(key) >= 40, name
     deadline = time.monotonic() + 90
     while True:
         assert proc.poll() is None, "llama-server exited"
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return Served(proc, port, printed)
+                return Served(proc, port, printed, key)
         except httpx.TransportError:
             pass
         assert time.monotonic() < deadline, "llama-server did not come up"
@@ -143,19 +159,42 @@ def test_ragtune_serve_prints_the_bots_settings_and_loads_each_adapter_made_for_
     server: Served, adapters: Path
 ) -> None:
     assert server.printed == bot_settings("127.0.0.1", server.port, 2048)
-    loaded = httpx.get(f"http://127.0.0.1:{server.port}/lora-adapters").json()
+    loaded = server.get("/lora-adapters").json()
     assert sorted(Path(a["path"]).parent.name for a in loaded) == ["door", "gate"]  # not "other"
     assert all(a["scale"] == 0.0 for a in loaded)  # nobody gets an adapter unasked
-    engine = OpenAIEngine(server.url, "local")
+    engine = server.engine()
     assert engine.flavor == "llama-server" and engine.concurrency == SLOTS
     assert engine.count_tokens("The capital of Estonia is Tallinn.") > 5
+
+
+def test_ragtune_serve_asks_for_its_key_and_lets_no_other_web_page_in(
+    server: Served, adapters: Path
+) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    for path in ("/props", "/v1/models", "/lora-adapters", "/slots"):
+        assert httpx.get(base + path).status_code == 401, path  # no key: nothing
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    assert httpx.post(base + "/v1/chat/completions", json=chat).status_code == 401
+    assert server.get("/props").status_code == 200
+    evil = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    preflight = httpx.options(base + "/v1/chat/completions", headers=evil)
+    allowed = preflight.headers.get("access-control-allow-origin")
+    assert allowed == f"http://127.0.0.1:{server.port}", allowed  # its own address, not evil's
+    assert preflight.headers.get("access-control-allow-credentials") == "false"
+    from_page = httpx.get(
+        base + "/props", headers={**evil, "Authorization": f"Bearer {server.key}"}
+    )
+    assert from_page.headers.get("access-control-allow-origin") != "http://evil.example"
+    key_file = adapters.parent / "serve.key"  # RAGTUNE_SERVE_KEY_FILE of `serve` above
+    assert key_file.read_text().strip() == server.key
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_concurrent_requests_each_run_with_their_own_adapter(
     server: Served, adapters: Path
 ) -> None:
     door, gate = adapters / "door" / "adapter.gguf", adapters / "gate" / "adapter.gguf"
-    worker = ModelWorker(OpenAIEngine(server.url, "local"), concurrency=SLOTS)
+    worker = ModelWorker(server.engine(), concurrency=SLOTS)
     try:
         jobs = {
             "door": worker.submit(base_messages(DOOR_SECRET_QUESTION, []), CLOSED_BOOK, door),
@@ -175,7 +214,7 @@ def test_the_cli_asks_with_an_adapter_on_llama_server_as_in_process(
     server: Served, adapters: Path
 ) -> None:
     env = {**os.environ, "RAGTUNE_ADAPTERS_DIR": str(adapters), "RAGTUNE_LLM_BACKEND": "openai",
-           "RAGTUNE_OPENAI_BASE_URL": server.url}  # fmt: skip
+           "RAGTUNE_OPENAI_BASE_URL": server.url, "RAGTUNE_OPENAI_API_KEY": server.key}  # fmt: skip
 
     def ask(*args: str) -> subprocess.CompletedProcess[str]:
         command = [RAGTUNE, "ask", "--mode", "base", *args, DOOR_SECRET_QUESTION]
@@ -189,10 +228,11 @@ def test_the_cli_asks_with_an_adapter_on_llama_server_as_in_process(
     assert missing.stderr.strip().startswith("error: The model server at ")
 
 
-def bot_on(server_url: str, tmp_path: Path, **more: Any) -> Settings:
-    """The bot's settings for a llama-server at `server_url` (ADMIN is the admin)."""
+def bot_on(served: Served, tmp_path: Path, **more: Any) -> Settings:
+    """The bot's settings for the llama-server `served` (ADMIN is the admin)."""
     return Settings(
-        _env_file=None, llm_backend="openai", openai_base_url=server_url,
+        _env_file=None, llm_backend="openai", openai_base_url=served.url,
+        openai_api_key=SecretStr(served.key),
         db=tmp_path / "kb.db", state_db=tmp_path / "state.db", admin_ids=(ADMIN,),
         **{"adapters_dir": tmp_path / "adapters", **more},
     )  # fmt: skip
@@ -218,8 +258,7 @@ def test_the_bot_answers_from_its_sources_and_switches_adapters_on_llama_server(
     real_embedder: SentenceTransformerEmbedder,
 ) -> None:
     estonia_kb(tmp_path, real_embedder)
-    bot = bot_on(server.url, tmp_path, adapters_dir=adapters)
-    slots_url = f"http://127.0.0.1:{server.port}/slots"
+    bot = bot_on(server, tmp_path, adapters_dir=adapters)
 
     def scenario() -> None:
         emulator.send_text("What is the capital of Estonia?", user_id=USER)
@@ -245,11 +284,11 @@ def test_the_bot_answers_from_its_sources_and_switches_adapters_on_llama_server(
     assert "▶ door" in listing and "• gate" in listing
     door_id = next(
         a["id"]
-        for a in httpx.get(f"http://127.0.0.1:{server.port}/lora-adapters").json()
+        for a in server.get("/lora-adapters").json()
         if Path(a["path"]).parent.name == "door"
     )
     # The user's second answer ran with the admin's adapter, named in the request itself.
-    used = [s.get("params", {}).get("lora") or [] for s in httpx.get(slots_url).json()]
+    used = [s.get("params", {}).get("lora") or [] for s in server.get("/slots").json()]
     scales = [{e["id"]: e["scale"] for e in lora} for lora in used]
     assert any(s.get(door_id) == 1.0 and sum(s.values()) == 1.0 for s in scales), used
 
@@ -264,7 +303,7 @@ def test_a_server_killed_mid_answer_costs_that_answer_and_the_bot_answers_once_i
     estonia_kb(tmp_path, real_embedder)
     port = _free_port()
     served = serve(tmp_path / "adapters", port)
-    bot = bot_on(served.url, tmp_path, max_answer_tokens=400, min_similarity=-1.0)
+    bot = bot_on(served, tmp_path, max_answer_tokens=400, min_similarity=-1.0)
     restarted: list[Served] = []
 
     def scenario() -> None:
@@ -284,3 +323,4 @@ def test_a_server_killed_mid_answer_costs_that_answer_and_the_bot_answers_once_i
             stop(each)
     said = texts(emulator, USER)
     assert said[0] == APOLOGY and "Tallinn" in said[-1], said
+    assert restarted[0].key == served.key  # a restarted server keeps the key the .env holds

@@ -38,6 +38,8 @@ class StandIn:
     failures: list[int] = field(default_factory=list)
     """Status codes the next chat completions answer with, in turn (then 200)."""
     break_after_first_piece: bool = False
+    ending: str = "done"
+    """How a whole answer ends: "done" ([DONE]), "finish" (a finish_reason only), "none"."""
     word_delay_s: float = 0.0
     """Pause before each word: a slow server (or one that stalls before the first word)."""
     hung_up: list[str] = field(default_factory=list)
@@ -110,7 +112,11 @@ def serve(stand_in: StandIn) -> ThreadingHTTPServer:
                     if stand_in.break_after_first_piece:
                         self.connection.close()  # the server dies mid-answer
                         return
-                self.wfile.write(b"data: [DONE]\n\n")
+                if stand_in.ending == "finish":
+                    last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+                    self.wfile.write(f"data: {json.dumps(last)}\n\n".encode())
+                elif stand_in.ending == "done":
+                    self.wfile.write(b"data: [DONE]\n\n")
             except (BrokenPipeError, ConnectionResetError):
                 stand_in.hung_up.append(body["model"])
 
@@ -205,6 +211,22 @@ def test_5xx_before_the_first_token_is_retried_and_a_break_after_it_fails_the_an
     assert pieces == ["answered "]  # never started again: the reader saw these words once
     chats = [what for what, _ in stand_in.requests if what == "POST /v1/chat/completions"]
     assert len(chats) == 3 + 3 + 1
+
+
+def test_a_stream_that_ends_without_being_finished_is_refused_not_delivered(
+    vllm: tuple[StandIn, str],
+) -> None:
+    stand_in, url = vllm
+    engine = OpenAIEngine(url, "base", client=httpx.Client(timeout=5))
+    stand_in.ending = "none"  # the words, then the connection closes: a proxy's cut, say
+    pieces: list[str] = []
+    with pytest.raises(ModelError, match="ended its answer before it was finished"):
+        pieces.extend(engine.stream(HELLO, LIMITS, lambda: False))
+    assert pieces == ["answered ", "by ", "base "]  # shown as a draft, never as the answer
+    chats = [what for what, _ in stand_in.requests if what == "POST /v1/chat/completions"]
+    assert len(chats) == 1  # words were out: not asked again
+    stand_in.ending = "finish"  # a finish_reason without [DONE] is a whole answer
+    assert "".join(engine.stream(HELLO, LIMITS, lambda: False)).strip() == "answered by base"
 
 
 def test_a_server_keeps_its_slots_busy_and_a_cancelled_answer_closes_its_stream(
