@@ -476,6 +476,11 @@ def test_odd_arguments_and_file_names_get_a_sentence_not_a_traceback(tmp_path: P
     assert one_error_line(forgot) == "error: No document with id '²': see `ragtune kb list`."
     code, out, _ = invoke("kb", "add", str(folder), "--follow-links", "--db", db)
     assert code == 1 and "1 added" in out and "1 failed" in out  # the loop stays refused
+    odd = run_cli("kb", "add", "http://[::1", "http://example.com:70000/", "--db", db, cwd=tmp_path)
+    said = odd.stderr.decode()
+    assert odd.returncode == 1 and "Traceback" not in said and "2 failed" in odd.stdout.decode()
+    assert "'http://[::1' is not a valid web address (Invalid IPv6 URL)." in said
+    assert "'http://example.com:70000/' is not a valid web address (Port out of range" in said
 
 
 def test_kb_restore_of_another_programs_database_is_refused_in_one_sentence(
