@@ -17,7 +17,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,15 +282,8 @@ class StateStore:
         if not self.facts_known:
             raise StateUnavailableError(f"the bot's state database ({self.failures.where}) "
                                         "cannot be read")  # fmt: skip
-        try:
+        with self._strictly("read_fact", "read"):
             return self._fact(key)
-        except Exception as exc:
-            if not is_storage_failure(exc):
-                raise
-            self.failures.note("read_fact", exc)
-            raise StateUnavailableError(
-                f"the bot's state database cannot be read ({exc})"
-            ) from None
 
     def write_fact(self, key: str, value: str | None) -> None:
         """`set_fact` that raises StateUnavailableError when it could not be stored."""
@@ -298,14 +292,20 @@ class StateStore:
     def write_facts(self, values: dict[str, str | None]) -> None:
         """Store several facts in one transaction (None forgets one), or raise
         StateUnavailableError and store none of them."""
-        try:
+        with self._strictly("write_fact", "written"):
             self._set_facts(values)
+
+    @contextmanager
+    def _strictly(self, action: str, verb: str) -> Iterator[None]:
+        """A storage failure in the block is noted and raised as StateUnavailableError."""
+        try:
+            yield
         except Exception as exc:
             if not is_storage_failure(exc):
                 raise
-            self.failures.note("write_fact", exc)
+            self.failures.note(action, exc)
             raise StateUnavailableError(
-                f"the bot's state database cannot be written ({exc})"
+                f"the bot's state database cannot be {verb} ({exc})"
             ) from None
 
     def _fact(self, key: str) -> str | None:

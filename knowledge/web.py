@@ -5,11 +5,13 @@ internet cannot: the router, a database on localhost, a cloud's metadata service
 address a request would go to — the first one and every redirect's — is resolved first, and one
 that is loopback, private, link-local (metadata services live there), multicast, reserved or
 unspecified is refused unless `allow_private` says otherwise. Only http and https, a bounded
-number of redirects, a timeout on every step, and a size cap checked while the body streams.
+number of redirects, a timeout on every wait and a deadline on the whole fetch (headers
+included), and a size cap checked while the body streams.
 
-Known limit: the name is resolved again when httpx connects, so a DNS server that answers
-differently the second time (DNS rebinding) is not stopped here; run the bot where private
-services need authentication anyway.
+Known limits: the name is resolved again when the connection is made, so a DNS server that
+answers differently the second time (DNS rebinding) is not stopped here; run the bot where
+private services need authentication anyway. Name resolution itself (the system resolver's
+own timeouts) is not cut by the deadline.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ def serving() -> Iterator[Site]:
             status, headers, body = served.routes.get(self.path, (404, {}, b"not here"))
             if self.path in served.header_drips:
                 self._drip_headers(*served.header_drips[self.path])
+                return  # a client that waited this long has given up: nothing more to send
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
