@@ -394,6 +394,7 @@ def build_application(settings: Settings, services: ServicesFactory | None = Non
     from bot.tg.context import CONTEXT_TYPES, SERVICES
     from bot.tg.register import add_handlers, set_command_menus
     from bot.tg.retry import RetryingRateLimiter
+    from bot.tg.updates import MovesFirst
 
     token = settings.telegram_bot_token
     if token is None:
@@ -426,7 +427,8 @@ def build_application(settings: Settings, services: ServicesFactory | None = Non
         .rate_limiter(RetryingRateLimiter(max_retries=3))
         # Updates are handled concurrently, so /cancel and "one at a time" replies are not
         # stuck behind a running answer; the model worker still runs one generation at a time.
-        .concurrent_updates(64)
+        # A group's move to a new id is the exception: nothing after it starts before it is done.
+        .concurrent_updates(MovesFirst(64))
         .build()
     )
     add_handlers(application)

@@ -149,8 +149,8 @@ class Settings(BaseSettings):
     )
     serve_cors_origins: str = Field(
         "",
-        description="Web origins allowed to call `ragtune serve`'s llama-server from a browser "
-        "(comma-separated); empty = none but the server's own address.",
+        description="The one web origin allowed to call `ragtune serve`'s llama-server from a "
+        "browser; empty = none but the server's own address.",
     )
     adapters_dir: Path = Field(
         Path("data/adapters"), description="LoRA adapters, one folder each (ragtune tune train)."

@@ -43,6 +43,15 @@ ALERT_INTERVAL_S = 600.0
 """At most one admin alert per this many seconds while the state cannot be written."""
 
 
+def _may_exist(file: Path) -> bool:
+    """True unless `file` is known not to exist (a folder above it that cannot be searched
+    leaves it unknown: it may hold facts)."""
+    try:
+        return file.exists()
+    except OSError:
+        return True
+
+
 class StateUnavailableError(RagtuneError):
     """A fact the bot must not guess (a chat's binding) cannot be read or written now."""
 
@@ -121,7 +130,7 @@ class WriteFailures:
 class StateStore:
     """Conversation memory that survives restarts (one SQLite file, e.g. data/state.db)."""
 
-    def __init__(self, conn: Connection, *, facts_known: bool = True) -> None:
+    def __init__(self, conn: Connection, *, facts_known: bool = True, durable: bool = True) -> None:
         self.conn = conn
         # One connection shared by the bot's threads: each method holds the lock, so
         # transactions never interleave.
@@ -131,6 +140,9 @@ class StateStore:
         self.facts_known = facts_known
         """False when the state file exists but could not be read: its facts are unknown, and
         `read_fact` raises rather than answer "none"."""
+        self.durable = durable
+        """False for the in-memory stand-in: `write_facts` refuses, since what it would keep
+        is gone at the next start."""
         migrate_state(conn)
 
     def alert_due(self) -> str | None:
@@ -164,7 +176,7 @@ class StateStore:
             store.failures.where = f"{path}, read only for now"
             store.failures.note("open", error)
             return store
-        store = cls(connect(":memory:"), facts_known=not file.exists())
+        store = cls(connect(":memory:"), facts_known=not _may_exist(file), durable=False)
         store.failures.where = f"{path}, kept in memory for now"
         store.failures.note("open", error)
         return store
@@ -292,6 +304,10 @@ class StateStore:
     def write_facts(self, values: dict[str, str | None]) -> None:
         """Store several facts in one transaction (None forgets one), or raise
         StateUnavailableError and store none of them."""
+        if not self.durable:
+            raise StateUnavailableError(
+                f"the bot's state database ({self.failures.where}) cannot be written"
+            )
         with self._strictly("write_fact", "written"):
             self._set_facts(values)
 

@@ -125,9 +125,13 @@ def connect_immutable(path: Path) -> Connection:
     `-shm` cannot be made). SQLite then trusts the main file alone, so a `-wal` beside it that
     still holds changes is refused: what it would read could be out of date."""
     wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
+    try:
+        pending = wal.exists() and wal.stat().st_size > 0
+    except OSError:
+        pending = True  # cannot tell: as good as holding changes
+    if pending:
         raise driver().OperationalError(
-            f"unable to open {path} read only: {wal.name} beside it holds changes not yet in it"
+            f"unable to open {path} read only: {wal.name} beside it may hold changes not in it"
         )
     quoted = urllib.parse.quote(str(path.resolve()))
     conn = _open(f"file:{quoted}?mode=ro&immutable=1", uri=True)

@@ -87,7 +87,8 @@ def sync_folder(
 ) -> SyncReport:
     """Bring the ingestor's collection in line with `folder` (nothing written when `dry_run`).
 
-    A sync that would forget more than MOST_FORGOTTEN of the folder's documents forgets none
+    A sync that would forget more than MOST_FORGOTTEN of the folder's documents (and more than
+    FEW_FORGOTTEN) forgets none
     and says so, unless `forget_many`: one stray file in an unmounted share's mount point must
     not look like 49 files deleted on purpose.
     """
@@ -118,7 +119,7 @@ def sync_folder(
     elif not forget_many:
         added = {r.external_id for r in report.results if r.outcome is Outcome.ADDED}
         before = [d for d in stored if d.external_id not in added]
-        if len(gone) > MOST_FORGOTTEN * len(before):
+        if len(gone) > max(MOST_FORGOTTEN * len(before), FEW_FORGOTTEN):
             report.results.append(_most_gone(root, len(gone), len(before)))
             gone = []
     if not dry_run:
@@ -130,7 +131,9 @@ def sync_folder(
 
 
 MOST_FORGOTTEN = 0.5
-"""A sync forgets at most this share of a folder's documents unless told to (--forget-many)."""
+"""A sync forgets at most this share of a folder's documents unless told to (--forget-many)..."""
+FEW_FORGOTTEN = 5
+"""...or this many, whatever share they are (a small folder's renames and deletions go on)."""
 
 
 def _most_gone(root: str, gone: int, stored: int) -> DocumentResult:

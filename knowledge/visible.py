@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import cssselect
 import tinycss2
-from cssselect import ExpressionError, SelectorError
+from cssselect import ExpressionError, HTMLTranslator, SelectorError
 from lxml import etree
 from lxml.html import HtmlElement
 
@@ -49,15 +51,27 @@ NAMED: dict[str, Color] = {
 MIN_CONTRAST = 1.2
 """Text whose colour contrasts less than this with its background is not readable (WCAG's
 ratio: 1 is the same colour, 21 black on white; #eee on white is 1.16, #ddd 1.36)."""
-OFF_SCREEN_PX = -1000.0
-"""A text-indent or left/top offset at least this far back puts text off the page."""
+OFF_SCREEN_PX = -200.0
+"""A text-indent, or the left/top of a positioned element, at least this far back puts text off
+the page (image replacement used -9999px; a reader sees nothing that far out)."""
+TINY_PX = 1.0
+"""Text smaller than this, or a box this narrow or low with its overflow hidden, shows nothing."""
 HIDING = {"display": {"none"}, "visibility": {"hidden", "collapse"}}
-READ = frozenset({"display", "visibility", "opacity", "font-size", "text-indent", "left", "top",
-                  "color", "background", "background-color", "background-image"})  # fmt: skip
-"""The properties that decide here whether text is seen (a rule with none of them is skipped)."""
+HIDES = frozenset(
+    "display visibility opacity font-size text-indent left top position transform clip-path "
+    "clip width height overflow".split()
+)
+"""Properties that can hide text by themselves."""
+READ = HIDES | {"color", "background", "background-color", "background-image"}
+"""The properties read here (a rule with none of them is skipped)."""
 MAX_QUERIES = 300
-"""Selectors other than tag.class#id looked up per page at most (each is a query over the whole
-page, ~2 ms on 10,000 elements); simple ones are looked up in an index, without a limit."""
+"""Selectors other than tag.class#id run per page for colours alone (each is a query over the
+whole page, ~2 ms on 10,000 elements). Rules that can hide text are always run: a page whose
+hiding rules outrun the parser's CPU limit is refused as a whole, never read with them
+skipped."""
+SCREEN_MEDIA = re.compile(r"^\s*(only\s+)?(screen|all)?\s*$", re.IGNORECASE)
+"""@media queries taken to apply: none, `screen` or `all` (a print or width-dependent rule may
+not hold for the reader)."""
 _SIMPLE = re.compile(r"^([a-z][a-z0-9-]*)?((?:[.#][\w-]+)*)$")
 _NUMBER = re.compile(r"^(-?[\d.]+)(px|em|rem|pt|%)?$")
 
@@ -66,7 +80,8 @@ _NUMBER = re.compile(r"^(-?[\d.]+)(px|em|rem|pt|%)?$")
 class Seen:
     """What an element inherits from its ancestors: the text colour and the background."""
 
-    color: Color = BLACK
+    color: Color | None = BLACK
+    """None: a colour not understood here (a variable, hsl(), currentcolor...)."""
     background: Color | None = WHITE
     """None: an image or gradient, whose colour under the text is unknown."""
 
@@ -86,12 +101,14 @@ def drop_hidden(tree: HtmlElement) -> int:
 
 
 def _walk(
-    element: HtmlElement, parent: Seen, styles: dict[HtmlElement, dict[str, str]]
+    element: HtmlElement, parent: Seen, styles: dict[HtmlElement, list[Declared]]
 ) -> Iterator[tuple[HtmlElement, Seen | None]]:
     """Each element with what it passes on, or None for a hidden one (not walked into)."""
     if not isinstance(element.tag, str):  # comments, processing instructions
         return
-    style = {**styles.get(element, {}), **_declarations(element.get("style", ""))}
+    inline = [(important, INLINE, 0, name, value)
+              for name, value, important in _declarations(element.get("style", ""))]  # fmt: skip
+    style = _cascade(styles.get(element, []) + inline)
     seen = _seen(element, style, parent)
     yield element, seen
     if seen is not None:
@@ -105,21 +122,48 @@ def _seen(element: HtmlElement, style: dict[str, str], parent: Seen) -> Seen | N
         return None
     if any(style.get(name) in values for name, values in HIDING.items()):
         return None
-    if _number(style.get("opacity", "1")) == 0 or _px(style.get("font-size")) == 0:
-        return None
-    offsets = (style.get("text-indent"), style.get("left"), style.get("top"))
-    if any((px := _px(offset)) is not None and px <= OFF_SCREEN_PX for offset in offsets):
+    if _number(style.get("opacity", "1")) == 0 or _shrunk(style) or _off_screen(style):
         return None
     background = _background(element, style, parent.background)
     stated = style.get("color") or (element.get("color") if element.tag == "font" else None)
-    color = _color(stated) if stated else parent.color
-    if color is None:  # a colour not known here: judge nothing below by it
-        return Seen(BLACK, None)
-    if color[3] == 0:
+    inherited = not stated or stated in ("inherit", "currentcolor")
+    color = parent.color if inherited else _color(stated or "")
+    if color is not None and color[3] == 0:
         return None
-    if background is not None and _contrast(color, background) < MIN_CONTRAST:
+    if color and background and _contrast(color, background) < MIN_CONTRAST:
         return None
     return Seen(color, background)
+
+
+def _shrunk(style: dict[str, str]) -> bool:
+    """Text made too small to see: a tiny font, a scale of 0, a box clipped to nothing."""
+    font = _px(style.get("font-size"))
+    if font is not None and font < TINY_PX:
+        return True
+    transform = style.get("transform", "")
+    if re.search(r"scale[xy]?\(\s*0*\.?0+\s*[,)]", transform):
+        return True
+    clip_path = style.get("clip-path", "")
+    inset = re.search(r"inset\(\s*([\d.]+)%", clip_path)
+    if (inset and float(inset.group(1)) >= 50) or clip_path.startswith("circle(0"):
+        return True
+    if re.fullmatch(r"rect\((0(px)?[\s,]*){4}\)", style.get("clip", "")):
+        return True
+    if style.get("overflow") in ("hidden", "clip"):
+        sizes = (_px(style.get("width")), _px(style.get("height")))
+        return any(size is not None and size <= TINY_PX for size in sizes)
+    return False
+
+
+def _off_screen(style: dict[str, str]) -> bool:
+    """Text pushed off the page: a large negative indent, or a positioned box moved far out."""
+    indent = _px(style.get("text-indent"))
+    if indent is not None and indent <= OFF_SCREEN_PX:
+        return True
+    if style.get("position") not in ("absolute", "fixed"):
+        return False
+    offsets = (_px(style.get("left")), _px(style.get("top")))
+    return any(offset is not None and offset <= OFF_SCREEN_PX for offset in offsets)
 
 
 def _hidden_attribute(element: HtmlElement) -> bool:
@@ -208,35 +252,69 @@ def _px(value: str | None) -> float | None:
     return number * scale
 
 
-def _declarations(css: str) -> dict[str, str]:
-    """`name: value` pairs of a declaration list, names and values lower case."""
-    found = {}
+Specificity = tuple[int, int, int, int]
+"""(inline, ids, classes, tags), compared as CSS compares them."""
+INLINE: Specificity = (1, 0, 0, 0)
+Declared = tuple[bool, Specificity, int, str, str]
+"""One declaration for an element: (!important, specificity, source order, name, value)."""
+
+
+def _declarations(css: str) -> list[tuple[str, str, bool]]:
+    """(name, value, !important) of a declaration list, names and values lower case."""
+    found = []
     for item in tinycss2.parse_declaration_list(css, skip_comments=True, skip_whitespace=True):
-        if item.type == "declaration":
-            found[item.lower_name] = tinycss2.serialize(item.value).strip().lower()
+        if item.type == "declaration" and item.lower_name in READ:
+            value = tinycss2.serialize(item.value).strip().lower()
+            found.append((item.lower_name, value, bool(item.important)))
     return found
 
 
-def _stylesheet_styles(tree: HtmlElement) -> dict[HtmlElement, dict[str, str]]:
-    """The declarations the page's own `<style>` blocks give each element (later rules win;
-    rules inside @media and other at-rules are left out: they may not apply on screen)."""
-    styles: dict[HtmlElement, dict[str, str]] = {}
+def _cascade(declared: list[Declared]) -> dict[str, str]:
+    """Each property's winning value: !important first, then specificity, then the later."""
+    won: dict[str, tuple[tuple[bool, Specificity, int], str]] = {}
+    for important, specificity, order, name, value in declared:
+        rank = (important, specificity, order)
+        if name not in won or rank >= won[name][0]:
+            won[name] = (rank, value)
+    return {name: value for name, (_, value) in won.items()}
+
+
+def _stylesheet_styles(tree: HtmlElement) -> dict[HtmlElement, list[Declared]]:
+    """The declarations the page's own `<style>` blocks give each element, in source order
+    (rules in @media for print or for some screen sizes only are left out: they may not apply
+    to the reader; @supports and @layer blocks are read)."""
+    styles: dict[HtmlElement, list[Declared]] = {}
     index = _Index(tree)
+    order = 0
     for block in tree.iter("style"):
-        rules = tinycss2.parse_stylesheet(block.text or "", skip_comments=True,
-                                          skip_whitespace=True)  # fmt: skip
-        for rule in rules:
-            if rule.type != "qualified-rule":
+        for rule in _rules(tinycss2.parse_stylesheet(block.text or "", skip_comments=True,
+                                                    skip_whitespace=True)):  # fmt: skip
+            declarations = _declarations(tinycss2.serialize(rule.content))
+            if not declarations:
                 continue
-            declarations = {
-                name: value
-                for name, value in _declarations(tinycss2.serialize(rule.content)).items()
-                if name in READ
-            }
-            if declarations:
-                for element in index.select(tinycss2.serialize(rule.prelude).strip()):
-                    styles.setdefault(element, {}).update(declarations)
+            hides = any(name in HIDES for name, _, _ in declarations)
+            for element, specificity in index.select(tinycss2.serialize(rule.prelude), hides):
+                order += 1
+                styles.setdefault(element, []).extend(
+                    (important, specificity, order, name, value)
+                    for name, value, important in declarations
+                )
     return styles
+
+
+def _rules(nodes: list[Any]) -> Iterator[Any]:
+    """The qualified rules of a stylesheet, those inside the at-rules that apply included."""
+    for node in nodes:
+        if node.type == "qualified-rule":
+            yield node
+        elif node.type == "at-rule" and node.content is not None:
+            keyword = node.lower_at_keyword
+            query = tinycss2.serialize(node.prelude)
+            if keyword in ("supports", "layer") or (
+                keyword == "media" and SCREEN_MEDIA.match(query)
+            ):
+                yield from _rules(tinycss2.parse_rule_list(node.content, skip_comments=True,
+                                                           skip_whitespace=True))  # fmt: skip
 
 
 class _Index:
@@ -256,33 +334,48 @@ class _Index:
             if element.get("id"):
                 self.by_id.setdefault(element.get("id"), []).append(element)
         self.queries = 0
+        self.translator = HTMLTranslator()
 
-    def select(self, selectors: str) -> list[HtmlElement]:
-        """The elements a selector list matches ([] for one that cannot be run here)."""
-        simple = [_SIMPLE.match(part.strip()) for part in selectors.split(",")]
-        if "[" not in selectors and "(" not in selectors and all(simple):
-            return [e for match in simple if match for e in self._simple(match)]
-        if self.queries >= MAX_QUERIES:
-            return []
-        self.queries += 1
+    def select(self, selectors: str, hides: bool) -> list[tuple[HtmlElement, Specificity]]:
+        """The elements a selector list matches, each with the specificity of the selector
+        that matched it ([] for one that cannot be run here)."""
+        parts = [part.strip() for part in selectors.split(",")]
+        simple = [_SIMPLE.match(part) for part in parts]
+        if "[" not in selectors and "(" not in selectors and ":" not in selectors and all(simple):
+            return [hit for match in simple if match for hit in self._simple(match)]
         try:
-            return list(self.tree.cssselect(selectors))
-        except (SelectorError, ExpressionError, etree.XPathError):
-            return []  # a selector cssselect cannot run (:hover and the like)
-
-    def _simple(self, match: re.Match[str]) -> list[HtmlElement]:
-        tag, rest = match.group(1), match.group(2)
-        classes = [part for part in re.findall(r"[.#][\w-]+", rest)]
-        if not tag and not classes:
+            parsed = cssselect.parse(selectors)
+        except SelectorError:
             return []
-        first = classes[0] if classes else None
+        found = []
+        for selector in parsed:
+            if not hides and self.queries >= MAX_QUERIES:
+                break
+            self.queries += 1
+            try:
+                xpath = self.translator.selector_to_xpath(selector)
+                matched = self.tree.xpath(xpath)
+            except (ExpressionError, etree.XPathError):
+                continue  # :hover, ::before and the like: not what a reader sees at rest
+            specificity = (0, *selector.specificity())
+            found += [(element, specificity) for element in matched]
+        return found
+
+    def _simple(self, match: re.Match[str]) -> list[tuple[HtmlElement, Specificity]]:
+        tag, rest = match.group(1), match.group(2)
+        parts = re.findall(r"[.#][\w-]+", rest)
+        if not tag and not parts:
+            return []
+        first = parts[0] if parts else None
         if first is None:
             candidates = self.by_tag.get(tag or "", [])
         elif first.startswith("."):
             candidates = self.by_class.get(first[1:], [])
         else:
             candidates = self.by_id.get(first[1:], [])
-        return [e for e in candidates if _matches(e, tag, classes)]
+        ids = sum(part.startswith("#") for part in parts)
+        specificity = (0, ids, len(parts) - ids, 1 if tag else 0)
+        return [(e, specificity) for e in candidates if _matches(e, tag, parts)]
 
 
 def _matches(element: HtmlElement, tag: str | None, parts: list[str]) -> bool:

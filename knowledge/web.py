@@ -8,10 +8,10 @@ unspecified is refused unless `allow_private` says otherwise. Only http and http
 number of redirects, a timeout on every wait and a deadline on the whole fetch (headers
 included), and a size cap checked while the body streams.
 
-Known limits: the name is resolved again when the connection is made, so a DNS server that
-answers differently the second time (DNS rebinding) is not stopped here; run the bot where
-private services need authentication anyway. Name resolution itself (the system resolver's
-own timeouts) is not cut by the deadline.
+Every connection goes to an address checked at the moment it is made, so a DNS server that
+answers differently the second time (DNS rebinding) gets nowhere. Known limits: name resolution
+itself (the system resolver's own timeouts) is not cut by the deadline, and HTTP(S)_PROXY is
+not used (a proxy would resolve names where they cannot be checked).
 """
 
 from __future__ import annotations
@@ -84,21 +84,10 @@ def is_web_address(text: str) -> bool:
         return True
 
 
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-"""IPv6 addresses that a NAT64 gateway turns into the IPv4 address in their last 32 bits."""
-
-
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one leads to (mapped, 6to4, Teredo's client, NAT64), if any."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    """The IPv4 address an IPv6 one leads to (mapped, or 6to4's `2002::/16`), if any. (NAT64's
+    `64:ff9b::/96` and Teredo's `2001::/32` are not global to `ipaddress`: refused as they are.)"""
+    return address.ipv4_mapped or address.sixtofour
 
 
 def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -127,19 +116,27 @@ def check_url(url: str, settings: WebSettings) -> None:
         raise PageError(f"{url[:200]!r} is not a valid web address ({exc}).") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PageError(f"Only http and https addresses can be added, not {url[:200]!r}.")
-    if settings.allow_private or parts.hostname.lower() in settings.trusted_hosts:
-        return
+    allowed_addresses(parts.hostname, port, settings)
+
+
+def allowed_addresses(host: str, port: int, settings: WebSettings) -> list[str]:
+    """The addresses `host` resolves to, all of them allowed (else PageError), or `[host]`
+    itself where every address is allowed (RAGTUNE_WEB_ALLOW_PRIVATE, a trusted host)."""
+    if settings.allow_private or host.lower() in settings.trusted_hosts:
+        return [host]
     try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
-        raise PageError(f"{parts.hostname} cannot be found ({exc}).") from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        raise PageError(f"{host} cannot be found ({exc}).") from None
+    addresses = [str(info[4][0]).split("%")[0] for info in infos]
+    for text in addresses:
+        address = ipaddress.ip_address(text)
         if _forbidden(address):
             raise PageError(
-                f"{parts.hostname} is a local or private address ({address}): pages there are "
-                "not fetched (RAGTUNE_WEB_ALLOW_PRIVATE=true allows it)."
+                f"{host} is a local or private address ({address}): pages there are not "
+                "fetched (RAGTUNE_WEB_ALLOW_PRIVATE=true allows it)."
             )
+    return addresses
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -174,10 +171,13 @@ class _DeadlineStream(httpcore.NetworkStream):
 class _DeadlineBackend(httpcore.NetworkBackend):
     """httpcore's own sockets, each wait cut to the time left before `deadline`: a server
     that drips its headers (or its TLS handshake) a byte inside every timeout cannot stretch
-    the fetch past it, as it could when only each wait was bounded."""
+    the fetch past it, as it could when only each wait was bounded. Each connection goes to an
+    address checked here, at connect time: a name that resolved to a public address for the
+    check and to a private one for the connection (DNS rebinding) is refused."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, settings: WebSettings) -> None:
         self.deadline = deadline
+        self.settings = settings
         self.sockets = httpcore.SyncBackend()
 
     def connect_tcp(
@@ -188,8 +188,9 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        address = allowed_addresses(host, port, self.settings)[0]
         stream = self.sockets.connect_tcp(
-            host, port, _left(self.deadline, timeout), local_address, socket_options
+            address, port, _left(self.deadline, timeout), local_address, socket_options
         )
         return _DeadlineStream(stream, self.deadline)
 
@@ -220,15 +221,16 @@ def fetch_page(url: str, settings: WebSettings) -> Page:
              "write": settings.timeout_s, "pool": settings.timeout_s}  # fmt: skip
     whole = settings.timeout_s * WHOLE_FETCH_TIMEOUTS
     deadline = time.monotonic() + whole
-    backend = _DeadlineBackend(deadline)
+    backend = _DeadlineBackend(deadline, settings)
     with httpcore.ConnectionPool(network_backend=backend, retries=0) as pool:
         for _ in range(settings.max_redirects + 1):
             check_url(url, settings)
-            target = _request_url(url)
+            target, host = _request_url(url)
             try:
                 with pool.stream(
-                    "GET", target, headers=headers, extensions={"timeout": waits}
-                ) as response:
+                    "GET", target, headers=[(b"Host", host), *headers],
+                    extensions={"timeout": waits},
+                ) as response:  # fmt: skip
                     location = _header(response, "location")
                     if response.status in REDIRECTS and location:
                         url = urljoin(url, location)
@@ -252,17 +254,19 @@ FETCH_ERRORS = (
 )
 
 
-def _request_url(url: str) -> httpcore.URL:
-    """`url` as httpcore sends it (httpx's parser: IDNA host names, percent-encoded path)."""
+def _request_url(url: str) -> tuple[httpcore.URL, bytes]:
+    """`url` as httpcore sends it (httpx's parser: IDNA host names, percent-encoded path) and
+    its Host header (an IPv6 address in brackets, which httpcore would leave out)."""
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError) as exc:
         raise PageError(
             f"{url[:200]!r} is not a web address that can be fetched ({exc})."
         ) from None
-    return httpcore.URL(
+    target = httpcore.URL(
         scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
     )
+    return target, parsed.netloc
 
 
 def _header(response: httpcore.Response, name: str) -> str:

@@ -57,6 +57,8 @@ class ChatBindings:
         self._unsaved: dict[str, str | None] = {}
         """Facts of a chat move that could not be stored: held here until the next start, so the
         moved group keeps its collection meanwhile."""
+        self._pending_moves: dict[int, int] = {}
+        """New chat id -> old one, for moves whose bindings could not even be read."""
 
     def collection(self, chat_id: int | None) -> Collection:
         """The collection a chat searches and its admins' documents go to (default: global);
@@ -88,7 +90,11 @@ class ChatBindings:
     def _bound_collection(self, chat_id: int) -> str | None:
         """The name of the collection the chat is bound to (None: global), as the state says."""
         try:
+            if chat_id in self._pending_moves:
+                self.move_chat(self._pending_moves[chat_id], chat_id)
             return self._fact(collection_key(chat_id))
+        except CollectionError:
+            raise CollectionError(UNKNOWN_BINDING) from None
         except StateUnavailableError as exc:
             with self._lock:
                 only_global = [c.id for c in self.store.collections()] == [GLOBAL_COLLECTION]
@@ -143,9 +149,16 @@ class ChatBindings:
                         moved[new] = value
                     moved[old] = None
             if not moved:
+                self._pending_moves.pop(new_id, None)
                 return False
             self.state.write_facts(moved)
         except StateUnavailableError as exc:
+            if not moved:  # not even read: tried again before the new chat's next lookup
+                self._pending_moves[new_id] = old_id
+                raise CollectionError(
+                    f"Chat {old_id} became chat {new_id}, but its bindings could not be read "
+                    f"({exc}); the new chat is refused until they can be, then they move."
+                ) from None
             self._unsaved.update(moved)
             raise CollectionError(
                 f"Chat {old_id} became chat {new_id}, but its bindings could not be moved in "
@@ -153,6 +166,7 @@ class ChatBindings:
             ) from None
         for key in moved:
             self._unsaved.pop(key, None)
+        self._pending_moves.pop(new_id, None)
         log.info("chat %s is now %s: its bindings moved with it", old_id, new_id)
         return True
 

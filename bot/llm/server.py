@@ -79,15 +79,15 @@ def llama_server_command(
     """The llama-server command line: `slots` parallel slots with continuous batching, each
     with `context_window` tokens, and `adapters` loaded at scale 0: a request that names none
     gets the base model (llama-server falls back to these scales), one that names an adapter
-    gets it alone. Browsers may call it only from `cors_origins` (default: its own address),
+    gets it alone. Browsers may call it only from the origin `cors_origins` (default: its own
+    address),
     never with credentials: llama-server's own default echoes any page's origin and allows them.
     The API key, if any, goes in through the environment (LLAMA_API_KEY), not here."""
-    origins = cors_origins or f"http://{host}:{port}"
     command = [
         str(binary), "--model", str(model), "--host", host, "--port", str(port),
         "--parallel", str(slots), "--cont-batching", "--ctx-size", str(context_window * slots),
         "--threads", str(threads), "--threads-batch", str(threads), "--no-webui",
-        "--cors-origins", origins, "--no-cors-credentials",
+        "--cors-origins", cors_origin(cors_origins, host, port), "--no-cors-credentials",
     ]  # fmt: skip
     if adapters:
         command.append("--lora-init-without-apply")
@@ -105,17 +105,35 @@ def serve_key(key_file: Path) -> str:
     """The API key kept in `key_file`, made (random, readable by its owner only) if there is
     none yet, so that a restarted server keeps the key the bots' .env files hold."""
     if key_file.is_file():
+        key_file.chmod(0o600)  # a copy restored with looser rights is closed again
         key = key_file.read_text().strip()
         if key:
             return key
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(KEY_BYTES)
     partial = key_file.with_name(key_file.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial.unlink(missing_ok=True)  # O_EXCL: never a file someone else made, with its rights
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(key + "\n")
     partial.replace(key_file)
     return key
+
+
+def cors_origin(configured: str, host: str, port: int) -> str:
+    """The one origin browsers may call the server from: `configured`, else its own address.
+    This llama-server writes the setting into Access-Control-Allow-Origin as it is, which holds
+    one origin, so a list is refused in one sentence."""
+    origin = configured.strip()
+    if not origin:
+        return f"http://{host}:{port}"
+    if "," in origin or " " in origin or origin == "*":
+        raise ModelError(
+            f"RAGTUNE_SERVE_CORS_ORIGINS={configured!r}: give one origin (such as "
+            "https://app.example.com); llama-server sends it as it is, and a list or * would "
+            "let no page in or every page."
+        )
+    return origin
 
 
 def bot_settings(host: str, port: int, context_window: int) -> list[str]:

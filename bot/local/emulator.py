@@ -14,7 +14,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -225,6 +226,13 @@ class BotAPIEmulator:
                 message["caption_entities"] = [{"type": "bot_command", "offset": 0,
                                                 "length": length}]  # fmt: skip
         return self._push({"message": message})
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Updates pushed in the block reach the bot in one getUpdates answer (as a burst of
+        messages does), so it starts handling them at once."""
+        with self._changed:  # re-entrant: _push takes it too
+            yield
 
     def migrate_group(self, old_id: int, new_id: int, *, user_id: int = 1001) -> None:
         """The group `old_id` becomes the supergroup `new_id`, as Telegram does it: a service

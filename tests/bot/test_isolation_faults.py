@@ -83,6 +83,22 @@ def test_a_group_that_becomes_a_supergroup_keeps_its_collection(
         assert (0, "chat-moved", True, f"{OLD_GROUP} -> {NEW_GROUP}") in state.audit_log()
 
 
+def test_an_add_that_arrives_with_the_move_waits_for_it_and_lands_in_the_groups_collection(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
+) -> None:
+    def scenario() -> None:
+        say(emulator, "/kb new hr", user=ADMIN, chat=OLD_GROUP, kind="group")
+        with emulator.together():  # the move and the first /add in one burst
+            emulator.migrate_group(OLD_GROUP, NEW_GROUP, user_id=ADMIN)
+            emulator.send_text(f"/add {PAYROLL}", user_id=ADMIN, chat_id=NEW_GROUP,
+                               chat_type="supergroup")  # fmt: skip
+        emulator.wait_for(lambda: bool(texts(emulator, NEW_GROUP)))
+
+    run_bot(settings, scripted_services(tmp_path, ScriptedEngine()), scenario)
+    assert texts(emulator, NEW_GROUP)[0].startswith("Added document")
+    assert collections_of(tmp_path) == {"global": ["estonia"], "hr": [PAYROLL[:60]]}
+
+
 def test_a_reply_refused_as_migrated_moves_the_binding_when_the_message_was_missed(
     settings: Settings, emulator: BotAPIEmulator, tmp_path: Path
 ) -> None:

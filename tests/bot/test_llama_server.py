@@ -29,7 +29,7 @@ from bot.config import Settings
 from bot.core.prompts import base_messages
 from bot.llm.engine import GenerationLimits, ModelError
 from bot.llm.openai_http import OpenAIEngine
-from bot.llm.server import bot_settings, find_llama_server
+from bot.llm.server import bot_settings, cors_origin, find_llama_server
 from bot.llm.worker import ModelWorker
 from bot.local.emulator import BotAPIEmulator
 from bot.tg.handlers import APOLOGY
@@ -188,6 +188,14 @@ def test_ragtune_serve_asks_for_its_key_and_lets_no_other_web_page_in(
     key_file = adapters.parent / "serve.key"  # RAGTUNE_SERVE_KEY_FILE of `serve` above
     assert key_file.read_text().strip() == server.key
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_one_cors_origin_is_taken_and_a_list_or_a_wildcard_refused() -> None:
+    assert cors_origin("", "127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert cors_origin(" https://app.example.com ", "0.0.0.0", 8080) == "https://app.example.com"
+    for wrong in ("https://a.example,https://b.example", "*", "https://a.example https://b"):
+        with pytest.raises(ModelError, match="give one origin"):
+            cors_origin(wrong, "127.0.0.1", 8080)
 
 
 def test_concurrent_requests_each_run_with_their_own_adapter(

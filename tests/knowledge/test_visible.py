@@ -31,8 +31,24 @@ HIDDEN_FORMS = (
     '<p class="gone">{text}</p>',
     '<p id="away">{text}</p>',
     "<template><p>{text}</p></template>",
+    '<p id="won">{text}</p>',  # an id rule beats a later tag rule
+    '<p class="late">{text}</p>',  # a hiding rule after 400 colour-only ones
+    '<div style="color:var(--ink)"><p style="color:#fff">{text}</p></div>',
+    '<p class="screen">{text}</p>',  # hidden by @media screen
+    '<p class="supported">{text}</p>',  # hidden inside @supports
+    '<p style="position:absolute;left:-999px">{text}</p>',
+    '<p style="font-size:0.0001em">{text}</p>',
+    '<p style="transform:scale(0)">{text}</p>',
+    '<p style="clip-path:inset(50%)">{text}</p>',
+    '<p style="width:0;height:0;overflow:hidden">{text}</p>',
 )
-STYLE = "<style>.gone { display: none !important } #away { visibility: hidden }</style>"
+CHEAP = "".join(f"div > i{n} {{ color: red }}" for n in range(400))
+STYLE = (
+    "<style>.gone { display: none !important } #away { visibility: hidden } "
+    f"#won {{ display: none }} p {{ display: block }} {CHEAP} body .late {{ display: none }} "
+    "@media screen { .screen { display: none } } "
+    "@supports (display: grid) { .supported { visibility: hidden } }</style>"
+)
 
 
 def page(*parts: str) -> bytes:
@@ -67,6 +83,12 @@ def test_every_way_of_hiding_text_is_left_out_and_the_visible_text_kept() -> Non
         '<p class="screen-only">{text}</p>',
         "<style>p:hover {{ display: none }}</style><p>{text}</p>",
         '<p hidden="until-found">{text}</p>',
+        "<style>@media (max-width: 400px) {{ .wide {{ display: none }} }}</style>"
+        '<p class="wide">{text}</p>',  # hidden on small screens only
+        '<p style="margin-left:-20px">{text}</p>',
+        '<p style="width:0">{text}</p>',  # overflows, visibly
+        "<style>p.keep {{ display: none }} #show {{ display: block }}</style>"
+        '<p class="keep" id="show">{text}</p>',  # the id rule wins
     ],
 )
 def test_text_a_reader_does_see_is_kept(shown: str) -> None:

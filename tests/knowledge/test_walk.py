@@ -156,6 +156,19 @@ def test_a_stray_file_in_an_unmounted_share_forgets_nothing_unless_told(
     assert [d.title for d in store.list_documents()] == ["README"]
 
 
+def test_in_a_small_folder_a_rename_or_a_deletion_goes_on_as_usual(
+    store: KnowledgeStore, tmp_path: Path
+) -> None:
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (folder / "only.txt").write_text("The only rule: be kind.")
+    sync_folder(_ingestor(store), folder)
+    (folder / "only.txt").rename(folder / "rule.txt")
+    report = sync_folder(_ingestor(store), folder)
+    assert [d.title for d in report.forgotten] == ["only"] and report.ingest.failures == []
+    assert [d.title for d in store.list_documents()] == ["rule"]
+
+
 def test_a_name_holding_a_backslash_escape_and_a_name_holding_the_byte_stay_two_documents(
     store: KnowledgeStore, tmp_path: Path
 ) -> None:

@@ -5,7 +5,9 @@ Pages are served on 127.0.0.1 by a real HTTP server in a thread; the fetches go 
 
 from __future__ import annotations
 
+import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -166,6 +168,22 @@ def test_malformed_addresses_and_tunnels_to_local_ones_are_refused_in_one_senten
     ):
         with pytest.raises(PageError, match="local or private address"):
             fetch_page(url, closed)
+
+
+def test_a_name_that_resolves_elsewhere_when_connecting_is_refused(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the check sees a public address, the connection would get 127.0.0.1."""
+    site.page("/secret", "<html><body><p>The router's admin password is hunter2.</p></body></html>")
+    answers = iter(["93.184.216.34", "127.0.0.1", "127.0.0.1"])
+
+    def rebinding(host: str, port: object, *args: object, **kwargs: object) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)  # a DNS server that lies the second time
+    with pytest.raises(PageError, match=r"local or private address \(127\.0\.0\.1\)"):
+        fetch_page(site.url("/secret", host="rebind.example"), WebSettings(timeout_s=5))
+    assert site.asked == []
 
 
 def test_what_counts_as_a_web_address() -> None:
