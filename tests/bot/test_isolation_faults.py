@@ -211,3 +211,22 @@ def test_with_the_state_disk_full_a_binding_is_refused_not_reported_as_done(
     assert created.startswith("The collection shop was created. This chat could not be bound")
     assert unbound.startswith("This chat searches the collection global")
     assert bound(state_db, OLD_GROUP) == "hr" and bound(state_db, SHOP) is None
+
+
+def test_a_state_kept_in_memory_never_reports_a_binding_as_stored(
+    settings: Settings, emulator: BotAPIEmulator, tmp_path: Path, small_disk: SmallDisk
+) -> None:
+    small_disk.make_read_only()  # no state file, and none can be made: the state is in memory
+    with KnowledgeStore.open(tmp_path / "kb.db") as store:
+        store.create_collection("hr")
+    services = scripted_services(tmp_path, ScriptedEngine(), state_db=small_disk.path / "s.db")
+
+    def scenario() -> None:
+        say(emulator, "/kb use hr", user=ADMIN, chat=OLD_GROUP, kind="group")
+        say(emulator, "/kb", user=USER, chat=OLD_GROUP, kind="group")
+
+    run_bot(settings, services, scenario)
+    refused, which = texts(emulator, OLD_GROUP)
+    assert refused.startswith("This chat could not be bound to hr: the bot's state database (")
+    assert "kept in memory for now) cannot be written" in refused
+    assert which.startswith("This chat searches the collection global")  # as it did before
