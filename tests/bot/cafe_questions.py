@@ -61,6 +61,25 @@ NEW_CAFE_QUESTIONS: list[tuple[str, Check]] = [
 ]
 """Ten more, not the café test's: asked of grounded adapters, which never trained on this domain."""
 
+REWORDED_CAFE_QUESTIONS: list[tuple[str, Check]] = [
+    ("How early can I get a coffee on a Tuesday?", Check(("8 am", "8am", "8:00", "eight"))),
+    ("Any chance you're open on a Sunday afternoon?",
+     Check(("closed", "not open", "no"), ("yes",))),
+    ("Where exactly are you located?", Check(("12 harbour street",))),
+    ("I need to get online: how do I find the wifi password?", Check(("receipt",))),
+    ("Is it okay to bring my labrador indoors?",
+     Check(("guide dog", "guide dogs", "terrace"), ("yes",))),
+    ("I don't eat animal products, what can I order?",
+     Check(("lentil", "falafel", "cinnamon"))),
+    ("Do you accept banknotes and coins?",
+     Check(("not", "no", "doesn't", "cannot"), ("yes",))),
+    ("We are a group of eight, can we reserve?", Check(("555-0142",))),
+    ("Is there somewhere to leave the car nearby?", Check(("ferry terminal",))),
+    ("What does parking cost?", Check(("2 euros", "€2", "2 eur"))),
+]  # fmt: skip
+"""The café test's questions in new wording, written before the reader of issue 37 was built and
+never tuned on: what the café test asks since."""
+
 
 def is_right(answer: str, check: Check) -> bool:
     """Whether `answer` passes `check`."""
