@@ -82,25 +82,61 @@ def _hard_split(sentence: str, max_chars: int) -> list[str]:
     return pieces
 
 
+def _whole_code_blocks(sentences: list[str]) -> list[str]:
+    """Sentences with each fenced code block (one line per sentence) joined into one, so a
+    block is cut only when it alone is over a chunk."""
+    joined: list[str] = []
+    block: list[str] | None = None
+    for sentence in sentences:
+        fence = sentence.startswith(("```", "~~~"))
+        if block is None:
+            if fence and not (len(sentence) > 3 and sentence.rstrip().endswith(("```", "~~~"))):
+                block = [sentence]
+            else:
+                joined.append(sentence)
+        else:
+            block.append(sentence)
+            if fence:
+                joined.append(" ".join(block))
+                block = None
+    if block is not None:
+        joined.append(" ".join(block))
+    return joined
+
+
+def _trailing_lead_ins(units: list[str], most: int) -> list[str]:
+    """The units at the end of `units` that introduce what follows (they end with a colon),
+    at most `most` of them."""
+    count = 0
+    while count < most and units[len(units) - 1 - count].rstrip().endswith(":"):
+        count += 1
+    return units[len(units) - count :] if count else []
+
+
 def _pack(sentences: list[str], max_chars: int, overlap_chars: int) -> list[str]:
     """Greedily pack sentences into chunks; each chunk repeats the previous one's tail."""
-    units = [piece for s in sentences for piece in _hard_split(s, max_chars)]
+    units = [piece for s in _whole_code_blocks(sentences) for piece in _hard_split(s, max_chars)]
     chunks: list[str] = []
     current: list[str] = []
     fresh = 0  # sentences in `current` that are not overlap from the previous chunk
     for unit in units:
         length = sum(len(u) + 1 for u in current) + len(unit)
         if current and length > max_chars and fresh:
-            chunks.append(" ".join(current))
+            # A lead-in ("To unload it, use:") goes with the list or code it introduces.
+            leads = _trailing_lead_ins(current, fresh - 1)
+            if leads and sum(len(u) + 1 for u in leads) + len(unit) > max_chars:
+                leads = []  # it would not fit beside what it introduces: leave it where it is
+            done = current[: len(current) - len(leads)]
+            chunks.append(" ".join(done))
             tail: list[str] = []
-            for previous in reversed(current):
+            for previous in reversed(done):
                 if sum(len(t) + 1 for t in tail) + len(previous) > overlap_chars:
                     break
                 tail.insert(0, previous)
-            # Keep the overlap only while the next unit still fits beside it.
-            while tail and sum(len(t) + 1 for t in tail) + len(unit) > max_chars:
+            # Keep the overlap only while the lead-ins and the next unit still fit beside it.
+            while tail and sum(len(t) + 1 for t in (*tail, *leads)) + len(unit) > max_chars:
                 tail.pop(0)
-            current, fresh = tail, 0
+            current, fresh = [*tail, *leads], len(leads)
         current.append(unit)
         fresh += 1
     if current and fresh:

@@ -10,8 +10,12 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from knowledge.errors import BadDocumentError
+
+if TYPE_CHECKING:
+    from markdown_it.token import Token
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ _SIGNATURES = {
     b"7z\xbc\xaf": "a 7z archive",
     b"\xd0\xcf\x11\xe0": "an old Office file (DOC, XLS)",
 }
-_TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".jsonl"})
+_TEXT_SUFFIXES = frozenset({".txt", ".md", ".mdx", ".markdown", ".html", ".htm", ".jsonl"})
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
@@ -134,23 +138,87 @@ def _decode(data: bytes, name: str) -> str:
         return str(best)
 
 
+def parse_mdx(data: bytes, name: str) -> list[ParsedDocument]:
+    """MDX (Markdown with JSX components, as most documentation sites ship it): read as
+    Markdown, component tags dropped and their text kept."""
+    named, source = _front_matter(_decode(data, name))
+    return _markdown_document(_without_jsx(source), name, named)
+
+
 def parse_txt(data: bytes, name: str) -> list[ParsedDocument]:
     """Plain text: one section, titled by the file name."""
     return [_document(Path(name).stem, [Section("", _decode(data, name))], name)]
 
 
-def parse_markdown(data: bytes, name: str) -> list[ParsedDocument]:
-    """Markdown: a section per heading; the first level-1 heading is the title."""
+# YAML front matter ("---" lines around it) at the very start, as Jekyll, Hugo and MDX sites
+# write it; its `title` names the document when no level-1 heading does.
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.S)
+# MDX: components are capitalised tags (<Note>, <Tabs.Item title="x">, <Info/>); lowercase
+# tags are HTML, which Markdown keeps. ESM lines and {/* comments */} are code, not text.
+_JSX_TAG = re.compile(r"</?[A-Z][\w.]*(?:\s[^<>]*?)?/?>")
+_MDX_ESM = re.compile(r"^(?:import|export)\s")
+_MDX_COMMENT = re.compile(r"\{/\*.*?\*/\}")
+
+
+def _front_matter(source: str) -> tuple[str | None, str]:
+    """(the front matter's title, the text with the front matter blanked, lines kept)."""
+    import yaml
+
+    found = _FRONT_MATTER.match(source)
+    if found is None:
+        return None, source
+    try:
+        meta = yaml.safe_load(found[1])
+    except yaml.YAMLError:
+        return None, source  # not front matter after all: leave the text as written
+    title = meta.get("title") if isinstance(meta, dict) else None
+    rest = "\n" * found[0].count("\n") + source[found.end() :]
+    return (str(title) if isinstance(title, str | int | float) else None), rest
+
+
+def _code_lines(tokens: list[Token]) -> set[int]:
+    """Line numbers inside fenced or indented code (left exactly as written)."""
+    return {
+        line
+        for token in tokens
+        if token.type in ("fence", "code_block") and token.map is not None
+        for line in range(*token.map)
+    }
+
+
+def _without_jsx(source: str) -> str:
+    """MDX read as Markdown: component tags, ESM lines and comments dropped, outside code."""
     from markdown_it import MarkdownIt
 
-    source = _decode(data, name)
+    code = _code_lines(MarkdownIt("commonmark").parse(source))
+    lines = source.split("\n")
+    for number, line in enumerate(lines):
+        if number in code:
+            continue
+        if _MDX_ESM.match(line):
+            lines[number] = ""
+        else:
+            lines[number] = _JSX_TAG.sub("", _MDX_COMMENT.sub("", line))
+    return "\n".join(lines)
+
+
+def parse_markdown(data: bytes, name: str) -> list[ParsedDocument]:
+    """Markdown: a section per heading; the first level-1 heading (else the front matter's
+    title) is the title."""
+    named, source = _front_matter(_decode(data, name))
+    return _markdown_document(source, name, named)
+
+
+def _markdown_document(source: str, name: str, named: str | None) -> list[ParsedDocument]:
+    from markdown_it import MarkdownIt
+
     lines = source.splitlines()
     tokens = MarkdownIt("commonmark").parse(source)
     headings: list[tuple[int, int, str, str]] = []  # (first line, end line, tag, text)
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.map is not None:
             headings.append((token.map[0], token.map[1], token.tag, tokens[i + 1].content))
-    title = next((text for _, _, tag, text in headings if tag == "h1"), Path(name).stem)
+    title = next((text for _, _, tag, text in headings if tag == "h1"), named or Path(name).stem)
     sections: list[Section] = []
     cursor, heading = 0, ""
     for start, end, _, text in headings:
@@ -273,6 +341,7 @@ PARSERS: dict[str, Callable[[bytes, str], list[ParsedDocument]]] = {
     ".txt": parse_txt,
     ".md": parse_markdown,
     ".markdown": parse_markdown,
+    ".mdx": parse_mdx,
     ".html": parse_html,
     ".htm": parse_html,
     ".pdf": parse_pdf,

@@ -87,3 +87,24 @@ def test_a_lone_tiny_section_keeps_its_own_heading() -> None:
     )  # fmt: skip
     headings = [c.heading for c in chunk_document(document)]
     assert "Manual › Note" in headings
+
+
+def test_a_lead_in_stays_with_the_code_or_list_it_introduces() -> None:
+    """ "To unload it, use:" never ends a chunk while what it introduces starts the next; a
+    fenced block is cut only when it alone is over a chunk."""
+    filler = " ".join(SENTENCES[:6])
+    text = (
+        f"{filler}\nTo see what is loaded, use the `ollama ps` command:\n```shell\nollama ps\n"
+        "ollama ps --verbose\n```\nThe Processor column says where it is loaded:\n"
+        "- 100% GPU means on the GPU\n- 100% CPU means in memory"
+    )
+    chunks = chunk_document(_doc(text), max_chars=420, overlap_chars=60)
+    assert len(chunks) > 1
+    for chunk in chunks:
+        assert not chunk.text.endswith(":"), chunk.text
+    with_code = next(c for c in chunks if "ollama ps --verbose" in c.text)
+    assert "use the `ollama ps` command: ```shell ollama ps ollama ps --verbose ```" in (
+        with_code.text
+    )
+    with_list = next(c for c in chunks if "100% GPU" in c.text)
+    assert "The Processor column says where it is loaded: - 100% GPU" in with_list.text

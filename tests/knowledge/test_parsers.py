@@ -105,3 +105,39 @@ def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     path.write_text("x" * 2_000)
     with pytest.raises(BadDocumentError, match=r"over the 0\.0 MB limit"):
         parse_file(path, max_bytes=1_000)
+
+
+def test_mdx_is_read_as_markdown_without_its_components() -> None:
+    """MDX, as most documentation sites ship it: front matter names it, component tags go,
+    their text stays, and code is left exactly as written."""
+    mdx = (
+        b'---\ntitle: Setup guide\nsidebar: 2\n---\nimport Tabs from "@site/tabs"\n\n'
+        b"## Install\n\n<Note>\n  Run the installer as root.\n</Note>\n\n"
+        b'<Tabs.Item title="Linux">Use `apt`.</Tabs.Item> {/* a comment */}\n\n'
+        b"```jsx\n<Button onClick={go}>Go</Button>\n```\n"
+    )
+    (doc,) = parse_bytes(mdx, "setup.mdx")
+    assert doc.title == "Setup guide"
+    assert [s.heading for s in doc.sections] == ["Install"]
+    text = doc.sections[0].text
+    assert "Run the installer as root." in text and "Use `apt`." in text
+    assert "<Note>" not in text and "Tabs" not in text and "comment" not in text
+    assert "<Button onClick={go}>Go</Button>" in text
+
+
+def test_front_matter_names_a_markdown_file_without_a_top_heading() -> None:
+    (doc,) = parse_bytes(b"---\ntitle: Opening hours\n---\n\nWe open at 8.\n", "hours.md")
+    assert doc.title == "Opening hours" and doc.sections[0].text == "We open at 8."
+    # A rule line that is not front matter is text as usual.
+    (plain,) = parse_bytes(b"Intro.\n\n---\n\nMore.\n", "notes.md")
+    assert plain.title == "notes" and "More." in plain.sections[0].text
+
+
+def test_a_real_mdx_faq_reads_into_its_sections() -> None:
+    """Ollama's FAQ (tests/documents, MIT): every question a section, no component left."""
+    faq = Path(__file__).resolve().parents[1] / "documents" / "ollama_faq.mdx"
+    (doc,) = parse_bytes(faq.read_bytes(), faq.name)
+    headings = [s.heading for s in doc.sections]
+    assert doc.title == "FAQ" and "How do I use Ollama behind a proxy?" in headings
+    assert not any(tag in doc.text for tag in ("<Note>", "</Note>", "<Info>"))
+    assert "Avoid setting `HTTP_PROXY`." in doc.text
