@@ -21,6 +21,7 @@ from typing import Any
 from bot.core.access import AccessPolicy
 from bot.core.answer import Answer, Answerer, AnswerRun, Mode
 from bot.core.bindings import ChatBindings
+from bot.core.tidy import draft_text
 from bot.llm.worker import DEFAULT_ADAPTER, AdapterChoice, QueueFullError
 from bot.state import StateStore
 from knowledge.errors import CollectionError
@@ -78,10 +79,14 @@ class AnswerHandle:
 
     async def drafts(self) -> AsyncIterator[str]:
         """The answer so far, each time it grows (nothing for an answer that needs no model)."""
-        text = ""
+        text = shown = ""
         async for piece in self._run.apieces():
             text += piece
-            yield text
+            # Filler lead-ins ("The answer to this question is:") are never shown, not even
+            # while they are written: the final answer drops them too (bot.core.tidy).
+            if (draft := draft_text(text)) and draft != shown:
+                shown = draft
+                yield draft
 
     async def finish(self) -> Answer | Stopped:
         """The finished answer with its sources (remembered for /sources), or Stopped."""
