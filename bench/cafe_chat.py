@@ -41,6 +41,7 @@ def main() -> None:
                 app.build_searcher(settings, store, embedder),
                 state=state,
                 settings=app.answer_settings(settings),
+                reader=app.build_reader(settings),
             )
             counts = {}
             for scenario in ("one chat", "fresh chats"):

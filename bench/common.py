@@ -16,6 +16,7 @@ import numpy as np
 from bot import app
 from bot.config import Settings
 from bot.core.answer import Answerer
+from bot.core.answer_eval import held_out
 from bot.llm.worker import ModelWorker
 from knowledge.embeddings import Embedder
 from knowledge.evaluation import EvalQuestion, load_questions
@@ -66,10 +67,14 @@ def answering_on(
         store = KnowledgeStore.open(Path(scratch) / "kb.db")
         try:
             Ingestor(store, embedder).add_paths([folder / "corpus.jsonl"])
-            questions = load_questions(folder / "questions.jsonl")
-            step = max(1, len(questions) // per_set)
             answerer = Answerer(worker, app.build_searcher(settings, store, embedder),
-                                settings=app.answer_settings(settings))  # fmt: skip
+                                settings=app.answer_settings(settings),
+                                reader=app.build_reader(settings))  # fmt: skip
+            # Never scored on what the span reader trained on.
+            questions, _ = held_out(
+                load_questions(folder / "questions.jsonl"), answerer.trained_question_ids
+            )
+            step = max(1, len(questions) // per_set)
             yield answerer, questions[::step][:per_set]
         finally:
             store.close()

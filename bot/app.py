@@ -21,7 +21,7 @@ from bot.config import Settings
 from bot.core.access import AccessMode, AccessPolicy, AccessSettings
 from bot.core.adapters import AdapterSwitcher
 from bot.core.admin import AdminService
-from bot.core.answer import Answerer, AnswerSettings
+from bot.core.answer import Answerer, AnswerSettings, Reader
 from bot.core.bindings import ChatBindings
 from bot.core.chat import ChatService
 from bot.core.compare import ComparisonRunner
@@ -31,6 +31,7 @@ from bot.llm import catalogue
 from bot.llm.adapters import AdapterRegistry
 from bot.llm.engine import ChatEngine, GenerationLimits, ModelError
 from bot.llm.model_info import ModelInfo, read_model_info
+from bot.llm.span_reader import MANIFEST, SpanReader, default_reader_dir
 from bot.llm.worker import ModelWorker
 from bot.state import StateStore
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
     from bot.tg.context import BotServices
 
+log = logging.getLogger(__name__)
 ServicesFactory = Callable[[], "tuple[BotServices, Callable[[], None]]"]
 """Opens the bot's services (in post_init) and returns them with the function that closes them."""
 
@@ -61,6 +63,8 @@ class Backends:
     """The embedder (None: the configured sentence-transformers model)."""
     served_model: Path | None = None
     """With `engine`: the GGUF file adapters are checked against (None: adapters refused)."""
+    reader: Reader | None = None
+    """The span reader; with a given engine only this one (None: none), else RAGTUNE_READER's."""
 
 
 def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -70,6 +74,22 @@ def build_embedder(settings: Settings) -> SentenceTransformerEmbedder:
         threads=settings.embedding_threads,
         batch_size=settings.embedding_batch_size,
     )
+
+
+def build_reader(settings: Settings) -> SpanReader | None:
+    """The span reader: the one `make reader` built (auto, when there is one), a folder, or
+    none (off). A configured folder that holds no reader is said in one sentence."""
+    match settings.reader.strip().lower():
+        case "off" | "none" | "":
+            return None
+        case "auto":
+            folder = default_reader_dir()
+            if not (folder / MANIFEST).is_file():
+                log.info("no span reader is built (`make reader`): the chat model answers alone")
+                return None
+            return SpanReader(folder)
+        case _:
+            return SpanReader(Path(settings.reader).expanduser())
 
 
 def open_store(settings: Settings, db: Path | None = None) -> KnowledgeStore:
@@ -229,6 +249,9 @@ def answer_settings(settings: Settings, profile: PromptProfile | None = None) ->
         history_turns=settings.history_turns,
         history_tokens=_given(settings.history_tokens, profile.history_tokens),
         rag_prompt=settings.rag_prompt or profile.rag_prompt,
+        read_k=settings.read_k,
+        min_reader_confidence=settings.reader_min_confidence,
+        min_span_confidence=settings.reader_span_confidence,
         limits=GenerationLimits(
             max_tokens=_given(settings.max_answer_tokens, profile.max_answer_tokens),
             temperature=settings.temperature,
@@ -279,6 +302,8 @@ class LocalServices:
     embedder: Embedder
     model: ServedModel | None
     """None for an OpenAI-compatible server or an engine given in Backends."""
+    reader: Reader | None = None
+    """The span reader (None: the chat model answers alone)."""
     warm: bool = True
     """Warm the embedder and the model before the first question (only when both were built
     from Settings: a caller that gives either warms what it gives)."""
@@ -316,7 +341,9 @@ def open_local_services(settings: Settings, backends: Backends | None = None) ->
     else:
         embedder = given.embedder
     warm = given.engine is None and given.embedder is None
-    return LocalServices(worker, state, adapters, store, writer, embedder, served, warm)
+    # A scripted engine is a test of the wiring around it: it gets a reader only when given one.
+    reader = build_reader(settings) if given.engine is None else given.reader
+    return LocalServices(worker, state, adapters, store, writer, embedder, served, reader, warm)
 
 
 def finish_bot_services(
@@ -333,7 +360,10 @@ def finish_bot_services(
     # Read from the chat and the admin threads alike: a connection of its own.
     bindings = ChatBindings(state, open_store(settings), local.adapters)
     profile = local.model.profile if local.model is not None else profile_for(None)
-    answerer = Answerer(worker, searcher, state=state, settings=answer_settings(settings, profile))
+    answerer = Answerer(
+        worker, searcher, state=state, settings=answer_settings(settings, profile),
+        reader=local.reader,
+    )  # fmt: skip
     page_fetches = PageFetches()
     admin = AdminService(
         settings.admin_ids,

@@ -27,6 +27,7 @@ from bot.llm.engine import ModelError
 from bot.logs import redact_secrets
 from bot.models_cli import models_cli
 from bot.offline import default_to_offline
+from bot.reader_cli import reader_cli
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import DocumentNotFoundError, KnowledgeError
@@ -59,6 +60,7 @@ cli.add_typer(eval_cli, name="eval")
 cli.add_typer(tune_cli, name="tune")
 cli.add_typer(adapters_cli, name="adapters")
 cli.add_typer(models_cli, name="models")
+cli.add_typer(reader_cli, name="reader")
 AdapterOption = Annotated[
     str | None, typer.Option("--adapter", help="Answer with this LoRA adapter applied.")
 ]
@@ -520,11 +522,20 @@ def _answerer(
             return
         with _store(db) as store:
             searcher = services.build_searcher(settings, store, services.build_embedder(settings))
-            yield Answerer(worker, searcher, state=state, settings=answering)
+            reader = services.build_reader(settings)
+            yield Answerer(worker, searcher, state=state, settings=answering, reader=reader)
     finally:
         worker.close()
         if state is not None:
             state.close()
+
+
+def _trained_ids(settings: Settings, mode: Mode, adapter: str | None) -> frozenset[str]:
+    """The questions the span reader answering in `mode` was trained on (none: no reader)."""
+    if mode is not Mode.RAG or adapter is not None:
+        return frozenset()  # the chat model answers: the reader's training does not count
+    reader = services.build_reader(settings)
+    return reader.info.trained_question_ids if reader is not None else frozenset()
 
 
 def _source_dict(source: Source) -> dict[str, object]:
@@ -606,11 +617,12 @@ def eval_answers(
 ) -> None:
     """Answer every question; print EM, F1, answer-contains (x100), evidence and reply scores,
     latency."""
-    from bot.core.answer_eval import evaluate_answers
+    from bot.core.answer_eval import evaluate_answers, held_out
     from knowledge.evaluation import load_questions
 
     settings = get_settings()
-    asked = load_questions(questions)[:limit]
+    asked, trained = held_out(load_questions(questions), _trained_ids(settings, mode, adapter))
+    asked = asked[:limit]
     with tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp:
         kb = db or Path(tmp) / "eval.db"
         if mode is Mode.RAG:
@@ -623,7 +635,9 @@ def eval_answers(
             ) as bar,
         ):
             scores = evaluate_answers(answerer, asked, mode=mode, progress=lambda: bar.update(1))
-    _print_scores(scores.as_dict(), as_json)
+    if trained and not as_json:
+        _status(f"Left out {trained} questions the span reader was trained on.")
+    _print_scores({**scores.as_dict(), "left_out_trained": trained}, as_json)
 
 
 @eval_cli.command("compare")
@@ -640,12 +654,14 @@ def eval_compare(
     as_json: JsonOption = False,
 ) -> None:
     """Base, fine-tuned, RAG and RAG + fine-tuned side by side: EM, F1, answer-contains, p50."""
+    from bot.core.answer_eval import held_out
     from bot.core.compare import GENERAL_PROBE, MODES, compare, general_knowledge, table
     from bot.core.compare import plot as plot_chart
     from knowledge.evaluation import load_questions
 
     settings = get_settings()
-    asked = load_questions(questions)[skip:][:limit]
+    asked, _ = held_out(load_questions(questions), _trained_ids(settings, Mode.RAG, None))
+    asked = asked[skip:][:limit]
     with tempfile.TemporaryDirectory(prefix="ragtune-compare-") as tmp:
         kb = db or Path(tmp) / "eval.db"
         with _store(kb, create=True) as store:

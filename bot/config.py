@@ -175,7 +175,26 @@ class Settings(BaseSettings):
         description="RAG prompt style: extractive (copy and cite) or sentence; empty = profile.",
     )
     min_similarity: float = Field(
-        0.2, ge=-1, le=1, description="Below this best-chunk cosine the bot says the KB lacks it."
+        0.2,
+        ge=-1,
+        le=1,
+        description="Chunks below this cosine are no source; none left: not covered.",
+    )
+    reader: str = Field(
+        "auto",
+        description="The span reader that answers from the sources: auto (the one `make reader` "
+        "built, when there is one), off, or a folder.",
+    )
+    read_k: int = Field(1, ge=1, description="Chunks the span reader reads for each question.")
+    reader_min_confidence: float = Field(
+        -4.0,
+        description='The span reader answers when its span beats "no answer" by this much; '
+        "below it the chat model answers.",
+    )
+    reader_span_confidence: float = Field(
+        0.0,
+        description="Below this confidence the reader's reply is the sentence holding its span, "
+        "not the span alone.",
     )
     history_turns: int = Field(4, ge=0, description="Earlier turns of a chat given to the model.")
     history_tokens: int | None = Field(

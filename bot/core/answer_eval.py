@@ -57,6 +57,14 @@ def contains_answer(prediction: str, answers: Sequence[str]) -> float:
     return float(any((gold := normalize_answer(a)) and gold in pred for a in answers))
 
 
+def held_out(
+    questions: Sequence[EvalQuestion], trained: frozenset[str]
+) -> tuple[list[EvalQuestion], int]:
+    """(the questions not in `trained`, how many were left out): never score on training data."""
+    kept = [q for q in questions if q.id not in trained]
+    return kept, len(questions) - len(kept)
+
+
 @dataclass(frozen=True)
 class AnswerScores:
     """Means ×100 over all questions, latency percentiles and generation speed."""
@@ -80,6 +88,10 @@ class AnswerScores:
     sources where those did not hold up (bot.core.support); `contains` scores the model's."""
     replaced: float = 0.0
     """Share (x100) of answers whose model words were replaced by the quoted sources."""
+    reply_em: float = 0.0
+    """Exact match (x100) of what the reader is shown; `em` scores the model's words."""
+    reply_f1: float = 0.0
+    """Token F1 (x100) of what the reader is shown; `f1` scores the model's words."""
 
     def as_dict(self) -> dict[str, float | int | None]:
         """The JSON keys scripts rely on."""
@@ -98,6 +110,8 @@ class AnswerScores:
             "evidence_n": self.evidence_n,
             "reply_contains": round(self.reply_contains, 2),
             "replaced": round(self.replaced, 2),
+            "reply_em": round(self.reply_em, 2),
+            "reply_f1": round(self.reply_f1, 2),
         }
 
 
@@ -112,7 +126,7 @@ def evaluate_answers(
 ) -> AnswerScores:
     """Answer every question (searching `collections`) and score it; a refusal or empty answer
     scores 0."""
-    em = f1 = contains = evidence_hits = reply_contains = replaced = 0.0
+    em = f1 = contains = evidence_hits = reply_contains = replaced = reply_em = reply_f1 = 0.0
     evidence_n = 0
     latencies: list[float] = []
     first_texts: list[float] = []
@@ -129,7 +143,10 @@ def evaluate_answers(
         em += exact_match(prediction, question.answers)
         f1 += token_f1(prediction, question.answers)
         contains += contains_answer(prediction, question.answers)
-        reply_contains += contains_answer(strip_citations(answer.text), question.answers)
+        shown = strip_citations(answer.text)
+        reply_contains += contains_answer(shown, question.answers)
+        reply_em += exact_match(shown, question.answers)
+        reply_f1 += token_f1(shown, question.answers)
         replaced += answer.quoted
         gold = set(question.positive_ids)
         if gold and any(s.hit.external_id in gold for s in answer.sources):
@@ -161,4 +178,6 @@ def evaluate_answers(
         evidence_n=evidence_n,
         reply_contains=100 * reply_contains / n,
         replaced=100 * replaced / n,
+        reply_em=100 * reply_em / n,
+        reply_f1=100 * reply_f1 / n,
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.core.adapters import AdapterSwitcher
 from bot.core.answer import Answerer, Mode
-from bot.core.answer_eval import AnswerScores, evaluate_answers
+from bot.core.answer_eval import AnswerScores, evaluate_answers, held_out
 from bot.llm.adapters import AdapterError
 from knowledge.errors import KnowledgeError
 from knowledge.evaluation import EvalQuestion, load_questions
@@ -42,6 +42,8 @@ def compare(
     The model is never reloaded, and answers given meanwhile (a running bot) keep their adapter.
     """
     path = switcher.resolve(adapter).path
+    # The same questions for every mode, none that the span reader trained on.
+    questions, _ = held_out(questions, answerer.trained_question_ids)
     results: dict[str, AnswerScores] = {}
     for name, mode, tuned in MODES:
         results[name] = evaluate_answers(

@@ -28,7 +28,7 @@ from bot.tg.context import BotServices
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.store import KnowledgeStore
-from tests.bot.cafe_questions import CAFE_FAQ, CAFE_QUESTIONS, is_right
+from tests.bot.cafe_questions import CAFE_FAQ, REWORDED_CAFE_QUESTIONS, is_right
 from tests.bot.test_telegram import run_bot
 
 pytestmark = pytest.mark.slow
@@ -56,9 +56,15 @@ def final_reply(emulator: BotAPIEmulator, chat: int) -> Reply:
     )
 
 
-def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_sources(
-    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
-) -> None:
+def ask_through_the_bot(
+    tmp_path: Path,
+    emulator: BotAPIEmulator,
+    embedder: SentenceTransformerEmbedder,
+    document: Path,
+    asked: list[tuple[int, str]],
+) -> tuple[list[Reply], list[Answer]]:
+    """Each (chat, question) asked through the real bot over `document`, in order: the final
+    replies as the reader sees them, and the core's Answer behind each."""
     settings = Settings(
         _env_file=None, db=tmp_path / "kb.db", state_db=tmp_path / "state.db",
         adapters_dir=tmp_path / "adapters", questions_per_minute=0,
@@ -66,15 +72,13 @@ def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_
         telegram_file_url=emulator.base_file_url,
     )  # fmt: skip
     with KnowledgeStore.open(settings.db) as store:  # in this process: no second embedder load
-        assert not Ingestor(store, real_embedder).add_paths([CAFE_FAQ]).failures
-    asked = [(IN_A_ROW, q) for q, _ in CAFE_QUESTIONS]
-    asked += [(100 + n, q) for n, (q, _) in enumerate(CAFE_QUESTIONS)]
+        assert not Ingestor(store, embedder).add_paths([document]).failures
     replies: list[Reply] = []
     answers: list[Answer] = []  # the core's Answer behind each reply: its sources and evidence
     built: list[BotServices] = []
 
     def build() -> tuple[BotServices, Callable[[], None]]:
-        services, close = app.build_bot_services(settings, app.Backends(embedder=real_embedder))
+        services, close = app.build_bot_services(settings, app.Backends(embedder=embedder))
         built.append(services)
         return services, close
 
@@ -93,24 +97,38 @@ def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_
             answers.append(answer)
 
     run_bot(settings, build, scenario)
+    return replies, answers
+
+
+def test_ten_questions_in_one_chat_are_answered_as_in_fresh_chats_each_from_its_sources(
+    tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
+) -> None:
+    """The café's questions in new wording, written before the reader of issue 37 was built."""
+    questions = REWORDED_CAFE_QUESTIONS
+    asked = [(IN_A_ROW, q) for q, _ in questions]
+    asked += [(100 + n, q) for n, (q, _) in enumerate(questions)]
+    replies, answers = ask_through_the_bot(tmp_path, emulator, real_embedder, CAFE_FAQ, asked)
     in_a_row, fresh = replies[:10], replies[10:]
-    for (question, _), chat, alone in zip(CAFE_QUESTIONS, in_a_row, fresh, strict=True):
+    for (question, _), chat, alone in zip(questions, in_a_row, fresh, strict=True):
         assert chat == alone, question  # the same answer, evidence and sources
-    for (question, _), answer, reply in zip(CAFE_QUESTIONS, answers, in_a_row, strict=False):
+    for (question, _), answer, reply in zip(questions, answers, in_a_row, strict=False):
         own_sources = " ".join(s.text for s in answer.sources)
         assert all(e in own_sources for e in answer.evidence), question
         if not answer.quoted:  # the evidence is what the reader sees under the answer
             assert all(e in reply.evidence for e in answer.evidence), question
     assert sum(bool(a.evidence) for a in answers[:10]) >= 8  # none only when no word is shared
     assert len({r.answer for r in in_a_row}) >= 8  # ten questions, not one answer repeated
-    right = sum(
-        is_right(r.answer, check) for r, (_, check) in zip(in_a_row, CAFE_QUESTIONS, strict=True)
+    checks = [check for _, check in questions]
+    right = sum(is_right(r.answer, c) for r, c in zip(in_a_row, checks, strict=True))
+    right_fresh = sum(is_right(r.answer, c) for r, c in zip(fresh, checks, strict=True))
+    # The model's own words (the reader's span, or the chat model's), before the safety net
+    # that quotes the sources instead of words that do not hold up: issue 37 asks 8 of 10.
+    own = sum(
+        not a.quoted and is_right(a.model_text, c)
+        for a, c in zip(answers[:10], checks, strict=True)
     )
-    right_fresh = sum(
-        is_right(r.answer, check) for r, (_, check) in zip(fresh, CAFE_QUESTIONS, strict=True)
-    )
-    print(f"café through the bot: {right}/10 right in one chat, {right_fresh}/10 in fresh chats")
-    # What the reader is shown (the model's words, or the quoted sources where those did not
-    # hold up: bot.core.support). Issue 14 asks 8 in one chat and 9 fresh.
+    print(f"café through the bot: {right}/10 shown right in one chat, {right_fresh}/10 in fresh "
+          f"chats; the model's own words right {own}/10")  # fmt: skip
+    assert own >= 8
     assert right >= 8
-    assert right_fresh >= 9
+    assert right_fresh >= 8

@@ -361,10 +361,13 @@ def test_a_missing_model_stops_at_once_with_one_line(tmp_path: Path) -> None:
 
 
 def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) -> None:
-    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()][:10]
+    # Two articles the span reader trained on (0, 1) and two it did not (40, 41).
+    corpus = [json.loads(line) for line in (dev_eval_dir / "corpus.jsonl").open()]
+    corpus = [r for r in corpus if r["id"].split("-")[1] in {"a00", "a01", "a40", "a41"}]
     ids = {row["id"] for row in corpus}
     questions = [json.loads(line) for line in (dev_eval_dir / "questions.jsonl").open()]
     questions = [q for q in questions if set(q["positive_ids"]) <= ids]
+    trained = sum(q["positive_ids"][0].split("-")[1] in {"a00", "a01"} for q in questions)
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in corpus))
     (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
     code, out, _ = invoke(
@@ -373,11 +376,16 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
     )  # fmt: skip
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
+    # Never scored on what the reader trained on: those questions are left out, and said.
+    assert result["left_out_trained"] == trained > 0
     assert set(result) == {
         "em", "f1", "contains", "n", "p50_s", "p95_s", "first_text_p50_s", "tokens_per_s",
-        "evidence_contains", "evidence_n", "reply_contains", "replaced",
+        "evidence_contains", "evidence_n", "reply_contains", "replaced", "reply_em", "reply_f1",
+        "left_out_trained",
     }  # fmt: skip
     assert 0 <= result["reply_contains"] <= 100 and 0 <= result["replaced"] <= 100
+    assert 0 <= result["reply_em"] <= result["reply_contains"] <= 100
+    assert 0 <= result["reply_f1"] <= 100
     # The questions' own passages are the corpus: every answer that found one is counted.
     assert 0 < result["evidence_n"] <= 4 and 0 <= result["evidence_contains"] <= 100
     assert 0 < result["first_text_p50_s"] <= result["p95_s"]

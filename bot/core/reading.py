@@ -1,0 +1,51 @@
+"""What a read span is shown as: the span itself, or for a yes/no question its whole sentence.
+
+The span reader (bot.llm.span_reader) points at the words of a source that answer the question:
+"Kawann Short", "the modified retrospective method". Shown alone with the sentence it came from
+quoted under it, that is a short answer a reader can check. A yes/no question ("Can I pay with
+cash?") has no span that answers it — "cash" would read as a yes — so its reply is the sentence
+that holds the span ("It does not accept cash."), which carries its own sign. So is a span the
+reader is unsure of: when the span is wrong, its sentence is often right.
+"""
+
+from __future__ import annotations
+
+from knowledge.chunking import split_sentences
+
+# Questions that open with an auxiliary verb ask for yes or no.
+_POLAR_OPENINGS = frozenset(
+    "is are was were am do does did can could will would shall should may might must has have "
+    "had isn't aren't wasn't weren't don't doesn't didn't can't couldn't won't wouldn't "
+    "shouldn't hasn't haven't".split()
+)
+
+
+def is_yes_no(question: str) -> bool:
+    """Whether `question` asks for yes or no (it opens with an auxiliary verb)."""
+    words = question.strip().lower().split(maxsplit=1)
+    return bool(words) and words[0].strip("¿¡\"'“(") in _POLAR_OPENINGS
+
+
+def holding_sentence(text: str, start: int) -> str:
+    """The sentence of `text` that holds the character at `start`."""
+    position = 0
+    for sentence in split_sentences(text):
+        found = text.find(sentence, position)
+        if found < 0:
+            continue
+        position = found + len(sentence)
+        if start < position:
+            return sentence
+    return text.strip()
+
+
+def span_reply(
+    question: str, span: str, start: int, source: str, *, sure: bool = True
+) -> tuple[str, list[str]]:
+    """(the reply, the evidence quoted under it) for `span`, found at `start` of `source`;
+    a span the reader is not `sure` of is replied with its sentence, which holds the answer
+    more often than the span does."""
+    sentence = holding_sentence(source, start)
+    if not sure or is_yes_no(question) or not span.strip():
+        return sentence, [sentence]
+    return span.strip(), [sentence]
