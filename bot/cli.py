@@ -576,6 +576,7 @@ def ask(
                 "answer": answer.model_text or answer.text,  # the model's own words
                 "reply": answer.text,  # what a reader is shown (bot.core.support)
                 "unsupported": answer.unsupported or None,
+                "by": "reader" if answer.by_reader else "model",  # who gave `answer`
                 "mode": answer.mode.value,
                 "sources": [_source_dict(s) for s in answer.sources],
                 "cited": [s.number for s in answer.cited],

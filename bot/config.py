@@ -181,18 +181,18 @@ class Settings(BaseSettings):
         description="Chunks below this cosine are no source; none left: not covered.",
     )
     reader: str = Field(
-        "auto",
+        "off",
         description="The span reader that answers from the sources: auto (the one `make reader` "
         "built, when there is one), off, or a folder.",
     )
     read_k: int = Field(1, ge=1, description="Chunks the span reader reads for each question.")
     reader_min_confidence: float = Field(
-        -4.0,
+        -100.0,
         description='The span reader answers when its span beats "no answer" by this much; '
         "below it the chat model answers.",
     )
     reader_span_confidence: float = Field(
-        0.0,
+        8.0,
         description="Below this confidence the reader's reply is the sentence holding its span, "
         "not the span alone.",
     )

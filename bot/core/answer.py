@@ -112,10 +112,10 @@ class AnswerSettings:
     read_k: int = 1
     """Chunks the span reader reads (when there is one): the best one, as the 135M model gets
     (reading 3 lost 1.8 reply F1 on TAT-QA and found the gold passage less often)."""
-    min_reader_confidence: float = -4.0
+    min_reader_confidence: float = -100.0
     """The span reader answers when its span scores at least this much over "no answer here";
     below it the chat model answers (see bot.llm.span_reader)."""
-    min_span_confidence: float = 0.0
+    min_span_confidence: float = 8.0
     """A read span scoring below this is replied with the sentence that holds it."""
 
 
@@ -167,6 +167,8 @@ class Answer:
     unsupported: str = ""
     """Why the model's words did not hold up against the sources and `text` quotes them instead
     ("" when they did; bot.core.support)."""
+    by_reader: bool = False
+    """Whether the span reader gave the answer (`model_text` is its span), not the chat model."""
 
     @property
     def quoted(self) -> bool:
@@ -420,7 +422,7 @@ class Answerer:
                                         read.source.text, sure=sure)  # fmt: skip
             answer = Answer(
                 f"{text} [{read.source.number}]", prepared.mode, [read.source], [read.source],
-                None, evidence, model_text=text,
+                None, evidence, model_text=text, by_reader=True,
             )  # fmt: skip
             return self._remember(chat_key, prepared, answer)
         text = prepared.refusal or (

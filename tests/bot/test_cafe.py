@@ -69,7 +69,7 @@ def ask_through_the_bot(
         _env_file=None, db=tmp_path / "kb.db", state_db=tmp_path / "state.db",
         adapters_dir=tmp_path / "adapters", questions_per_minute=0,
         telegram_bot_token=emulator.token, telegram_api_url=emulator.base_url,
-        telegram_file_url=emulator.base_file_url,
+        telegram_file_url=emulator.base_file_url, reader="auto",
     )  # fmt: skip
     with KnowledgeStore.open(settings.db) as store:  # in this process: no second embedder load
         assert not Ingestor(store, embedder).add_paths([document]).failures

@@ -60,7 +60,7 @@ def searcher(tmp_path: Path, store: KnowledgeStore) -> HybridSearcher:
 def answerer(
     engine: ScriptedEngine, searcher: HybridSearcher, reader: PhraseReader, **knobs: float
 ) -> Answerer:
-    settings = AnswerSettings(min_similarity=-1.0, **knobs)  # type: ignore[arg-type]
+    settings = AnswerSettings(min_similarity=-1.0, **{"min_span_confidence": 0.0, **knobs})  # type: ignore[arg-type]
     return Answerer(ModelWorker(engine), searcher, settings=settings, reader=reader)
 
 
