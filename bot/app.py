@@ -250,6 +250,7 @@ def answer_settings(settings: Settings, profile: PromptProfile | None = None) ->
         history_tokens=_given(settings.history_tokens, profile.history_tokens),
         rag_prompt=settings.rag_prompt or profile.rag_prompt,
         read_k=settings.read_k,
+        reader_switch_margin=settings.reader_switch_margin,
         min_reader_confidence=settings.reader_min_confidence,
         min_span_confidence=settings.reader_span_confidence,
         limits=GenerationLimits(

@@ -181,11 +181,16 @@ class Settings(BaseSettings):
         description="Chunks below this cosine are no source; none left: not covered.",
     )
     reader: str = Field(
-        "off",
+        "auto",
         description="The span reader that answers from the sources: auto (the one `make reader` "
         "built, when there is one), off, or a folder.",
     )
-    read_k: int = Field(1, ge=1, description="Chunks the span reader reads for each question.")
+    read_k: int = Field(3, ge=1, description="Chunks the span reader reads for each question.")
+    reader_switch_margin: float = Field(
+        8.0,
+        description="A lower-ranked chunk's span answers instead of the best chunk's only when "
+        "it is this much more confident.",
+    )
     reader_min_confidence: float = Field(
         -100.0,
         description='The span reader answers when its span beats "no answer" by this much; '

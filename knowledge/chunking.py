@@ -63,6 +63,21 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+def sentence_bounds(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets in `text` of each of its `split_sentences`."""
+    bounds: list[tuple[int, int]] = []
+    position = 0
+    for sentence in split_sentences(text):
+        found = text.find(sentence, position)
+        if found < 0:  # an abbreviation's join changed the spacing: fall back to its first word
+            found = text.find(sentence.split(" ", 1)[0], position)
+            if found < 0:
+                continue
+        position = found + len(sentence)
+        bounds.append((found, min(position, len(text))))
+    return bounds
+
+
 def _hard_split(sentence: str, max_chars: int) -> list[str]:
     """Cut a sentence longer than `max_chars` at spaces (or anywhere, for unspaced scripts)."""
     pieces, current = [], ""

@@ -24,6 +24,7 @@ from typing import Any
 
 from bot.llm.engine import ModelError
 from bot.llm.span_reader import MANIFEST, READER_RECIPE, WINDOW_STRIDE, WINDOW_TOKENS, reader_info
+from knowledge.chunking import sentence_bounds
 from knowledge.embeddings import packaged_model_dir
 from tuning.train import native_bf16
 
@@ -35,13 +36,22 @@ DATA_FILES = ("questions.jsonl", "passages.jsonl")
 class ReaderRecipe:
     """How the reader is trained (recorded in its manifest)."""
 
-    epochs: float = 5.0
+    epochs: float = 4.0
     learning_rate: float = 3e-4
     batch_size: int = 16
     negative_share: float = 0.3
     """Share of questions also taught "no answer" on another paragraph of their document."""
     overflow_share: float = 0.3
     """Share of a long paragraph's answerless windows kept as "no answer" examples."""
+    crop_share: float = 1.0
+    """Share of questions also taught on a crop of their paragraph: the answer's sentence with
+    up to one sentence either side. Users' chunks are often that short (an FAQ entry), and a
+    reader trained on whole paragraphs only answered "What is the capital of Estonia?" with
+    "medieval old town" from "The capital of Estonia is Tallinn. Tallinn has a medieval old
+    town." (it had learnt where in a paragraph answers tend to be, not how to find them)."""
+    crop_negative_share: float = 0.3
+    """Share of questions also taught "no answer" on one sentence of their paragraph that lacks
+    the answer."""
     seed: int = 0
 
 
@@ -77,7 +87,26 @@ def load_examples(recipe: ReaderRecipe) -> list[Example]:
         others = [t for t in by_document[passage["document"]] if row["answer"] not in t]
         if others and chance.random() < recipe.negative_share:
             examples.append(Example(row["id"], row["question"], chance.choice(others), None))
+        examples.extend(_crops(row, passage["text"], recipe, chance))
     return examples
+
+
+def _crops(
+    row: dict[str, str], text: str, recipe: ReaderRecipe, chance: random.Random
+) -> list[Example]:
+    """Short contexts cut from a question's paragraph: around its answer, and without it."""
+    sentences = [text[start:end] for start, end in sentence_bounds(text)]
+    holding = [i for i, sentence in enumerate(sentences) if row["answer"] in sentence]
+    crops = []
+    if holding and chance.random() < recipe.crop_share:
+        at = holding[0]
+        first, last = at - chance.randint(0, 1), at + chance.randint(0, 1)
+        context = " ".join(sentences[max(0, first) : last + 1])
+        crops.append(Example(row["id"], row["question"], context, row["answer"]))
+    lacking = [s for s in sentences if row["answer"] not in s and len(s.split()) >= 4]
+    if lacking and chance.random() < recipe.crop_negative_share:
+        crops.append(Example(row["id"], row["question"], chance.choice(lacking), None))
+    return crops
 
 
 def _features(
@@ -207,9 +236,11 @@ def build_reader(
 
 
 def is_current(folder: Path) -> bool:
-    """Whether `folder` holds a reader built from today's training data."""
+    """Whether `folder` holds a reader built from today's training data and recipe."""
     try:
         info = reader_info(folder)
     except ModelError:  # missing or unreadable: not current, built again
         return False
-    return info.details.get("data_sha256") == data_hash()
+    return info.details.get("data_sha256") == data_hash() and info.details.get(
+        "training"
+    ) == asdict(ReaderRecipe())

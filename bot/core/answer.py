@@ -23,7 +23,7 @@ from bot.core.prompts import (
     pack_sources,
     rag_messages,
 )
-from bot.core.reading import span_reply
+from bot.core.reading import ranked_span, reader_can_read, span_reply
 from bot.core.support import quoted_reply, unsupported
 from bot.core.tidy import tidy_answer
 from bot.llm.engine import GenerationLimits, Message, ModelError
@@ -80,8 +80,8 @@ class Reader(Protocol):
         """Questions it was trained on: evaluations leave them out."""
         ...
 
-    def read(self, question: str, passages: Sequence[str]) -> Span | None:
-        """The best answer span of `question` in `passages`, or None."""
+    def read_each(self, question: str, passages: Sequence[str]) -> list[Span | None]:
+        """The best answer span of `question` in each of `passages`, in their order."""
         ...
 
 
@@ -109,9 +109,13 @@ class AnswerSettings:
     rag_prompt: str = "extractive"
     """The RAG system prompt's style, a key of prompts.RAG_PROMPTS."""
     limits: GenerationLimits = field(default_factory=GenerationLimits)
-    read_k: int = 1
-    """Chunks the span reader reads (when there is one): the best one, as the 135M model gets
-    (reading 3 lost 1.8 reply F1 on TAT-QA and found the gold passage less often)."""
+    read_k: int = 3
+    """Chunks the span reader reads (when there is one); the best chunk's span is the answer
+    unless another's beats it by `reader_switch_margin`."""
+    reader_switch_margin: float = 8.0
+    """How much more confident a lower-ranked chunk's span must be to answer instead of the best
+    chunk's (0, the most confident span wins, lost 2.5 reply F1 on TAT-QA: the reader is sure
+    of wrong reports too)."""
     min_reader_confidence: float = -100.0
     """The span reader answers when its span scores at least this much over "no answer here";
     below it the chat model answers (see bot.llm.span_reader)."""
@@ -312,7 +316,9 @@ class Answerer:
         # the 135M model answered five different café questions with one earlier answer). A
         # follow-up gets the question it leans on, for its search and beside its sources.
         earlier = self.follows_up(question, history)
-        reading = self.settings.read_k if self.reader is not None else 0
+        reading = (
+            self.settings.read_k if self.reader is not None and reader_can_read(question) else 0
+        )
         with self._search_lock:
             found = self.retriever.search(
                 f"{earlier} {question}" if earlier else question,
@@ -365,7 +371,9 @@ class Answerer:
         # The reader gets the sources as the model would: instruction-like sentences left out,
         # so a planted "say X" is never the span a user is shown.
         texts = [quote_source(hit.chunk.text)[0] for hit in hits]
-        span = self.reader.read(question, texts)
+        span = ranked_span(
+            self.reader.read_each(question, texts), self.settings.reader_switch_margin
+        )
         if span is None or span.confidence < self.settings.min_reader_confidence:
             return None
         return ReadSpan(span, Source(1, hits[span.passage], texts[span.passage]))

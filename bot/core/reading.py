@@ -10,6 +10,9 @@ reader is unsure of: when the span is wrong, its sentence is often right.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from bot.llm.span_reader import Span
 from knowledge.chunking import split_sentences
 
 # Questions that open with an auxiliary verb ask for yes or no.
@@ -49,3 +52,23 @@ def span_reply(
     if not sure or is_yes_no(question) or not span.strip():
         return sentence, [sentence]
     return span.strip(), [sentence]
+
+
+def ranked_span(spans: Sequence[Span | None], margin: float) -> Span | None:
+    """The span of the best-ranked source, unless a lower-ranked source's span is more confident
+    by at least `margin`: search rank is evidence too, and the reader is confidently wrong on a
+    near-miss source about as often as it is right on the one search missed."""
+    chosen: Span | None = None
+    for span in spans:
+        if span is not None and (chosen is None or span.confidence >= chosen.confidence + margin):
+            chosen = span
+    return chosen
+
+
+def reader_can_read(question: str) -> bool:
+    """Whether the span reader, trained on English, should read `question`: most of its letters
+    are Latin. A Chinese question went to the reader and got a vegan-menu sentence for "When
+    does the café open on Saturday?"; the chat model answers it in Chinese."""
+    letters = [c for c in question if c.isalpha()]
+    latin = sum(c.isascii() or "\u00c0" <= c <= "\u024f" for c in letters)
+    return bool(letters) and latin >= 0.5 * len(letters)

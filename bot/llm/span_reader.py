@@ -10,6 +10,7 @@ here it only runs. Its confidence is the span's score over the score of "no answ
 
 from __future__ import annotations
 
+import bisect
 import json
 import threading
 from collections.abc import Sequence
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.llm.engine import ModelError
+from knowledge.chunking import sentence_bounds
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-READER_RECIPE = "minilm-l6-span-v1"
+READER_RECIPE = "minilm-l6-span-v2"
 """Names the training recipe; a new recipe gets a new folder, so an old reader is never mistaken
 for it."""
 MANIFEST = "reader.json"
@@ -78,6 +80,20 @@ def reader_info(folder: Path) -> ReaderInfo:
     )
 
 
+class _SentenceIndex:
+    """Where a passage's sentences begin and end: an answer span stays inside one of them (an
+    unconstrained reader answered "11434 by default. Set OLLAMA_HOST to change the address")."""
+
+    def __init__(self, passage: str) -> None:
+        self.bounds = sentence_bounds(passage) or [(0, len(passage))]
+        self.starts = [start for start, _ in self.bounds]
+
+    def within_one(self, begin: int, end: int) -> bool:
+        """Whether characters begin..end lie in one sentence."""
+        at = max(0, bisect.bisect_right(self.starts, begin) - 1)
+        return end <= self.bounds[at][1]
+
+
 class SpanReader:
     """Finds the answer span of a question in passages; loads its model on first use."""
 
@@ -110,10 +126,15 @@ class SpanReader:
 
     def read(self, question: str, passages: Sequence[str]) -> Span | None:
         """The best-scoring answer span of `question` in any of `passages` (None: no passage)."""
+        spans = [span for span in self.read_each(question, passages) if span is not None]
+        return max(spans, key=lambda span: span.confidence, default=None)
+
+    def read_each(self, question: str, passages: Sequence[str]) -> list[Span | None]:
+        """The best answer span of `question` in each of `passages`, in their order (one batch)."""
         import torch
 
         if not passages:
-            return None
+            return []
         with self._lock:
             model, tokenizer = self._load()
             previous = torch.get_num_threads()
@@ -136,7 +157,8 @@ class SpanReader:
                     output = model(**encoded)
             finally:
                 torch.set_num_threads(previous)
-        best: Span | None = None
+        best: list[Span | None] = [None] * len(passages)
+        sentences = [_SentenceIndex(passage) for passage in passages]
         for window, owner in enumerate(owners):
             in_passage = [t for t, s in enumerate(encoded.sequence_ids(window)) if s == 1]
             starts = output.start_logits[window].tolist()
@@ -149,8 +171,11 @@ class SpanReader:
                     if not 0 <= last - first < MAX_SPAN_TOKENS:
                         continue
                     confidence = starts[first] + ends[last] - null
-                    if best is None or confidence > best.confidence:
+                    found = best[owner]
+                    if found is None or confidence > found.confidence:
                         begin, end = offsets[window][first][0], offsets[window][last][1]
+                        if not sentences[owner].within_one(begin, end):
+                            continue
                         text = passages[owner][begin:end]
-                        best = Span(text, owner, begin, end, confidence)
+                        best[owner] = Span(text, owner, begin, end, confidence)
         return best

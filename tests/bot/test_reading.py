@@ -12,7 +12,13 @@ import pytest
 from bot.core.answer import Answerer, AnswerSettings
 from bot.core.answer_eval import held_out
 from bot.core.prompts import NOT_COVERED
-from bot.core.reading import holding_sentence, is_yes_no, span_reply
+from bot.core.reading import (
+    holding_sentence,
+    is_yes_no,
+    ranked_span,
+    reader_can_read,
+    span_reply,
+)
 from bot.llm.span_reader import Span
 from bot.llm.worker import ModelWorker
 from knowledge.evaluation import EvalQuestion
@@ -28,23 +34,33 @@ CAFE = (
 
 
 class PhraseReader:
-    """Finds the first of its phrases that a passage holds, with a fixed confidence."""
+    """Finds in each passage the first of its phrases that it holds, with a set confidence."""
 
-    def __init__(self, phrases: Sequence[str], confidence: float = 5.0) -> None:
+    def __init__(
+        self,
+        phrases: Sequence[str],
+        confidence: float = 5.0,
+        confidences: dict[str, float] | None = None,
+    ) -> None:
         self.phrases = phrases
         self.confidence = confidence
+        self.confidences = confidences or {}
+        """Confidence of particular phrases (others get `confidence`)."""
         self.read_passages: list[list[str]] = []
 
     @property
     def trained_question_ids(self) -> frozenset[str]:
         return frozenset({"trained-1"})
 
-    def read(self, question: str, passages: Sequence[str]) -> Span | None:
+    def read_each(self, question: str, passages: Sequence[str]) -> list[Span | None]:
         self.read_passages.append(list(passages))
-        for number, passage in enumerate(passages):
-            for phrase in self.phrases:
-                if (at := passage.find(phrase)) >= 0:
-                    return Span(phrase, number, at, at + len(phrase), self.confidence)
+        return [self._find(number, passage) for number, passage in enumerate(passages)]
+
+    def _find(self, number: int, passage: str) -> Span | None:
+        for phrase in self.phrases:
+            if (at := passage.find(phrase)) >= 0:
+                confidence = self.confidences.get(phrase, self.confidence)
+                return Span(phrase, number, at, at + len(phrase), confidence)
         return None
 
 
@@ -177,3 +193,26 @@ def test_a_span_the_reader_is_unsure_of_is_replied_with_its_sentence(
     answer = unsure.ask("When do you close on weekdays?")
     assert answer.text == "The café is open from 8 am to 6 pm on weekdays. [1]"
     assert answer.completion is None
+
+
+def test_a_lower_ranked_source_answers_only_when_its_span_is_clearly_surer() -> None:
+    def span(passage: int, confidence: float) -> Span:
+        return Span(f"answer {passage}", passage, 0, 8, confidence)
+
+    # The best-ranked source keeps the answer against a slightly surer one below it ...
+    assert ranked_span([span(0, 9.0), span(1, 16.0)], margin=8.0) == span(0, 9.0)
+    # ... and loses it to one surer by the margin or more; a source without a span is skipped.
+    assert ranked_span([span(0, 2.0), None, span(2, 10.0)], margin=8.0) == span(2, 10.0)
+    assert ranked_span([None, span(1, -3.0)], margin=8.0) == span(1, -3.0)
+    assert ranked_span([None, None], margin=8.0) is None
+    # With no margin the most confident span wins, whatever its rank.
+    assert ranked_span([span(0, 9.0), span(1, 9.5)], margin=0.0) == span(1, 9.5)
+
+
+def test_the_reader_reads_latin_script_questions_and_leaves_others_to_the_model() -> None:
+    assert reader_can_read("When does the café open on Saturdays?")
+    assert reader_can_read("Où est la gare ?") and reader_can_read("Is OLLAMA_HOST 0.0.0.0?")
+    assert not reader_can_read("周六咖啡馆几点开门？") and not reader_can_read(
+        "Когда открывается кафе?"
+    )
+    assert not reader_can_read("123?")

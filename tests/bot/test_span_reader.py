@@ -10,6 +10,7 @@ import pytest
 
 from bot.llm.engine import ModelError
 from bot.llm.span_reader import MANIFEST, SpanReader, default_reader_dir, reader_info
+from knowledge.chunking import sentence_bounds
 from tuning.reader import DATA_DIR, is_current
 
 HOURS = "The café is open from 8 am to 6 pm on weekdays and from 9 am to 4 pm on Saturdays."
@@ -36,6 +37,46 @@ def test_it_is_surer_where_the_answer_is(reader: SpanReader) -> None:
     elsewhere = reader.read(question, [HOURS])
     assert there is not None and elsewhere is not None
     assert "cards" in there.text and there.confidence > elsewhere.confidence
+
+
+COMPANY = "The company was founded by Maria Lopez in 1998. It now employs 40 people."
+MUSEUM = "Entry to the museum is free for children. Adults pay 12 euros."
+TOWN = "The town lies on the river Ouse. Its bridge dates from 1820."
+# Short chunks of plain facts, as an FAQ or a note is cut, with the answer anywhere in them.
+# Written before the reader was trained on short crops; not used to tune anything.
+PLAIN_FACTS = [
+    ("What is the capital of Estonia?",
+     "The capital of Estonia is Tallinn. Tallinn has a medieval old town.", "Tallinn"),
+    ("Who founded the company?", COMPANY, "Maria Lopez"),
+    ("How many people does the company employ?", COMPANY, "40"),
+    ("When was the company founded?", COMPANY, "1998"),
+    ("What is the library's phone number?",
+     "You can reach the library at 555-0142. It is closed on public holidays.", "555-0142"),
+    ("Which file holds the settings?",
+     "All settings live in config.toml. Edit it and restart the service.", "config.toml"),
+    ("What does the museum cost for children?", MUSEUM, "free"),
+    ("How much do adults pay?", MUSEUM, "12 euros"),
+    ("What is the river called?", TOWN, "Ouse"),
+    ("When was the bridge built?", TOWN, "1820"),
+    ("Which command lists the running containers?",
+     "Run docker ps to list the running containers. Add -a to see stopped ones too.", "docker ps"),
+    ("What is the tallest mountain in Japan?",
+     "Mount Fuji is the tallest mountain in Japan. It is an active volcano.", "Mount Fuji"),
+]  # fmt: skip
+
+
+def test_plain_facts_in_short_chunks_are_found_and_a_span_stays_in_one_sentence(
+    reader: SpanReader,
+) -> None:
+    right = []
+    for question, passage, answer in PLAIN_FACTS:
+        span = reader.read(question, [passage])
+        assert span is not None
+        bounds = sentence_bounds(passage)
+        assert any(start <= span.start and span.end <= end for start, end in bounds), span
+        print(f"{span.confidence:5.1f} {question} -> {span.text!r}")
+        right.append(answer.lower() in span.text.lower() and len(span.text) < 3 * len(answer) + 10)
+    assert sum(right) >= 10, right
 
 
 def test_it_lists_the_questions_it_trained_on(reader: SpanReader) -> None:

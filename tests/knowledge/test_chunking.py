@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from knowledge.chunking import chunk_document, split_sentences
+from knowledge.chunking import chunk_document, sentence_bounds, split_sentences
 from knowledge.parsers import ParsedDocument, Section, parse_bytes
 
 SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in some detail." for i in range(40)]
@@ -108,3 +108,15 @@ def test_a_lead_in_stays_with_the_code_or_list_it_introduces() -> None:
     )
     with_list = next(c for c in chunks if "100% GPU" in c.text)
     assert "The Processor column says where it is loaded: - 100% GPU" in with_list.text
+
+
+def test_sentence_bounds_are_where_each_sentence_lies_in_the_text() -> None:
+    text = "Dr. Smith opened the clinic.  It closes at 6 pm!\nAsk at the desk"
+    bounds = sentence_bounds(text)
+    assert [text[start:end] for start, end in bounds] == split_sentences(text)
+    assert [text[start:end] for start, end in bounds] == [
+        "Dr. Smith opened the clinic.",
+        "It closes at 6 pm!",
+        "Ask at the desk",
+    ]
+    assert sentence_bounds("") == []
