@@ -96,7 +96,7 @@ models: $(STAMP)
 	@$(BIN)/ragtune models install
 
 # The span reader that answers from the sources: the packaged MiniLM encoder trained on
-# tuning/reader_data once per machine (about 9 minutes on 2 cores, progress shown), kept in
+# tuning/reader_data once per machine (about 10.5 minutes on 2 cores, progress shown), kept in
 # ~/.cache/ragtune/readers; a no-op once built. The bot works without it (the model alone).
 reader: $(STAMP)
 	@$(BIN)/ragtune reader build

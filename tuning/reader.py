@@ -7,7 +7,7 @@ annual-report paragraphs (TAT-QA's test split) and over Wikipedia paragraphs (XQ
 0-35), each with its answer span, and for some questions a paragraph of the same document that
 does not answer it (taught as "no answer here"). Two domains, so the reader learns to read, not
 one kind of text. The questions it trained on are listed in its manifest, and `eval answers`
-leaves them out. Training is seeded and takes about 9 minutes on 2 cores.
+leaves them out. Training is seeded and takes about 10.5 minutes on 2 cores (634 s).
 """
 
 from __future__ import annotations
