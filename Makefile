@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup models reader test-models run chat serve llama-server test lint types pytest bench fmt clean soak
+.PHONY: help setup models reader reranker test-models run chat serve llama-server test lint types pytest bench fmt clean soak
 
 help:
 	@echo "make run    set up, then start the bot"
@@ -100,6 +100,12 @@ models: $(STAMP)
 # ~/.cache/ragtune/readers; a no-op once built. The bot works without it (the model alone).
 reader: $(STAMP)
 	@$(BIN)/ragtune reader build
+
+# The second stage of search (a cross-encoder over the best chunks, tuning/reranker_data), once
+# per machine into ~/.cache/ragtune/rerankers: about 34 minutes on 2 cores, so not part of setup;
+# RAGTUNE_RERANKER=auto then uses it (README "Retrieval").
+reranker: $(STAMP)
+	@$(BIN)/ragtune reranker build
 
 setup: $(STAMP) models reader
 

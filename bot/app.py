@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,13 @@ from bot.state import StateStore
 from knowledge.embeddings import Embedder, SentenceTransformerEmbedder
 from knowledge.ingest import Ingestor
 from knowledge.migrations import GLOBAL_COLLECTION
+from knowledge.rerank import MANIFEST as RERANKER_MANIFEST
+from knowledge.rerank import (
+    CrossEncoder,
+    RerankingSearcher,
+    RerankSettings,
+    default_reranker_dir,
+)
 from knowledge.sandbox import ParseLimits
 from knowledge.search import HybridSearcher, Retriever, SearchSettings
 from knowledge.store import KnowledgeStore
@@ -138,6 +146,21 @@ def build_searcher(
     store: KnowledgeStore,
     embedder: Embedder,
     retriever: Retriever = "hybrid",
+) -> HybridSearcher | RerankingSearcher:
+    """The configured search: hybrid (or one retriever alone), reranked when RAGTUNE_RERANKER
+    names a reranker and the retriever is hybrid."""
+    first = build_first_stage(settings, store, embedder, retriever)
+    encoder = build_reranker(settings) if retriever == "hybrid" else None
+    if encoder is None:
+        return first
+    return rerank(settings, first, encoder)
+
+
+def build_first_stage(
+    settings: Settings,
+    store: KnowledgeStore,
+    embedder: Embedder,
+    retriever: Retriever = "hybrid",
 ) -> HybridSearcher:
     """A HybridSearcher with the configured fusion settings (or one retriever alone)."""
     return HybridSearcher(
@@ -150,6 +173,41 @@ def build_searcher(
             retriever=retriever,
         ),
     )
+
+
+def rerank(settings: Settings, first: HybridSearcher, encoder: CrossEncoder) -> RerankingSearcher:
+    """The first stage `first` with the configured second stage on top."""
+    return RerankingSearcher(
+        first,
+        encoder,
+        RerankSettings(
+            depth=settings.rerank_depth, first_stage_weight=settings.rerank_first_stage_weight
+        ),
+    )
+
+
+def build_reranker(settings: Settings) -> CrossEncoder | None:
+    """The cross-encoder RAGTUNE_RERANKER names: the one `make reranker` built (auto, when there
+    is one), a folder, or none (off). A configured folder that holds no reranker is said in one
+    sentence."""
+    match settings.reranker.strip().lower():
+        case "off" | "none" | "":
+            return None
+        case "auto":
+            folder = default_reranker_dir()
+            if not (folder / RERANKER_MANIFEST).is_file():
+                log.info("no reranker is built (`make reranker`): hybrid search alone")
+                return None
+            return CrossEncoder(folder, threads=_encoder_threads(settings))
+        case _:
+            return CrossEncoder(
+                Path(settings.reranker).expanduser(), threads=_encoder_threads(settings)
+            )
+
+
+def _encoder_threads(settings: Settings) -> int:
+    """The embedding threads for the cross-encoder too (0, torch's default: every core)."""
+    return settings.embedding_threads or (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

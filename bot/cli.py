@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from tqdm import tqdm
@@ -28,6 +28,7 @@ from bot.logs import redact_secrets
 from bot.models_cli import models_cli
 from bot.offline import default_to_offline
 from bot.reader_cli import reader_cli
+from bot.reranker_cli import reranker_cli
 from bot.state import StateStore
 from knowledge.embeddings import SentenceTransformerEmbedder
 from knowledge.errors import DocumentNotFoundError, KnowledgeError
@@ -61,6 +62,7 @@ cli.add_typer(tune_cli, name="tune")
 cli.add_typer(adapters_cli, name="adapters")
 cli.add_typer(models_cli, name="models")
 cli.add_typer(reader_cli, name="reader")
+cli.add_typer(reranker_cli, name="reranker")
 AdapterOption = Annotated[
     str | None, typer.Option("--adapter", help="Answer with this LoRA adapter applied.")
 ]
@@ -457,13 +459,28 @@ def eval_retrieval(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest a corpus, ask every question, print recall@1/3/5/10, MRR@10 and latency."""
+    """Ingest a corpus, ask every question, print recall@1/3/5/10, MRR@10 and latency.
+
+    With RAGTUNE_RERANKER set, the reranked search is scored (with --compare, as `reranked`
+    beside the others), on the questions the reranker did not train on."""
     from knowledge.evaluation import evaluate_retrieval, load_questions
-    from knowledge.search import RETRIEVERS
+    from knowledge.rerank import RerankingSearcher
+    from knowledge.search import RETRIEVERS, HybridSearcher, Retriever
 
     settings = get_settings()
     asked = load_questions(questions)
-    retrievers = RETRIEVERS if compare else RETRIEVERS[:1]
+    retrievers: list[Retriever | Literal["reranked"]] = list(
+        RETRIEVERS if compare else RETRIEVERS[:1]
+    )
+    encoder = services.build_reranker(settings)
+    if encoder is not None:
+        trained = encoder.trained_question_ids
+        kept = [q for q in asked if q.id not in trained]
+        if len(kept) < len(asked):
+            _status(f"Left out {len(asked) - len(kept)} questions the reranker was trained on.")
+        asked = kept
+        if compare:
+            retrievers.append("reranked")
     results: dict[str, dict[str, float | int]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="ragtune-eval-") as tmp,
@@ -472,7 +489,12 @@ def eval_retrieval(
         embedder = services.build_embedder(settings)
         _ingest_corpus(store, embedder, corpus)
         for retriever in retrievers:
-            searcher = services.build_searcher(settings, store, embedder, retriever)
+            first = services.build_first_stage(
+                settings, store, embedder, "hybrid" if retriever == "reranked" else retriever
+            )
+            searcher: HybridSearcher | RerankingSearcher = first
+            if encoder is not None and (retriever == "reranked" or not compare):
+                searcher = services.rerank(settings, first, encoder)
             try:
                 with tqdm(total=len(asked), desc=retriever, unit="q", file=sys.stderr) as bar:
                     scores = evaluate_retrieval(

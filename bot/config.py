@@ -80,6 +80,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Chunks taken from each of the vector and keyword lists before fusion.",
     )
+    reranker: str = Field(
+        "off",
+        description="The second stage of search, a cross-encoder over the best chunks: off, "
+        "auto (the one `make reranker` built, when there is one), or a folder.",
+    )
+    rerank_depth: int = Field(
+        10, ge=1, description="The first stage's best chunks the reranker reads."
+    )
+    rerank_first_stage_weight: float = Field(
+        0.35, ge=0, le=1, description="Share of the first stage's score in the reranked order."
+    )
     vector_weight: float = Field(
         1.0, ge=0, description="Weight of the normalised cosine in fusion; 0 = keywords only."
     )

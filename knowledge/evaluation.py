@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from knowledge.errors import BadDocumentError
+from knowledge.rerank import RerankingSearcher
 from knowledge.search import HybridSearcher
 
 RECALL_AT = (1, 3, 5, 10)
@@ -99,7 +100,7 @@ def score_rankings(
 
 
 def evaluate_retrieval(
-    searcher: HybridSearcher,
+    searcher: HybridSearcher | RerankingSearcher,
     questions: Sequence[EvalQuestion],
     *,
     depth: int = 10,

@@ -269,6 +269,47 @@ def test_eval_retrieval_compare_scores_three_retrievers_on_one_corpus(
     assert result["hybrid"]["mrr@10"] >= result["keyword"]["mrr@10"] - 0.02
 
 
+def _untrained_reranker(folder: Path, trained_ids: list[str]) -> Path:
+    """The packaged MiniLM with a fresh one-logit head, saved as a reranker folder (a real
+    cross-encoder with arbitrary scores: enough to test the wiring, not its quality)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from knowledge.embeddings import packaged_model_dir
+    from knowledge.rerank import MANIFEST
+
+    torch.manual_seed(0)
+    base = packaged_model_dir()
+    AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    (folder / MANIFEST).write_text(json.dumps({"trained_question_ids": trained_ids}))
+    return folder
+
+
+def test_eval_retrieval_compare_adds_the_reranker_and_leaves_out_what_it_trained_on(
+    tmp_path: Path, dev_eval_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    corpus, questions = _small_eval_set(tmp_path, dev_eval_dir)
+    first_five = [json.loads(line)["id"] for line in Path(questions).read_text().splitlines()][:5]
+    monkeypatch.setenv("RAGTUNE_RERANKER", str(_untrained_reranker(tmp_path / "rr", first_five)))
+    get_settings.cache_clear()  # settings are read once per process: read them again
+    try:
+        code, out, err = invoke(
+            "eval", "retrieval", "--corpus", corpus, "--questions", questions, "--compare",
+            "--json",
+        )  # fmt: skip
+    finally:
+        get_settings.cache_clear()
+    assert code == 0
+    assert "Left out 5 questions the reranker was trained on" in err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert list(result) == ["hybrid", "keyword", "vector", "reranked"]
+    assert all(set(scores) == SCORE_KEYS and scores["n"] == 35 for scores in result.values())
+    # It reorders the first stage's best ten (one chunk per passage here) and never sees the
+    # others: whatever it scores, the ten passages found are hybrid's ten.
+    assert result["reranked"]["recall@10"] == result["hybrid"]["recall@10"]
+
+
 DOCUMENTS = 60
 """Dev articles the killed `kb add` ingests."""
 
