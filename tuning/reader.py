@@ -26,6 +26,7 @@ from bot.llm.engine import ModelError
 from bot.llm.span_reader import MANIFEST, READER_RECIPE, WINDOW_STRIDE, WINDOW_TOKENS, reader_info
 from knowledge.chunking import sentence_bounds
 from knowledge.embeddings import packaged_model_dir
+from tuning.built import publish
 from tuning.train import native_bf16
 
 DATA_DIR = Path(__file__).resolve().parent / "reader_data"
@@ -211,10 +212,6 @@ def build_reader(
             if progress is not None:
                 progress(step, total)
     model.eval()
-    partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
     manifest = {
         "recipe": READER_RECIPE,
         "training": asdict(recipe),
@@ -226,13 +223,7 @@ def build_reader(
         "train_s": round(time.monotonic() - started, 1),
         "trained_question_ids": sorted({e.question_id for e in examples}),
     }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    partial.rename(out)  # a build cut short never looks like a reader
-    return out
+    return publish(out, model, tokenizer, MANIFEST, manifest)
 
 
 def is_current(folder: Path) -> bool:

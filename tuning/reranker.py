@@ -25,6 +25,7 @@ from knowledge.chunking import embedding_input
 from knowledge.embeddings import packaged_model_dir
 from knowledge.errors import KnowledgeError
 from knowledge.rerank import MANIFEST, MAX_TOKENS, RERANKER_RECIPE, reranker_info
+from tuning.built import publish
 from tuning.train import native_bf16
 
 DATA_DIR = Path(__file__).resolve().parent / "reranker_data"
@@ -163,10 +164,6 @@ def build_reranker(
             if progress is not None:
                 progress(step, total)
     model.eval()
-    partial = out.with_name(out.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
     manifest = {
         "recipe": RERANKER_RECIPE,
         "training": asdict(recipe),
@@ -177,13 +174,7 @@ def build_reranker(
         "train_s": round(time.monotonic() - started, 1),
         "trained_question_ids": sorted(row["id"] for row in questions),
     }
-    (partial / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    partial.rename(out)  # a build cut short never looks like a reranker
-    return out
+    return publish(out, model, tokenizer, MANIFEST, manifest)
 
 
 def is_current(folder: Path) -> bool:
