@@ -34,6 +34,51 @@ MAX_SPAN_TOKENS = 30
 WINDOW_TOKENS = 256
 WINDOW_STRIDE = 96
 _CANDIDATES = 20
+_JOINERS = frozenset("._-/:@+#")
+"""Characters that join two word characters into one term: config.toml, 555-0142, 3.5, a/b (not
+the apostrophe: "Luther" is the answer in "Luther's")."""
+
+
+def _in_word(char: str) -> bool:
+    """Whether `char` is part of a word that whitespace delimits: letters and digits of scripts
+    that space their words (an ideograph is a word of its own, so Chinese spans are never
+    widened to a whole clause)."""
+    return (char.isalnum() or char == "_") and not _spaceless_script(char)
+
+
+def _spaceless_script(char: str) -> bool:
+    """Whether `char` is from a script written without spaces between words (CJK, kana, Thai)."""
+    code = ord(char)
+    return (
+        0x2E80 <= code <= 0x9FFF  # CJK radicals, kana, ideographs
+        or 0xAC00 <= code <= 0xD7AF  # Hangul syllables
+        or 0xF900 <= code <= 0xFAFF
+        or 0x0E00 <= code <= 0x0EFF  # Thai, Lao
+        or 0x20000 <= code <= 0x3FFFF
+    )
+
+
+def whole_words(text: str, begin: int, end: int) -> tuple[int, int]:
+    """begin..end widened to the whole terms it cuts: a reader pointing at word pieces answered
+    "toml" for "config.toml" (the tokenizer splits at the dot) and would answer "##ing" ends."""
+
+    def joined(at: int) -> bool:  # text[at] sits inside a term: a word char or a joiner in one
+        if _in_word(text[at]):
+            return True
+        if not 0 < at < len(text) - 1:
+            return False
+        before, after = text[at - 1], text[at + 1]
+        if text[at] == ",":  # 12,500 is one figure; "Paris,London" is not one term
+            return before.isdigit() and after.isdigit()
+        return text[at] in _JOINERS and _in_word(before) and _in_word(after)
+
+    if begin >= end:
+        return begin, end
+    while begin > 0 and joined(begin - 1) and joined(begin):
+        begin -= 1
+    while end < len(text) and joined(end) and joined(end - 1):
+        end += 1
+    return begin, end
 
 
 def default_reader_dir() -> Path:
@@ -173,7 +218,9 @@ class SpanReader:
                     confidence = starts[first] + ends[last] - null
                     found = best[owner]
                     if found is None or confidence > found.confidence:
-                        begin, end = offsets[window][first][0], offsets[window][last][1]
+                        begin, end = whole_words(
+                            passages[owner], offsets[window][first][0], offsets[window][last][1]
+                        )
                         if not sentences[owner].within_one(begin, end):
                             continue
                         text = passages[owner][begin:end]
